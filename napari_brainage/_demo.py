@@ -1,0 +1,101 @@
+"""``napari-brainage demo``: napari with a sample scan and the plugin's widgets.
+
+With a display it opens the viewer and blocks until the window is closed.
+Without one it renders the same view off-screen and prints where the PNG is:
+under Xvfb when ``xvfb-run`` is installed (re-running itself inside it), since
+napari needs OpenGL, which Qt's "offscreen" platform does not provide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .io import atomic_path
+
+#: Widgets docked by the demo (display names from napari.yaml).
+DEMO_WIDGETS = ("Scan info",)
+WINDOW_SIZE = (1400, 860)
+_UNDER_XVFB = "NAPARI_BRAINAGE_UNDER_XVFB"
+
+
+def default_screenshot_path() -> Path:
+    """A PNG path inside a folder the demo owns, so re-running never clobbers user files."""
+    folder = Path(tempfile.gettempdir()) / "napari-brainage"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "demo.png"
+
+
+def has_display() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False) -> int:
+    from .samples import SAMPLES
+
+    if sample not in SAMPLES:
+        raise KeyError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
+    if screenshot is None and has_display():
+        viewer = build_demo_viewer(sample, show=True)
+        import napari
+
+        napari.run()
+        del viewer
+        return 0
+
+    target = Path(screenshot) if screenshot else default_screenshot_path()
+    if screenshot and target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if not has_display():
+        return _rerun_under_xvfb(sample, target)
+    render_screenshot(sample, target)
+    print(f"napari-brainage demo: screenshot written to {target.resolve()}")
+    return 0
+
+
+def _rerun_under_xvfb(sample: str, target: Path) -> int:
+    xvfb_run = shutil.which("xvfb-run")
+    if os.environ.get(_UNDER_XVFB) or xvfb_run is None:
+        raise RuntimeError(
+            "no display found and xvfb-run is not installed: napari needs OpenGL. "
+            "Install Xvfb (Debian/Ubuntu: apt-get install xvfb xauth libgl1 libgl1-mesa-dri) "
+            "or run on a machine with a display."
+        )
+    command = [
+        xvfb_run, "-a", "-s", "-screen 0 1600x1000x24",
+        sys.executable, "-m", "napari_brainage.cli", "demo",
+        "--sample", sample, "--screenshot", str(target), "--overwrite",
+    ]
+    return subprocess.call(command, env={**os.environ, _UNDER_XVFB: "1"})
+
+
+def build_demo_viewer(sample: str, show: bool):
+    """A viewer with ``sample`` opened and the demo widgets docked."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-brainage demo", show=show)
+    viewer.window.resize(*WINDOW_SIZE)
+    viewer.open_sample("napari-brainage", sample)
+    for name in DEMO_WIDGETS:
+        viewer.window.add_plugin_dock_widget("napari-brainage", name)
+    return viewer
+
+
+def render_screenshot(sample: str, target: Path) -> Path:
+    """Render the demo view (window included) to ``target``, atomically."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = build_demo_viewer(sample, show=True)
+    try:
+        QApplication.processEvents()
+        with atomic_path(target) as tmp:
+            viewer.screenshot(str(tmp), canvas_only=False, flash=False)
+    finally:
+        viewer.close()
+    return target

@@ -1,0 +1,48 @@
+"""npe2 reader: NIfTI / MGZ scans as napari Image layers in world millimetres.
+
+A thin wrapper over :func:`napari_brainage.io.load_volume`. The layer's data
+are the scan reordered for display (see :mod:`napari_brainage.geometry`), its
+affine maps them to RAS millimetres, and its metadata keep the source affine,
+shape and header so that the writer can put anything derived back on the
+scan's own voxel grid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from napari.utils.notifications import show_error
+
+from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, strip_suffix
+from ._layers import volume_layer_data
+
+PathOrPaths = str | Sequence[str]
+
+
+def get_reader(path: PathOrPaths) -> Callable | None:
+    """Claim ``path`` if it is (a list of) .nii, .nii.gz or .mgz files; else None."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(has_suffix(p, READABLE_SUFFIXES) for p in paths):
+        return None
+    return read_scans
+
+
+def read_scans(path: PathOrPaths) -> list[tuple]:
+    """Read each scan into layer data; a bad file becomes a notification naming the problem.
+
+    napari would wrap an exception in a generic "plugin failed, try another
+    plugin" message, which hides the real problem (a 4D file, a corrupt gzip)
+    from the user; so we show our own message and tell napari that the read
+    produced no layer (npe2's ``[(None,)]`` sentinel) when nothing was readable.
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers = []
+    for p in paths:
+        try:
+            volume = load_volume(p)
+        except VolumeError as err:
+            show_error(str(err))
+            continue
+        layers.append(volume_layer_data(volume, name=strip_suffix(p)))
+    return layers or [(None,)]

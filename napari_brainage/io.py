@@ -1,0 +1,335 @@
+"""Read and write brain scans with their geometry intact.
+
+A scan is a 3D array plus the 4x4 affine that maps voxel indices (i, j, k) to
+scanner/world millimetres in RAS+ orientation (x to the Right, y Anterior,
+z Superior), exactly as NIfTI defines it. Everything downstream (models,
+maps, napari layers) keeps that affine, so a map written here lands on the same
+voxels in napari, FSLeyes or 3D Slicer.
+
+Two rules shape this module:
+
+* Bad input fails early with a :class:`VolumeError` whose message names the
+  file and the problem in words a user can act on (2D, 4D, empty, NaN-only,
+  corrupt, absurd affine, too large), before any large allocation.
+* Writes are atomic: data goes to a temporary file beside the target, which is
+  renamed over it only once complete, so a crash never leaves a half-written
+  map; an existing file is replaced only when the caller says so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+#: File name endings this package reads.
+READABLE_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+#: File name endings this package writes (NIfTI only: the lingua franca).
+WRITABLE_SUFFIXES = (".nii.gz", ".nii")
+
+#: Largest volume accepted, in voxels (2**28 = 268 M, i.e. 1 GiB of float32).
+#: A 0.5 mm whole-head scan is about 100 M voxels; anything bigger is almost
+#: certainly a wrong header, and would exhaust a laptop's memory.
+MAX_VOXELS = 2**28
+#: Plausible voxel edge lengths in mm. Outside this range the affine is wrong.
+MIN_VOXEL_MM, MAX_VOXEL_MM = 0.01, 50.0
+#: A head fits in 1 m; a field of view beyond 2 m means a broken header.
+MAX_FIELD_OF_VIEW_MM = 2000.0
+#: An origin further than 10 m from the scanner centre is a broken header.
+MAX_ORIGIN_MM = 10_000.0
+
+# Read once at import (single-threaded): files we create get the permissions
+# the user's umask asks for, not mkstemp's private 0600.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class VolumeError(ValueError):
+    """A file could not be used as a 3D brain volume; the message says why."""
+
+
+@dataclass
+class Volume:
+    """A 3D scan: voxel data and the voxel-to-RAS-millimetre affine.
+
+    ``header`` is the source file's header (kept so that writing a derived map
+    preserves units, descriptions and codes); ``path`` is where it came from.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: Any = None
+    path: Path | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise VolumeError(f"affine must be 4x4, got shape {self.affine.shape}")
+        if np.ndim(self.data) != 3:
+            raise VolumeError(f"a volume must be 3D, got shape {np.shape(self.data)}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_sizes(self) -> np.ndarray:
+        """Edge length of a voxel along each array axis, in mm."""
+        return voxel_sizes(self.affine)
+
+    @property
+    def axcodes(self) -> tuple[str, str, str]:
+        """Anatomical direction each array axis points to, e.g. ('L', 'A', 'S')."""
+        return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths (mm) of an affine: the norms of its first 3 columns."""
+    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def has_suffix(path: str | os.PathLike, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` ends with one of ``suffixes`` (case-insensitive)."""
+    return str(path).lower().endswith(suffixes)
+
+
+def strip_suffix(path: str | os.PathLike) -> str:
+    """File name without its image suffix: ``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
+    name = Path(path).name
+    for suffix in READABLE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+# --------------------------------------------------------------------- reading
+def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Volume:
+    """Load a NIfTI (.nii, .nii.gz) or MGZ scan as a :class:`Volume`.
+
+    Data keep their stored dtype unless the file scales them (scl_slope /
+    scl_inter), in which case they are returned as float32. A 4D file holding a
+    single volume (shape X, Y, Z, 1) is accepted as 3D.
+
+    Raises
+    ------
+    VolumeError
+        naming the file and the problem, for anything that is not a usable
+        3D scan.
+    """
+    path = Path(path)
+    where = str(path)
+    if not has_suffix(path, READABLE_SUFFIXES):
+        raise VolumeError(
+            f"{where}: not a NIfTI (.nii, .nii.gz) or MGZ (.mgz) file; "
+            "convert DICOM series with dcm2niix first."
+        )
+    if not path.is_file():
+        raise VolumeError(f"{where}: no such file.")
+    if path.stat().st_size == 0:
+        raise VolumeError(f"{where}: the file is empty (0 bytes).")
+
+    try:
+        image = nib.load(path)
+        shape = tuple(int(n) for n in image.shape)
+        affine = np.asarray(image.affine, dtype=np.float64)
+    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError,
+            zlib.error, OSError, ValueError) as err:
+        raise VolumeError(f"{where}: not a readable image, the file looks corrupt ({err}).") from err
+
+    shape = _check_shape(where, shape, max_voxels)
+    _check_affine(where, affine, shape)
+
+    try:
+        data = _read_voxels(image)
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError) as err:
+        raise VolumeError(
+            f"{where}: the voxel data could not be read; the file is truncated or corrupt ({err})."
+        ) from err
+    data = data.reshape(shape)
+    _check_values(where, data)
+    return Volume(data=data, affine=affine, header=image.header, path=path)
+
+
+def _read_voxels(image) -> np.ndarray:
+    """Voxels in their stored dtype, or float32 when the header scales them."""
+    proxy = image.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    if slope == 1.0 and inter == 0.0 and hasattr(proxy, "get_unscaled"):
+        data = np.asarray(proxy.get_unscaled())
+    else:
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    if data.dtype.fields is not None or np.iscomplexobj(data):
+        raise ValueError(f"voxels of type {data.dtype} (RGB or complex) are not a T1 scan")
+    if data.dtype == np.float16 or data.dtype.kind == "b":
+        data = data.astype(np.float32)
+    return data
+
+
+def _check_shape(where: str, shape: tuple[int, ...], max_voxels: int) -> tuple[int, int, int]:
+    # Trailing singleton dimensions (X, Y, Z, 1) are a common way to store 3D.
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if any(n == 0 for n in shape):
+        raise VolumeError(f"{where}: the image is empty (shape {shape}).")
+    if len(shape) < 3 or sum(n > 1 for n in shape) < 3:
+        raise VolumeError(
+            f"{where}: the image is 2D (shape {shape}); brain age needs a 3D volume."
+        )
+    if len(shape) == 4:
+        raise VolumeError(
+            f"{where}: the image is 4D with {shape[3]} volumes (shape {shape}); "
+            "brain age needs a single 3D T1 volume: extract one first (e.g. fslroi)."
+        )
+    if len(shape) > 4:
+        raise VolumeError(
+            f"{where}: the image is {len(shape)}D (shape {shape}); brain age needs a 3D volume."
+        )
+    n_voxels = int(np.prod(shape, dtype=np.int64))
+    if n_voxels > max_voxels:
+        raise VolumeError(
+            f"{where}: the image is too large ({shape}, {n_voxels:,} voxels; "
+            f"the limit is {max_voxels:,}). Resample it to about 1 mm first."
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _check_affine(where: str, affine: np.ndarray, shape: tuple[int, int, int]) -> None:
+    problem = affine_problem(affine, shape)
+    if problem:
+        raise VolumeError(f"{where}: the header's affine is unusable: {problem}.")
+
+
+def affine_problem(affine: np.ndarray, shape: tuple[int, ...]) -> str | None:
+    """Why ``affine`` cannot describe a brain scan of ``shape``, or None if it can."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        return f"it is not 4x4 (shape {affine.shape})"
+    if not np.all(np.isfinite(affine)):
+        return "it contains NaN or infinite values"
+    if not np.allclose(affine[3], [0, 0, 0, 1]):
+        return f"its last row is {affine[3].tolist()}, not [0, 0, 0, 1]"
+    sizes = voxel_sizes(affine)
+    if np.any(sizes < MIN_VOXEL_MM) or np.any(sizes > MAX_VOXEL_MM):
+        return (f"voxel sizes {np.round(sizes, 4).tolist()} mm are outside "
+                f"{MIN_VOXEL_MM}-{MAX_VOXEL_MM} mm")
+    # Columns of a proper scan affine are (close to) independent directions.
+    unit_columns = affine[:3, :3] / sizes
+    if abs(np.linalg.det(unit_columns)) < 1e-3:
+        return "it is singular (two voxel axes point the same way)"
+    fov = sizes * np.asarray(shape[:3])
+    if np.any(fov > MAX_FIELD_OF_VIEW_MM):
+        return f"the field of view {np.round(fov).tolist()} mm is larger than any head"
+    if np.any(np.abs(affine[:3, 3]) > MAX_ORIGIN_MM):
+        return f"the origin {np.round(affine[:3, 3]).tolist()} mm is more than 10 m away"
+    return None
+
+
+def _check_values(where: str, data: np.ndarray) -> None:
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.any():
+            raise VolumeError(f"{where}: every voxel is NaN or infinite; there is no image.")
+        values = data[finite] if not finite.all() else data
+    else:
+        values = data
+    low, high = values.min(), values.max()
+    if low == high:
+        raise VolumeError(f"{where}: every voxel has the value {low}; there is no image.")
+
+
+# --------------------------------------------------------------------- writing
+def save_volume(
+    volume: Volume,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``volume`` to a NIfTI file (.nii or .nii.gz), atomically.
+
+    The affine is written to both sform and qform (sform holds it exactly,
+    shears included; qform is nibabel's closest rigid+zoom approximation); codes
+    come from the source header when there is one, else "aligned" (2). Data keep
+    their dtype, so write -> read returns identical voxels and affine.
+
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if not has_suffix(path, WRITABLE_SUFFIXES):
+        raise VolumeError(f"{path}: can only write NIfTI files ending in .nii.gz or .nii.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; not replacing it (pass overwrite=True).")
+    problem = affine_problem(volume.affine, volume.shape)
+    if problem:
+        raise VolumeError(f"{path}: refusing to write an unusable affine: {problem}.")
+    image = to_nifti(volume)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return path
+
+
+def to_nifti(volume: Volume) -> nib.Nifti1Image:
+    """A Nifti1Image of ``volume`` reusing its header's fields where it has one."""
+    data = np.asarray(volume.data)
+    if data.dtype == np.float64:
+        # float64 maps are twice the size for no gain in precision that matters.
+        data = data.astype(np.float32)
+    header = volume.header.copy() if isinstance(volume.header, nib.Nifti1Header) else None
+    image = nib.Nifti1Image(data, volume.affine, header=header)
+    image.header.set_data_dtype(data.dtype)
+    # The data are written as they are: no rescaling on the way out.
+    image.header.set_slope_inter(1.0, 0.0)
+    if header is None:
+        image.header.set_xyzt_units("mm")
+    sform_code = int(header["sform_code"]) if header is not None else 0
+    qform_code = int(header["qform_code"]) if header is not None else 0
+    image.set_sform(volume.affine, code=sform_code or 2)
+    image.set_qform(volume.affine, code=qform_code or 2)
+    return image
+
+
+class atomic_path:
+    """Context manager giving a temporary path that replaces ``target`` on success.
+
+    The temporary file sits in the target's folder (so the final rename is
+    atomic on the same file system) and keeps the target's suffix (so writers
+    that pick a format from the suffix, like nibabel's, do the right thing).
+    On any error the temporary file is removed and ``target`` is untouched.
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        suffix = "".join(self.target.suffixes[-2:]) if has_suffix(self.target, (".nii.gz",)) \
+            else self.target.suffix
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=f".partial{suffix}", dir=self.target.parent
+        )
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is None:
+            try:
+                with open(self.tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.chmod(self.tmp, 0o666 & ~_UMASK)
+                os.replace(self.tmp, self.target)
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                raise
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False

@@ -1,0 +1,64 @@
+"""The scans bundled in ``sample_data/``: where they are and what they hold.
+
+Pure core (no napari): scripts and tests use :func:`sample_path`; the napari
+File > Open Sample menu wraps it in ``_sample_data.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import Volume, load_volume
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str           #: identifier used in napari.yaml and the CLI
+    filename: str      #: file inside sample_data/
+    display_name: str  #: what the napari menu shows
+    description: str
+
+
+SAMPLES: dict[str, Sample] = {
+    s.key: s
+    for s in [
+        Sample(
+            key="icbm152_t1_2mm",
+            filename="icbm152_2009a_t1_2mm.nii.gz",
+            display_name="ICBM152 2009a T1 template (2 mm)",
+            description="MNI ICBM152 2009a symmetric T1 average of 152 young adults, "
+            "resampled to the 2 mm MNI grid (91x109x91).",
+        ),
+    ]
+}
+
+
+def sample_data_dir() -> Path:
+    """Folder holding the bundled scans.
+
+    In an installed wheel it is ``napari_brainage/sample_data`` (hatch copies
+    the repository's top-level ``sample_data/`` there); in a source checkout or
+    an editable install it is the top-level folder itself.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "sample_data", package.parent / "sample_data"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        "napari-brainage's sample_data folder is missing; reinstall the package."
+    )
+
+
+def sample_path(key: str) -> Path:
+    """Path of the bundled sample ``key`` (see :data:`SAMPLES`)."""
+    if key not in SAMPLES:
+        raise KeyError(f"unknown sample {key!r}; choose from {sorted(SAMPLES)}")
+    return sample_data_dir() / SAMPLES[key].filename
+
+
+def load_sample(key: str) -> Volume:
+    """The bundled sample ``key`` as a :class:`~napari_brainage.io.Volume`."""
+    volume = load_volume(sample_path(key))
+    volume.metadata["sample"] = key
+    return volume

@@ -1,0 +1,86 @@
+"""The napari-brainage command, run as a user runs it (the installed console script)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_brainage
+from napari_brainage.samples import sample_path
+
+from conftest import phantom, write_nifti
+
+SCRIPT = Path(sys.executable).with_name("napari-brainage")
+
+
+def run(*args, env=None, timeout=180):
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "napari_brainage.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"napari-brainage {napari_brainage.__version__}"
+
+
+def test_info_describes_the_sample():
+    result = run("info", str(sample_path("icbm152_t1_2mm")))
+    assert result.returncode == 0, result.stderr
+    assert "91 x 109 x 91 voxels" in result.stdout
+    assert "orientation     LAS" in result.stdout
+
+
+def test_info_reports_bad_files_without_traceback(tmp_path):
+    fmri = write_nifti(tmp_path / "fmri.nii.gz", phantom((6, 6, 6, 4)), np.eye(4))
+    result = run("info", str(fmri), str(sample_path("icbm152_t1_2mm")))
+    assert result.returncode == 2
+    assert "fmri.nii.gz: the image is 4D with 4 volumes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "LAS" in result.stdout  # the good file after the bad one is still described
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "required: COMMAND"),
+    (("train",), "invalid choice"),
+    (("demo", "--screenshot", "view.jpg"), "must be a .png file"),
+    (("demo", "--sample", "nope", "--screenshot", "x.png"), "unknown sample 'nope'"),
+])
+def test_bad_arguments_are_rejected_clearly(args, message, tmp_path):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+@pytest.mark.skipif(not (os.environ.get("DISPLAY") or shutil.which("xvfb-run")),
+                    reason="needs a display or xvfb-run")
+def test_demo_renders_a_non_blank_screenshot(tmp_path):
+    target = tmp_path / "demo.png"
+    result = run("demo", "--screenshot", str(target))
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stdout
+    pixels = _png_pixels(target)[..., :3].astype(float)
+    height, width = pixels.shape[:2]
+    assert width >= 1000 and height >= 600
+    # The canvas (the window's centre) shows a brain: many mid-to-bright grey pixels.
+    centre = pixels[height // 4: 3 * height // 4, width // 3: 2 * width // 3].mean(axis=2)
+    assert (centre > 80).mean() > 0.2
+    assert centre.std() > 30
+
+    # A second run does not silently replace the user's file.
+    again = run("demo", "--screenshot", str(target))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert list(tmp_path.iterdir()) == [target]  # and leaves no partial file behind

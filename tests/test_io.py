@@ -1,0 +1,204 @@
+"""Reading and writing scans: exact geometry, clear errors, atomic writes."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_brainage import io
+from napari_brainage.io import Volume, VolumeError, load_volume, save_volume
+
+from conftest import make_affine, phantom, write_nifti
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_round_trip_keeps_data_and_affine_exactly(tmp_path, dtype, suffix):
+    affine = make_affine()  # oblique, axes swapped, x flipped, 0.9/1.2/2.5 mm voxels
+    source = write_nifti(tmp_path / f"source{suffix}", phantom(dtype=dtype), affine)
+
+    first = load_volume(source)
+    save_volume(first, tmp_path / f"copy{suffix}")
+    second = load_volume(tmp_path / f"copy{suffix}")
+
+    assert second.data.dtype == first.data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(second.data, first.data)
+    np.testing.assert_array_equal(second.affine, first.affine)
+    # NIfTI-1 stores the affine as float32: the first read is the source to that precision.
+    np.testing.assert_allclose(first.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(first.voxel_sizes, [0.9, 1.2, 2.5], atol=1e-5)
+    assert first.axcodes == nib.aff2axcodes(affine)
+
+
+def test_scaled_integers_are_read_as_float_and_round_trip(tmp_path):
+    raw = phantom(dtype=np.int16)
+    image = nib.Nifti1Image(raw, make_affine())
+    image.header.set_slope_inter(0.5, 10.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(image, path)
+
+    volume = load_volume(path)
+
+    assert volume.data.dtype == np.float32
+    np.testing.assert_allclose(volume.data, raw * 0.5 + 10.0, rtol=1e-6)
+    save_volume(volume, tmp_path / "out.nii.gz")
+    np.testing.assert_array_equal(load_volume(tmp_path / "out.nii.gz").data, volume.data)
+
+
+def test_single_volume_4d_file_is_read_as_3d(tmp_path):
+    data = phantom()[..., None]
+    volume = load_volume(write_nifti(tmp_path / "one_volume.nii.gz", data, np.eye(4)))
+    assert volume.shape == data.shape[:3]
+
+
+def test_saving_keeps_source_header_fields(tmp_path, oblique_scan):
+    volume = load_volume(oblique_scan)
+    volume.header["descrip"] = b"subject 007"
+    save_volume(volume, tmp_path / "map.nii.gz")
+    header = nib.load(tmp_path / "map.nii.gz").header
+    assert header["descrip"].tobytes().startswith(b"subject 007")
+    assert int(header["sform_code"]) == 1  # the source's code, not a default
+
+
+# ----------------------------------------------------------------- bad input
+def _write_raw(path, content: bytes):
+    path.write_bytes(content)
+    return path
+
+
+def _nifti(tmp_path, name, data, affine=None):
+    return write_nifti(tmp_path / name, data, np.eye(4) if affine is None else affine)
+
+
+def _truncated(tmp_path):
+    full = _nifti(tmp_path, "full.nii", phantom())
+    blob = full.read_bytes()
+    return _write_raw(tmp_path / "truncated.nii", blob[: len(blob) // 2])
+
+
+def _huge_header_only(tmp_path):
+    header = nib.Nifti1Header()
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.float32)
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as handle:
+        header.write_to(handle)
+    return path
+
+
+def _affine_with(change):
+    affine = np.eye(4)
+    change(affine)
+    return affine
+
+
+BAD_INPUTS = {
+    "wrong type": (lambda t: _write_raw(t / "scan.png", b"\x89PNG...."), "not a NIfTI"),
+    "missing": (lambda t: t / "absent.nii.gz", "no such file"),
+    "zero bytes": (lambda t: _write_raw(t / "empty.nii.gz", b""), "empty (0 bytes)"),
+    "corrupt gzip": (lambda t: _write_raw(t / "corrupt.nii.gz", b"\x1f\x8b" + os.urandom(500)), "corrupt"),
+    "not gzip at all": (lambda t: _write_raw(t / "junk.nii.gz", os.urandom(2000)), "corrupt"),
+    "truncated data": (_truncated, "truncated or corrupt"),
+    "2D": (lambda t: _nifti(t, "slice.nii.gz", phantom((30, 30, 1))), "2D"),
+    "flat 3D": (lambda t: _nifti(t, "flat.nii.gz", phantom((30, 1, 30))), "2D"),
+    "4D": (lambda t: _nifti(t, "fmri.nii.gz", phantom((10, 10, 10, 5))), "4D with 5 volumes"),
+    "5D": (lambda t: _nifti(t, "five.nii.gz", phantom((6, 6, 6, 2, 2))), "5D"),
+    "zero-size": (lambda t: _nifti(t, "zero.nii", np.zeros((10, 0, 10), np.float32)), "empty"),
+    "NaN only": (lambda t: _nifti(t, "nan.nii.gz", np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
+    "constant": (lambda t: _nifti(t, "blank.nii.gz", np.zeros((8, 8, 8), np.int16)), "every voxel has the value 0"),
+    "huge": (_huge_header_only, "too large"),
+    "singular affine": (lambda t: _nifti(t, "sing.nii.gz", phantom(),
+                                         _affine_with(lambda a: a.__setitem__((slice(0, 3), 1), a[:3, 0]))),
+                        "singular"),
+    "absurd voxel size": (lambda t: _nifti(t, "big_vox.nii.gz", phantom(), np.diag([200.0, 1, 1, 1])),
+                          "voxel sizes"),
+    "absurd origin": (lambda t: _nifti(t, "far.nii.gz", phantom(),
+                                       _affine_with(lambda a: a.__setitem__((0, 3), 1e7))), "10 m"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_raises_clear_error_naming_file_and_problem(tmp_path, case):
+    make, expected = BAD_INPUTS[case]
+    path = make(tmp_path)
+    with pytest.raises(VolumeError) as caught:
+        load_volume(path)
+    message = str(caught.value)
+    assert path.name in message
+    assert expected in message
+
+
+def test_nonfinite_affine_is_refused():
+    assert "NaN" in io.affine_problem(_affine_with(lambda a: a.__setitem__((1, 1), np.nan)), (8, 8, 8))
+    assert io.affine_problem(make_affine(), (64, 64, 64)) is None
+
+
+def test_partially_nan_scan_is_accepted(tmp_path):
+    data = phantom()
+    data[:3] = np.nan  # e.g. outside the field of view after another tool resampled
+    volume = load_volume(_nifti(tmp_path, "partial_nan.nii.gz", data))
+    assert np.isnan(volume.data).sum() == np.isnan(data).sum()
+
+
+# ------------------------------------------------------------------ writing
+def test_existing_file_is_not_replaced_without_overwrite(tmp_path, oblique_scan):
+    volume = load_volume(oblique_scan)
+    target = tmp_path / "map.nii.gz"
+    target.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_volume(volume, target)
+    assert target.read_bytes() == b"precious"
+    save_volume(volume, target, overwrite=True)
+    np.testing.assert_array_equal(load_volume(target).data, volume.data)
+
+
+def _failing_save(image, filename):
+    """Write half a file, then fail the way a full disk would."""
+    with open(filename, "wb") as handle:
+        handle.write(b"\x1f\x8b partial")
+    raise OSError(28, "No space left on device")
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, oblique_scan, monkeypatch):
+    volume = load_volume(oblique_scan)
+    fresh = tmp_path / "out" / "fresh.nii.gz"
+    fresh.parent.mkdir()
+    existing = tmp_path / "out" / "existing.nii.gz"
+    existing.write_bytes(b"previous map")
+    monkeypatch.setattr(io.nib, "save", _failing_save)
+
+    for target in (fresh, existing):
+        with pytest.raises(OSError, match="No space"):
+            save_volume(volume, target, overwrite=True)
+
+    assert not fresh.exists()
+    assert existing.read_bytes() == b"previous map"
+    assert sorted(p.name for p in fresh.parent.iterdir()) == ["existing.nii.gz"]
+
+
+def test_written_file_has_normal_permissions(tmp_path, oblique_scan):
+    old = os.umask(0o022)
+    try:
+        path = save_volume(load_volume(oblique_scan), tmp_path / "map.nii.gz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_refuses_to_write_other_formats_and_unusable_affines(tmp_path):
+    with pytest.raises(VolumeError, match=".nii.gz or .nii"):
+        save_volume(Volume(phantom(), np.eye(4)), tmp_path / "map.png")
+    with pytest.raises(VolumeError, match="NaN"):
+        save_volume(Volume(phantom(), np.full((4, 4), np.nan)), tmp_path / "map.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gzip_output_is_really_compressed(tmp_path, oblique_scan):
+    path = save_volume(load_volume(oblique_scan), tmp_path / "map.nii.gz")
+    with gzip.open(path) as handle:
+        assert len(handle.read(348)) == 348  # a NIfTI-1 header inside a gzip stream

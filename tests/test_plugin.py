@@ -1,0 +1,152 @@
+"""The napari side: manifest, reader, writer and sample data in a real viewer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from napari_brainage import _reader
+from napari_brainage.geometry import RAS_TO_WORLD
+from napari_brainage.io import load_volume
+from napari_brainage.samples import SAMPLES, sample_path
+
+from conftest import make_affine, phantom, write_nifti
+
+PLUGIN = "napari-brainage"
+
+
+@pytest.fixture
+def notifications():
+    """Messages napari shows to the user during the test."""
+    seen: list[str] = []
+
+    def record(notification):
+        seen.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def test_manifest_is_valid():
+    npe2 = Path(sys.executable).with_name("npe2")
+    command = [str(npe2)] if npe2.exists() else [shutil.which("npe2") or "npe2"]
+    result = subprocess.run([*command, "validate", "napari_brainage"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+
+
+def test_manifest_contributions_are_discovered():
+    from npe2 import PluginManager
+
+    manager = PluginManager.instance()
+    manager.discover()
+    manifest = manager.get_manifest(PLUGIN)
+    assert {w.display_name for w in manifest.contributions.widgets} >= {"Scan info"}
+    assert {s.key for s in manifest.contributions.sample_data} == set(SAMPLES)
+    for command in manifest.contributions.commands:
+        # Importing each callable catches a python_name that points nowhere.
+        assert callable(manager.commands.get(command.id))
+
+
+@pytest.mark.parametrize("path", ["scan.png", "scan.nii.txt", "notes.csv", "folder/", ["a.nii", "b.tif"], []])
+def test_reader_ignores_what_it_does_not_claim(path):
+    assert _reader.get_reader(path) is None
+
+
+@pytest.mark.parametrize("path", ["a.nii", "a.nii.gz", "A.NII.GZ", "a.mgz", ["a.nii", "b.nii.gz"]])
+def test_reader_claims_nifti_and_mgz(path):
+    assert callable(_reader.get_reader(path))
+
+
+def test_oblique_scan_opens_in_world_space_and_saves_back_exactly(make_napari_viewer, oblique_scan, tmp_path):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(oblique_scan), plugin=PLUGIN)
+    source = load_volume(oblique_scan)
+
+    # Data are laid out (S, A, R): for a PSL scan that means axes reordered.
+    assert layer.data.shape == (30, 24, 20)  # (S: 30, A: 24, R: 20)
+    # Every source voxel appears at its scanner position (napari world = z, y, x mm).
+    for ijk in [(0, 0, 0), (23, 29, 19), (5, 17, 11)]:
+        world_zyx = (RAS_TO_WORLD @ source.affine @ np.append(ijk, 1))[:3]
+        display_index = np.rint(layer.world_to_data(world_zyx)).astype(int)
+        assert layer.data[tuple(display_index)] == source.data[ijk]
+    np.testing.assert_array_equal(layer.metadata["source_affine"], source.affine)
+    assert layer.metadata["source_path"] == str(oblique_scan)
+
+    written = viewer.layers.save(str(tmp_path / "saved.nii.gz"), plugin=PLUGIN)
+    again = load_volume(written[0])
+    np.testing.assert_array_equal(again.data, source.data)
+    np.testing.assert_array_equal(again.affine, source.affine)
+
+
+def test_writer_appends_nifti_suffix_and_writes_labels_on_source_grid(make_napari_viewer, oblique_scan, tmp_path):
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(oblique_scan), plugin=PLUGIN)
+    mask = (image.data > 120).astype(np.uint8)
+    viewer.add_labels(mask, affine=image.affine, metadata=image.metadata, name="bright")
+
+    [written] = viewer.layers["bright"].save(str(tmp_path / "bright"), plugin=PLUGIN)
+
+    assert written.endswith("bright.nii.gz")
+    saved = load_volume(written)
+    source = load_volume(oblique_scan)
+    np.testing.assert_array_equal(saved.affine, source.affine)
+    np.testing.assert_array_equal(saved.data, (source.data > 120).astype(np.uint8))
+
+
+def test_layer_made_in_napari_is_written_with_its_world_geometry(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    data = phantom((10, 12, 14))
+    layer = viewer.add_image(data, scale=(2.0, 1.5, 1.0), translate=(-10.0, 4.0, 7.0))
+    [written] = layer.save(str(tmp_path / "plain.nii.gz"), plugin=PLUGIN)
+    saved = load_volume(written)
+    # napari world (z, y, x) = scale * index + translate; NIfTI gives the same point in RAS.
+    index = np.array([3, 5, 7])
+    expected_zyx = np.array([2.0, 1.5, 1.0]) * index + [-10.0, 4.0, 7.0]
+    np.testing.assert_allclose((RAS_TO_WORLD @ saved.affine @ np.append(index, 1))[:3], expected_zyx)
+    np.testing.assert_array_equal(saved.data, data)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"\x1f\x8b\x08\x00garbage" * 20, "corrupt"),
+    (None, "4D with 3 volumes"),
+])
+def test_unreadable_file_shows_the_problem_and_napari_keeps_running(
+    make_napari_viewer, tmp_path, notifications, content, problem
+):
+    viewer = make_napari_viewer()
+    path = tmp_path / "bad.nii.gz"
+    if content is None:
+        write_nifti(path, phantom((8, 8, 8, 3)), np.eye(4))
+    else:
+        path.write_bytes(content)
+
+    added = viewer.open(str(path), plugin=PLUGIN)
+
+    assert added == [] and len(viewer.layers) == 0
+    assert any(problem in message and "bad.nii.gz" in message for message in notifications), notifications
+    # The viewer still works: a good file opens afterwards.
+    good = write_nifti(tmp_path / "good.nii.gz", phantom(), np.eye(4))
+    assert len(viewer.open(str(good), plugin=PLUGIN)) == 1
+
+
+def test_sample_scan_loads_in_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open_sample(PLUGIN, "icbm152_t1_2mm")
+    volume = load_volume(sample_path("icbm152_t1_2mm"))
+    assert volume.shape == (91, 109, 91) and volume.axcodes == ("L", "A", "S")
+    assert layer.data.shape == (91, 109, 91)  # (S, A, R)
+    # The MNI origin (0, 0, 0) mm is inside the brain: bright tissue, not background.
+    centre_index = np.rint(layer.world_to_data((0.0, 0.0, 0.0))).astype(int)
+    assert layer.data[tuple(centre_index)] > 0.3 * layer.data.max()
+    # Patient's left is display column 0: the LAS file's x axis was flipped for display.
+    np.testing.assert_array_equal(layer.data[:, :, ::-1], volume.data.transpose(2, 1, 0))
+    low, high = layer.contrast_limits
+    assert 0 < low < high <= volume.data.max()
