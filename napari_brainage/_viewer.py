@@ -13,4 +13,6 @@ ANATOMICAL_ORIENTATION_2D = ("up", "right")
 
 def show_anatomically(viewer: napari.Viewer) -> None:
     """Orient the 2D camera so brain slices appear upright."""
-    viewer.camera.orientation2d = ANATOMICAL_ORIENTATION_2D
+    # napari 0.9 moved the camera to viewer.scene; older releases keep viewer.camera.
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.orientation2d = ANATOMICAL_ORIENTATION_2D

@@ -14,7 +14,7 @@ def test_scan_info_follows_the_selected_layer(make_napari_viewer, oblique_scan, 
     widget = ScanInfoWidget(viewer)
     viewer.window.add_dock_widget(widget)
     assert "Open a 3D scan" in widget.info.value
-    assert tuple(viewer.camera.orientation2d) == ("up", "right")
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
 
     viewer.open_sample("napari-brainage", "icbm152_t1_2mm")
     text = widget.info.value
