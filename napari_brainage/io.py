@@ -252,6 +252,7 @@ def save_volume(
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
+    description: str | None = None,
 ) -> Path:
     """Write ``volume`` to a NIfTI file (.nii or .nii.gz), atomically.
 
@@ -259,6 +260,7 @@ def save_volume(
     shears included; qform is nibabel's closest rigid+zoom approximation); codes
     come from the source header when there is one, else "aligned" (2). Data keep
     their dtype, so write -> read returns identical voxels and affine.
+    ``description`` (at most 80 ASCII characters) goes in the header's descrip.
 
     Raises FileExistsError when ``path`` exists and ``overwrite`` is False.
     """
@@ -271,6 +273,10 @@ def save_volume(
     if problem:
         raise VolumeError(f"{path}: refusing to write an unusable affine: {problem}.")
     image = to_nifti(volume)
+    if description is not None:
+        if len(description) > 80 or not description.isascii():
+            raise ValueError(f"description must be at most 80 ASCII characters: {description!r}")
+        image.header["descrip"] = description.encode()
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
     return path

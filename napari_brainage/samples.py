@@ -18,6 +18,24 @@ class Sample:
     filename: str      #: file inside sample_data/
     display_name: str  #: what the napari menu shows
     description: str
+    age: float | None = None        #: chronological age (synthetic subjects)
+    brain_age: float | None = None  #: the age the scan was aged to
+    is_mask: bool = False           #: a label mask rather than a scan
+
+    @property
+    def metadata(self) -> dict:
+        """What widgets may pre-fill from (ages), besides the geometry."""
+        return {k: v for k, v in (("age", self.age), ("brain_age", self.brain_age)) if v is not None}
+
+
+#: Synthetic subjects bundled for the sample menu: (key, age, brain_age).
+SYNTHETIC_SAMPLE_SUBJECTS = (
+    ("synthetic_age50", 50.0, 50.0),
+    ("synthetic_age80", 80.0, 80.0),
+    ("synthetic_age50_accelerated", 50.0, 60.0),
+)
+#: Seed of the bundled synthetic subjects (never used for training cohorts).
+SYNTHETIC_SAMPLE_SEED = 20260101
 
 
 SAMPLES: dict[str, Sample] = {
@@ -29,6 +47,27 @@ SAMPLES: dict[str, Sample] = {
             display_name="ICBM152 2009a T1 template (2 mm)",
             description="MNI ICBM152 2009a symmetric T1 average of 152 young adults, "
             "resampled to the 2 mm MNI grid (91x109x91).",
+        ),
+        *(
+            Sample(
+                key=key,
+                filename=f"{key}.nii.gz",
+                display_name=f"Synthetic subject, age {age:g}, brain age {brain_age:g}"
+                + (" (accelerated)" if brain_age > age else ""),
+                description=f"Synthetic T1 (2 mm MNI grid) of a {age:g}-year-old whose brain "
+                f"was aged to {brain_age:g} years.",
+                age=age,
+                brain_age=brain_age,
+            )
+            for key, age, brain_age in SYNTHETIC_SAMPLE_SUBJECTS
+        ),
+        Sample(
+            key="synthetic_ground_truth",
+            filename="synthetic_ground_truth.nii.gz",
+            display_name="Synthetic ageing regions (ground truth)",
+            description="Union of the voxels the synthetic generator ages (lateral "
+            "ventricles and hippocampi), 2 mm MNI grid.",
+            is_mask=True,
         ),
     ]
 }
@@ -60,5 +99,5 @@ def sample_path(key: str) -> Path:
 def load_sample(key: str) -> Volume:
     """The bundled sample ``key`` as a :class:`~napari_brainage.io.Volume`."""
     volume = load_volume(sample_path(key))
-    volume.metadata["sample"] = key
+    volume.metadata.update(SAMPLES[key].metadata, sample=key)
     return volume

@@ -150,3 +150,32 @@ def test_sample_scan_loads_in_viewer(make_napari_viewer):
     np.testing.assert_array_equal(layer.data[:, :, ::-1], volume.data.transpose(2, 1, 0))
     low, high = layer.contrast_limits
     assert 0 < low < high <= volume.data.max()
+
+
+def test_manifest_sample_entries_match_the_registry():
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest(PLUGIN)
+    entries = {s.key: s.display_name for s in manifest.contributions.sample_data}
+    assert entries == {key: sample.display_name for key, sample in SAMPLES.items()}
+
+
+def test_synthetic_samples_carry_ages_and_show_ageing(make_napari_viewer):
+    import napari
+
+    viewer = make_napari_viewer()
+    layers = {key: viewer.open_sample(PLUGIN, key)[0] for key in
+              ["synthetic_age50", "synthetic_age80", "synthetic_age50_accelerated", "synthetic_ground_truth"]}
+    assert layers["synthetic_age50_accelerated"].metadata["age"] == 50.0
+    assert layers["synthetic_age50_accelerated"].metadata["brain_age"] == 60.0
+    truth = layers["synthetic_ground_truth"]
+    assert isinstance(truth, napari.layers.Labels)
+    np.testing.assert_array_equal(truth.affine.affine_matrix, layers["synthetic_age50"].affine.affine_matrix)
+
+    # Inside the ageing regions the 80-year-old has more CSF-dark voxels.
+    region = truth.data > 0
+    def dark_voxels(key):
+        data = layers[key].data.astype(float)
+        return int((data[region] < 0.5 * np.percentile(data[data > 0], 90)).sum())
+    assert dark_voxels("synthetic_age80") > 1.3 * dark_voxels("synthetic_age50")
+    assert dark_voxels("synthetic_age80") > dark_voxels("synthetic_age50_accelerated") > dark_voxels("synthetic_age50")

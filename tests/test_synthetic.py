@@ -1,0 +1,204 @@
+"""The synthetic ageing cohort: documented rates, determinism, ground truth, CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_brainage.io import load_volume
+from napari_brainage.synthetic import (
+    REGION_PRESETS, CohortConfig, ageing_model, draw_participants, generate_cohort, parse_region,
+)
+
+COHORT_SIZE = 200
+
+
+def read_table(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """200 subjects at 2 mm, the way a user makes them (two worker processes)."""
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, COHORT_SIZE, seed=123, workers=2)
+    return out
+
+
+def _annual_rate_fit(rows, region, low, high):
+    """Fitted % volume change per year among subjects with brain_age in [low, high)."""
+    chosen = [r for r in rows if low <= float(r["brain_age"]) < high]
+    b = np.array([float(r["brain_age"]) for r in chosen])
+    v = np.log([float(r[f"{region}_ml"]) for r in chosen])
+    slope = np.polyfit(b, v, 1)[0]
+    expected = np.mean([REGION_PRESETS[region].annual_rate(x) for x in b])
+    return 100 * slope, expected, len(chosen)
+
+
+@pytest.mark.parametrize("region", ["lateral_ventricles", "hippocampus"])
+@pytest.mark.parametrize("band", [(40, 63), (63, 95)])
+def test_volumes_follow_the_documented_rates(cohort, region, band):
+    rows = read_table(cohort / "participants.csv")
+    assert len(rows) == COHORT_SIZE
+    measured, expected, n = _annual_rate_fit(rows, region, *band)
+    assert n > 50
+    # Nuisance scale (~2 % per axis) blurs single volumes; the slope survives.
+    assert measured == pytest.approx(expected, abs=0.6), (measured, expected)
+
+
+def test_volumes_track_the_model_over_the_whole_range(cohort):
+    rows = read_table(cohort / "participants.csv")
+    b = np.array([float(r["brain_age"]) for r in rows])
+    for region, min_r2 in [("lateral_ventricles", 0.9), ("hippocampus", 0.4)]:
+        log_v = np.log([float(r[f"{region}_ml"]) for r in rows])
+        model = REGION_PRESETS[region].log_volume_factor(b)
+        slope, _ = np.polyfit(model, log_v, 1)
+        r2 = np.corrcoef(model, log_v)[0, 1] ** 2
+        assert slope == pytest.approx(1.0, abs=0.1) and r2 > min_r2, (region, slope, r2)
+
+
+def test_head_size_does_not_leak_age(cohort):
+    rows = read_table(cohort / "participants.csv")[:60]
+    ages = [float(r["age"]) for r in rows]
+    brain_voxels = [np.count_nonzero(load_volume(cohort / r["path"]).data) for r in rows]
+    assert abs(np.corrcoef(ages, brain_voxels)[0, 1]) < 0.3
+
+
+def test_cohort_table_and_files(cohort):
+    rows = read_table(cohort / "participants.csv")
+    assert list(rows[0]) == ["subject", "path", "age", "brain_age", "gap",
+                             "lateral_ventricles_ml", "hippocampus_ml"]
+    ages = np.array([float(r["age"]) for r in rows])
+    gaps = np.array([float(r["brain_age"]) - float(r["age"]) for r in rows])
+    assert ages.min() >= 45 and ages.max() <= 80
+    assert abs(gaps.mean()) < 0.6 and 2.5 < gaps.std() < 3.5  # gap ~ N(0, 3)
+    np.testing.assert_allclose(gaps, [float(r["gap"]) for r in rows], atol=0.011)
+    scan = load_volume(cohort / rows[0]["path"])
+    truth = load_volume(cohort / "ground_truth" / "union.nii.gz")
+    assert scan.shape == truth.shape == (91, 109, 91)
+    np.testing.assert_array_equal(scan.affine, truth.affine)
+    assert scan.header["descrip"].tobytes().startswith(f"synthetic age={rows[0]['age']}".encode())
+    assert not list(cohort.glob(".*partial*"))
+
+
+def test_ground_truth_sits_in_ventricles_and_hippocampi(cohort):
+    kit = ageing_model(CohortConfig()).kit
+    folder = cohort / "ground_truth"
+    masks = {p.name.split(".")[0]: load_volume(p).data.astype(bool) for p in folder.glob("*.nii.gz")}
+    assert set(masks) == {"lateral_ventricles", "hippocampus", "union", "cortex"}
+    np.testing.assert_array_equal(masks["union"], masks["lateral_ventricles"] | masks["hippocampus"])
+    near = {
+        "lateral_ventricles": kit.label_mask("Left_Lateral_Ventricle", "Right_Lateral_Ventricle"),
+        "hippocampus": kit.label_mask("Left_Hippocampus", "Right_Hippocampus"),
+    }
+    from scipy.ndimage import binary_dilation
+
+    for name, atlas in near.items():
+        # Within 10 mm of the atlas structure (the ventricles triple in size).
+        inside = (masks[name] & binary_dilation(atlas, iterations=5)).sum() / masks[name].sum()
+        assert inside > 0.95, (name, inside)
+        assert masks[name].sum() > 100
+    # The union is a focal share of the brain, not everything.
+    assert 0.005 < masks["union"].sum() / kit.brain.sum() < 0.15
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files(tmp_path, cohort):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_cohort(a, 3, seed=123, workers=1)
+    generate_cohort(b, 3, seed=123, workers=1)
+    assert _digest(a) == _digest(b)
+    # ...and the same subjects as the first three of the 200 made with 2 workers.
+    for name in ["sub-0001.nii.gz", "sub-0003.nii.gz", "ground_truth/union.nii.gz"]:
+        assert (a / name).read_bytes() == (cohort / name).read_bytes()
+    generate_cohort(tmp_path / "c", 3, seed=124, workers=1)
+    assert (tmp_path / "c" / "sub-0001.nii.gz").read_bytes() != (a / "sub-0001.nii.gz").read_bytes()
+
+
+def test_ageing_changes_the_scan_only_where_the_ground_truth_says():
+    model = ageing_model(CohortConfig(cortical_thinning=0.0))
+    young = model.synthesize(50.0, rng=None).data.astype(float)
+    old = model.synthesize(80.0, rng=None).data.astype(float)
+    changed = np.abs(old - young) > 0.03 * model.wm_intensity
+    truth = model.ground_truth()["union"]
+    assert (changed & truth).sum() / changed.sum() > 0.99
+    # The ventricles grow: more dark voxels near them at 80 than at 50.
+    ventricles = model.masks["lateral_ventricles"]
+    dark = model.csf_intensity + 0.5 * (model.wm_intensity - model.csf_intensity)
+    from scipy.ndimage import binary_dilation
+
+    around = binary_dilation(ventricles, iterations=4)
+    # exp(1.175 - 0.382) = 2.2x the volume; partial-volume edges count less.
+    assert (old[around] < dark).sum() > 1.5 * (young[around] < dark).sum()
+
+
+def test_participants_are_a_prefix_of_larger_cohorts():
+    config = CohortConfig()
+    assert draw_participants(3, 5, config) == draw_participants(50, 5, config)[:3]
+
+
+def test_regions_and_rates_are_parameters():
+    custom = parse_region("putamen=2.5")
+    assert custom.name == "putamen" and custom.rate_at_80 == 2.5
+    assert custom.annual_rate(80) == pytest.approx(-2.5)
+    for bad, message in [("cerebellum", "unknown region"), ("putamen=fast", "must be a number"),
+                         ("putamen=50", "outside 0-20")]:
+        with pytest.raises(ValueError, match=message):
+            parse_region(bad)
+    with pytest.raises(ValueError, match="age range"):
+        CohortConfig(age_range=(80, 45))
+
+
+def test_refuses_to_overwrite_a_cohort(tmp_path):
+    generate_cohort(tmp_path, 1, seed=1)
+    before = (tmp_path / "sub-0001.nii.gz").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a cohort"):
+        generate_cohort(tmp_path, 1, seed=2)
+    assert (tmp_path / "sub-0001.nii.gz").read_bytes() == before
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_brainage.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "0", "--seed", "1"], "--n must be at least 1"),
+    (["--n", "2"], "required: --seed"),
+    (["--n", "2", "--seed", "1", "--res", "3"], "invalid choice: 3"),
+    (["--n", "2", "--seed", "1", "--regions", "cerebellum"], "unknown region 'cerebellum'"),
+    (["--n", "2", "--seed", "1", "--regions", "hippocampus=x"], "must be a number"),
+    (["--n", "2", "--seed", "1", "--age-range", "80", "45"], "age range"),
+    (["--n", "2", "--seed", "1", "--gap-sd", "-1"], "gap sd must be >= 0"),
+    (["--n", "2", "--seed", "1", "--workers", "0"], "--workers must be at least 1"),
+    (["--n", "two", "--seed", "1"], "invalid int value"),
+])
+def test_cli_rejects_bad_arguments(tmp_path, args, message):
+    result = run_cli("synth", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_generates_a_cohort_with_custom_regions(tmp_path):
+    result = run_cli("synth", str(tmp_path), "--n", "2", "--seed", "9",
+                     "--regions", "lateral_ventricles", "putamen=2", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    rows = read_table(tmp_path / "participants.csv")
+    assert [r["subject"] for r in rows] == ["sub-0001", "sub-0002"]
+    assert "putamen_ml" in rows[0]
+    assert (tmp_path / "ground_truth" / "putamen.nii.gz").exists()
+    again = run_cli("synth", str(tmp_path), "--n", "2", "--seed", "9")
+    assert again.returncode == 2 and "already holds a cohort" in again.stderr
