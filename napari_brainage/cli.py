@@ -8,11 +8,14 @@ the problem and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .io import VolumeError, load_volume
+from .models import ModelError
+from .synthetic import DEFAULT_REGIONS, REGION_PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +38,73 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--screenshot", metavar="PNG", help="render the view to this PNG instead of opening a window")
     demo.add_argument("--overwrite", action="store_true", help="replace the --screenshot file if it exists")
 
+    synth = commands.add_parser(
+        "synth",
+        help="generate a synthetic brain-ageing cohort with ground-truth ageing regions",
+        description="Write N synthetic T1 scans on the MNI grid, participants.csv "
+        "(subject, path, age, brain_age, gap, region volumes) and ground_truth/ masks. "
+        "Deterministic for a given seed.",
+    )
+    synth.add_argument("out", metavar="OUT", help="output folder")
+    synth.add_argument("--n", type=int, required=True, help="number of subjects")
+    synth.add_argument("--seed", type=int, required=True, help="random seed (same seed, same files)")
+    synth.add_argument("--res", type=int, default=2, choices=(1, 2), help="voxel size in mm (default: 2)")
+    synth.add_argument(
+        "--regions", nargs="+", default=list(DEFAULT_REGIONS), metavar="REGION[=RATE]",
+        help=f"ageing regions, from: {', '.join(REGION_PRESETS)}; "
+        "RATE sets the %%/year volume change at 80 (default: %(default)s)",
+    )
+    synth.add_argument("--age-range", nargs=2, type=float, default=(45.0, 80.0), metavar=("MIN", "MAX"),
+                       help="chronological ages, uniform (default: 45 80)")
+    synth.add_argument("--gap-sd", type=float, default=3.0,
+                       help="SD of brain_age - age in years (default: 3)")
+    synth.add_argument("--cortical-thinning", type=float, default=0.35,
+                       help="diffuse cortical thinning, %% per year (default: 0.35; 0 turns it off)")
+    synth.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                       help="parallel processes (default: %(default)s)")
+    synth.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
+
+    train = commands.add_parser("train", help="train the predictor or the noise model on a cohort")
+    parts = train.add_subparsers(dest="part", metavar="PART")
+    parts.required = True
+    for part, text in [("predictor", "train the brain-age predictor (SFCN-style 3D CNN)"),
+                       ("noise-model", "train the noise model (U-Noise) against a trained predictor")]:
+        sub = parts.add_parser(part, help=text, description=text + ". Resumable; keeps the weights "
+                               "of the best validation epoch; uses CUDA when present.")
+        sub.add_argument("--data", required=True, metavar="CSV", help="participants.csv (subject, path, age)")
+        sub.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+        if part == "noise-model":
+            sub.add_argument("--predictor", required=True, metavar="DIR", help="model folder with predictor.pt")
+            sub.add_argument("--lam", type=float, default=0.05, help="noise reward lambda (default: 0.05)")
+            sub.add_argument("--max-sd", type=float, default=0.3,
+                             help="noise sd at B = 1, intensities normalised to mean 1 (default: 0.3)")
+            sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
+            sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
+                             help="what the noisy prediction must match (default: prediction)")
+        sub.add_argument("--epochs", type=int, default=12 if part == "predictor" else 6)
+        sub.add_argument("--batch-size", type=int, default=8)
+        sub.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+        sub.add_argument("--val-fraction", type=float, default=0.15)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--limit", type=int, help="use only the first N participants")
+        sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+        sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+
+    for name, text in [("predict", "predict brain age (and gaps, when ages are given) for scans"),
+                       ("explain", "write voxel importance maps (1 - noise mask) on each scan's grid"),
+                       ("population", "average importance maps in template space and rank atlas regions")]:
+        sub = commands.add_parser(name, help=text, description=text + ". INPUT: scan files, folders "
+                                  "of scans, or participants CSVs (subject, path[, age]).")
+        sub.add_argument("inputs", nargs="+", metavar="INPUT")
+        sub.add_argument("--out", required=True, metavar={"predict": "CSV", "explain": "DIR",
+                                                          "population": "NIFTI"}[name])
+        sub.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
+        sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+        sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        if name == "population":
+            sub.add_argument("--regions", metavar="CSV",
+                             help="region ranking CSV (default: OUT with _regions.csv)")
+
     info = commands.add_parser(
         "info",
         help="describe scans' geometry and intensities",
@@ -56,12 +126,69 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(sample=args.sample, screenshot=args.screenshot, overwrite=args.overwrite)
         if args.command == "info":
             return _info(args.scans)
-    except (VolumeError, FileExistsError, FileNotFoundError, KeyError, RuntimeError) as err:
+        if args.command == "synth":
+            return _synth(parser, args)
+        if args.command == "train":
+            return _train(parser, args)
+        if args.command in ("predict", "explain", "population"):
+            from . import _cli_inference
+
+            return getattr(_cli_inference, args.command)(args)
+    except (VolumeError, ModelError, FileExistsError, FileNotFoundError, KeyError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"napari-brainage {args.command}: error: {message}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _synth(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .synthetic import CohortConfig, generate_cohort, parse_region, timed_progress
+
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if not 0 <= args.cortical_thinning <= 5:
+        parser.error(f"--cortical-thinning must be between 0 and 5 %/year, got {args.cortical_thinning}")
+    try:
+        config = CohortConfig(
+            regions=tuple(parse_region(spec) for spec in args.regions),
+            resolution_mm=args.res, age_range=tuple(args.age_range), gap_sd=args.gap_sd,
+            cortical_thinning=args.cortical_thinning,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    table = generate_cohort(args.out, args.n, args.seed, config, workers=args.workers,
+                            overwrite=args.overwrite, progress=timed_progress())
+    print(f"napari-brainage synth: {args.n} subjects in {table.parent} (table: {table})")
+    return 0
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .models import NoiseSpec
+    from .training import TrainConfig, load_cohort, train_noise_model, train_predictor
+
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 < args.val_fraction < 1:
+        parser.error("--val-fraction must be between 0 and 1")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                         val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+                         resume=args.resume)
+    try:
+        cohort = load_cohort(args.data, limit=args.limit, progress=print)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.part == "predictor":
+        train_predictor(cohort, args.out, config)
+    else:
+        if args.max_sd <= args.min_sd or args.min_sd < 0:
+            parser.error("noise sds must satisfy 0 <= --min-sd < --max-sd")
+        spec = NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target)
+        train_noise_model(cohort, args.predictor, args.out, config, spec)
+    return 0
 
 
 def _info(paths: Sequence[str]) -> int:

@@ -54,3 +54,26 @@ def write_nifti(path: Path, data, affine, *, header=None) -> Path:
 def oblique_scan(tmp_path) -> Path:
     """An oblique (tilted 10/-7/20 deg), axis-swapped (PSL), flipped, anisotropic scan."""
     return write_nifti(tmp_path / "oblique_psl.nii.gz", phantom(), make_affine())
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """12 synthetic subjects (2 mm): enough to smoke-test training and inference."""
+    from napari_brainage.synthetic import generate_cohort
+
+    out = tmp_path_factory.mktemp("tiny_cohort")
+    return generate_cohort(out, 12, seed=4242, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cohort, tmp_path_factory) -> Path:
+    """A model folder trained for one epoch on the tiny cohort (predictor + noise model)."""
+    from napari_brainage.models import NoiseSpec
+    from napari_brainage.training import TrainConfig, load_cohort, train_noise_model, train_predictor
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    cohort = load_cohort(tiny_cohort)
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1)
+    train_predictor(cohort, out, config, progress=lambda _: None)
+    train_noise_model(cohort, out, out, config, NoiseSpec(), progress=lambda _: None)
+    return out

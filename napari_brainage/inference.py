@@ -1,0 +1,157 @@
+"""Brain age and importance maps for scans: the calls the CLI and the widgets make.
+
+Brain-age gap = predicted age - chronological age. Predictions regress toward
+the training cohort's mean age (old subjects under-predicted, young ones
+over-predicted), so we also report an age-bias-corrected gap, following
+de Lange & Cole 2020 (NeuroImage: Clinical 26:102229): with
+predicted = slope x age + intercept fitted on the model's validation subjects,
+
+    corrected gap = predicted - (slope x age + intercept)
+    corrected age = age + corrected gap
+
+The uncorrected gap is always reported beside it; for group statistics, use age
+as a covariate as well.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import READABLE_SUFFIXES, Volume, has_suffix, load_volume, strip_suffix
+from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
+from .spaces import to_model_input, to_scan_grid
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    subject: str
+    path: Path
+    age: float | None = None
+
+
+@dataclass
+class AgeResult:
+    subject: str
+    path: str
+    predicted_age: float | None = None
+    age: float | None = None
+    gap: float | None = None
+    corrected_gap: float | None = None
+    corrected_age: float | None = None
+    error: str = ""
+
+    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "error")
+
+    def row(self) -> list[str]:
+        def fmt(value):
+            return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+        return [fmt(getattr(self, name)) for name in self.FIELDS]
+
+
+def corrected_gap(predicted: float, age: float, card: ModelCard) -> float:
+    """de Lange & Cole 2020: predicted - (slope x age + intercept)."""
+    return float(predicted - (card.bias_slope * age + card.bias_intercept))
+
+
+def load_model(folder: str | Path | None = None, device: str = "auto", need_noise_model: bool = False
+               ) -> tuple[BrainAgeModel, torch.device]:
+    """The model folder ``folder`` (default: the bundled model), on ``device``."""
+    model = BrainAgeModel.load(folder or bundled_model_dir(), need_noise_model=need_noise_model)
+    torch_device = pick_device(device)
+    return model.to(torch_device), torch_device
+
+
+def _input_tensor(volume: Volume, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
+    x = to_model_input(volume, model.card.input)
+    return x, torch.from_numpy(x)[None, None].to(device)
+
+
+@torch.no_grad()
+def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device = torch.device("cpu"),
+                age: float | None = None) -> AgeResult:
+    """Predicted age (and gaps when ``age`` is known) for one scan."""
+    _, x = _input_tensor(volume, model, device)
+    predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
+    result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
+                       path=str(volume.path or ""), predicted_age=predicted, age=age)
+    if age is not None:
+        result.gap = predicted - age
+        result.corrected_gap = corrected_gap(predicted, age, model.card)
+        result.corrected_age = age + result.corrected_gap
+    return result
+
+
+@torch.no_grad()
+def importance_in_model_space(volume: Volume, model: BrainAgeModel,
+                              device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """1 - B on the cropped 2 mm MNI grid; 0 outside the scan (background)."""
+    if model.noise_model is None:
+        raise ValueError(f"{model.folder}: this model folder has no noise model")
+    x, tensor = _input_tensor(volume, model, device)
+    importance = 1.0 - model.noise_model(tensor)[0, 0].cpu().numpy()
+    return np.where(x > 0, importance, 0.0).astype(np.float32)
+
+
+def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device = torch.device("cpu")) -> Volume:
+    """Voxel importance (1 - noise mask) on the scan's own grid, with its affine and header."""
+    model_map = importance_in_model_space(volume, model, device)
+    data = to_scan_grid(model_map, volume, model.card.input)
+    return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)
+
+
+# ------------------------------------------------------------------ inputs
+def collect_inputs(inputs: Iterable[str | Path]) -> list[ScanInput]:
+    """Scans named by files, folders (their NIfTI/MGZ files) or participants CSVs."""
+    from .training import read_participants
+
+    found: list[ScanInput] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if has_suffix(p, READABLE_SUFFIXES))
+            if not files:
+                raise FileNotFoundError(f"{path}: no .nii, .nii.gz or .mgz files in this folder")
+            found += [ScanInput(strip_suffix(p), p) for p in files]
+        elif path.suffix.lower() == ".csv":
+            for row in read_participants(path):
+                age = row.get("age")
+                found.append(ScanInput(row["subject"], Path(row["path"]), float(age) if age else None))
+        elif path.exists():
+            found.append(ScanInput(strip_suffix(path), path))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    subjects = [s.subject for s in found]
+    duplicates = sorted({s for s in subjects if subjects.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
+    return found
+
+
+def predict_many(inputs: list[ScanInput], model: BrainAgeModel, device: torch.device) -> Iterator[AgeResult]:
+    """One result per input; a scan that fails gets its reason in ``error``."""
+    for item in inputs:
+        try:
+            result = predict_age(load_volume(item.path), model, device, item.age)
+            result.subject = item.subject
+        except (ValueError, OSError) as err:
+            result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=str(err))
+        yield result
+
+
+def write_results(results: Iterable[AgeResult], path: str | Path) -> Path:
+    from .io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(AgeResult.FIELDS)
+        for result in results:
+            writer.writerow(result.row())
+    return path

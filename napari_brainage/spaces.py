@@ -1,0 +1,75 @@
+"""Between a scan's own voxel grid and the model's input space, both ways.
+
+The model works on the 2 mm MNI grid, cropped (``InputSpec``). A scan already
+on that grid is used as is; one on the 1 mm MNI grid is downsampled exactly as
+the template is; any other scan is resampled onto the 2 mm grid through its
+affine, i.e. assuming it is already aligned to MNI space (registration of raw
+scans comes with the preprocessing module). Maps computed in model space go
+back to the scan's own grid the same way, so they overlay its voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .io import Volume
+from .models import InputSpec, normalise
+from .template import downsample, mni_grid
+
+
+def on_mni_grid(volume: Volume, resolution_mm: int) -> bool:
+    shape, affine = mni_grid(resolution_mm)
+    return volume.shape == shape and np.allclose(volume.affine, affine, atol=1e-4)
+
+
+def resample(data: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray,
+             order: int = 1) -> np.ndarray:
+    """``data`` (on ``affine``) resampled onto the grid (``shape``, ``target_affine``).
+
+    Trilinear by default; voxels outside the source field of view are 0.
+    """
+    voxel_map = np.linalg.inv(affine) @ target_affine  # target voxel -> source voxel
+    return ndimage.affine_transform(np.asarray(data, dtype=np.float32), voxel_map[:3, :3],
+                                    offset=voxel_map[:3, 3], output_shape=tuple(shape),
+                                    order=order, mode="constant", cval=0.0)
+
+
+def to_mni_2mm(volume: Volume, resolution_mm: int = 2) -> np.ndarray:
+    """The scan's intensities on the model's MNI grid (float32)."""
+    if on_mni_grid(volume, resolution_mm):
+        return np.asarray(volume.data, dtype=np.float32)
+    if resolution_mm == 2 and on_mni_grid(volume, 1):
+        return downsample(np.asarray(volume.data, dtype=np.float32), 2)
+    shape, affine = mni_grid(resolution_mm)
+    data = np.nan_to_num(np.asarray(volume.data, dtype=np.float32))
+    return resample(data, volume.affine, shape, affine)
+
+
+def crop(data: np.ndarray, spec: InputSpec) -> np.ndarray:
+    box = tuple(slice(s, s + n) for s, n in zip(spec.crop_start, spec.crop_shape))
+    return data[box]
+
+
+def uncrop(data: np.ndarray, spec: InputSpec, fill: float = 0.0) -> np.ndarray:
+    """A model-space array placed back on the full MNI grid (``fill`` outside the crop)."""
+    shape, _ = mni_grid(spec.resolution_mm)
+    full = np.full(shape, fill, dtype=np.float32)
+    full[tuple(slice(s, s + n) for s, n in zip(spec.crop_start, spec.crop_shape))] = data
+    return full
+
+
+def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
+    """Cropped, normalised model input (float32, ``spec.crop_shape``)."""
+    data = to_mni_2mm(volume, spec.resolution_mm)
+    data = np.where(np.isfinite(data), np.maximum(data, 0), 0)
+    return normalise(crop(data, spec))
+
+
+def to_scan_grid(model_map: np.ndarray, volume: Volume, spec: InputSpec) -> np.ndarray:
+    """A map in model space (cropped 2 mm MNI) on the scan's own voxel grid."""
+    full = uncrop(model_map, spec)
+    _, affine = mni_grid(spec.resolution_mm)
+    if on_mni_grid(volume, spec.resolution_mm):
+        return full
+    return resample(full, affine, volume.shape, volume.affine)

@@ -1,0 +1,314 @@
+"""Training loops for the predictor and the noise model: seeded, resumable, best-on-validation.
+
+Both commands write into a model folder (``model_card.json`` + weights). Giving
+the noise model the predictor's folder as ``out`` adds ``noise_model.pt`` to it;
+another folder gets a copy of the predictor, so each folder is self-contained.
+
+Checkpoints (``checkpoints/<part>_last.pt``: weights, optimiser, epoch, best
+score, RNG state; tensors and numbers only, so they load with
+``weights_only=True``) are written atomically after every epoch; ``resume``
+continues from there. The weights kept are those of the epoch with the best
+validation score. The split is by subject, deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .io import atomic_path, load_volume
+from .models import (
+    CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
+    SFCNRegressor, load_weights, pick_device, read_card, save_weights, sha256, write_card,
+)
+from .spaces import to_model_input
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+
+
+@dataclass
+class Cohort:
+    subjects: list[str]
+    scans: np.ndarray        #: (N, X, Y, Z) float32, cropped and normalised model input
+    ages: np.ndarray         #: chronological ages
+    source: str
+
+
+def read_participants(path: str | Path) -> list[dict]:
+    """Rows of a participants CSV (needs ``subject``, ``path``; ``age`` for training)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such participants file")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path}: no participants")
+    missing = {"subject", "path"} - set(rows[0])
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    for row in rows:
+        row["path"] = str((path.parent / row["path"]).resolve())
+    return rows
+
+
+def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int | None = None,
+                progress: Progress | None = None) -> Cohort:
+    rows = read_participants(csv_path)[:limit]
+    if "age" not in rows[0]:
+        raise ValueError(f"{csv_path}: training needs an 'age' column")
+    scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
+    for i, row in enumerate(rows):
+        scans[i] = to_model_input(load_volume(row["path"]), spec)
+        if progress and (i + 1) % 200 == 0:
+            progress(f"loaded {i + 1}/{len(rows)} scans")
+    return Cohort([r["subject"] for r in rows], scans, np.array([float(r["age"]) for r in rows]),
+                  str(csv_path))
+
+
+def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split: a subject's side depends only on its id and the seed."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    keys = [hashlib.sha256(f"{seed}:{s}".encode()).digest() for s in subjects]
+    order = np.argsort(keys, kind="stable")
+    n_val = max(1, int(round(val_fraction * len(subjects))))
+    if n_val >= len(subjects):
+        raise ValueError(f"{len(subjects)} subjects are too few to split off a validation set")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """Each epoch's randomness depends only on (seed, epoch): resuming repeats it exactly."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return np.random.default_rng([seed, epoch])
+
+
+def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None):
+    order = rng.permutation(indices) if rng is not None else indices
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+def _tensor(scans: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(scans))[:, None].to(device)
+
+
+class _Checkpoint:
+    """Last-epoch state of one training run, for resuming."""
+
+    def __init__(self, folder: Path, part: str):
+        self.path = folder / "checkpoints" / f"{part}_last.pt"
+
+    def save(self, model, optimiser, epoch: int, best: float, scheduler=None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
+                 "best": best, "scheduler": scheduler.state_dict() if scheduler else {}}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, model, optimiser, scheduler=None) -> tuple[int, float] | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        return int(state["epoch"]), float(state["best"])
+
+
+def _adopt_best_weights(out: Path, filename: str, card: ModelCard) -> None:
+    """On resume, the best weights so far are the file this run wrote atomically."""
+    if (out / filename).is_file():
+        card.weights[filename] = sha256(out / filename)
+
+
+def _prepare_out(out: Path, part: str, resume: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / (PREDICTOR_FILE if part == "predictor" else NOISE_MODEL_FILE)
+    if target.exists() and not resume:
+        raise FileExistsError(f"{target} already exists; choose another --out or pass --resume")
+
+
+# ------------------------------------------------------------------ predictor
+def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = TrainConfig(),
+                    progress: Progress = print) -> ModelCard:
+    out = Path(out)
+    _prepare_out(out, "predictor", config.resume)
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
+    card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
+    model = SFCNRegressor(card.predictor_channels).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+    checkpoint = _Checkpoint(out, "predictor")
+    start, best = 0, np.inf
+    if config.resume and (state := checkpoint.load(model, optimiser, scheduler)):
+        start, best = state
+        _adopt_best_weights(out, PREDICTOR_FILE, card)
+        progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
+    targets = (cohort.ages - card.age_mean) / card.age_sd
+    progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
+    for epoch in range(start, config.epochs):
+        tic = time.monotonic()
+        rng = _epoch_rng(config.seed, epoch)
+        model.train()
+        losses = []
+        for batch in _batches(train, config.batch_size, rng):
+            x = _tensor(cohort.scans[batch], device)
+            if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
+                x = torch.flip(x, dims=[2])
+            y = torch.from_numpy(targets[batch]).float().to(device)
+            loss = F.l1_loss(model(x), y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item() * card.age_sd)
+        scheduler.step()
+        val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
+        improved = val_mae < best
+        if improved:
+            best = val_mae
+            save_weights(model, out, PREDICTOR_FILE, card)
+        checkpoint.save(model, optimiser, epoch + 1, best, scheduler)
+        progress(f"predictor epoch {epoch + 1}/{config.epochs}: train MAE {np.mean(losses):.2f} y, "
+                 f"validation MAE {val_mae:.2f} y{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
+
+    # The age-bias fit uses the validation subjects: predictions on the
+    # training subjects are over-fitted and would understate the bias.
+    model = load_weights(SFCNRegressor(card.predictor_channels), out, PREDICTOR_FILE, card)
+    model.to(device)
+    predicted = predict_ages(model, cohort.scans[val], card, device)
+    card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
+    card.training["predictor"] = {
+        "data": cohort.source, "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
+        **asdict(config), "best_validation_mae": best,
+    }
+    write_card(card, out)
+    progress(f"predictor: best validation MAE {best:.2f} y; bias fit predicted = "
+             f"{card.bias_slope:.3f} x age + {card.bias_intercept:.2f}; saved to {out}")
+    return card
+
+
+@torch.no_grad()
+def predict_ages(model: SFCNRegressor, scans: np.ndarray, card: ModelCard, device: torch.device,
+                 batch_size: int = 8) -> np.ndarray:
+    model.eval()
+    out = [model(_tensor(scans[i:i + batch_size], device)).cpu().numpy()
+           for i in range(0, len(scans), batch_size)]
+    return np.concatenate(out) * card.age_sd + card.age_mean
+
+
+# ------------------------------------------------------------------ noise model
+def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=None) -> torch.Tensor:
+    """x + eps * sd(B): the noise model's perturbation (U-Noise)."""
+    sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + eps * sd
+
+
+def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
+    """|f(x + noise) - target| - lambda * mean(log B), ages in standardised units."""
+    mask = noise_model(x)
+    prediction = predictor(noisy_input(x, mask, spec))
+    return F.l1_loss(prediction, target) - spec.lam * torch.log(mask.clamp_min(1e-6)).mean()
+
+
+def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
+                      config: TrainConfig = TrainConfig(epochs=8), spec: NoiseSpec = NoiseSpec(),
+                      progress: Progress = print) -> ModelCard:
+    predictor_dir, out = Path(predictor_dir), Path(out)
+    if spec.target not in ("prediction", "age"):
+        raise ValueError(f"noise target must be 'prediction' or 'age', got {spec.target!r}")
+    card = read_card(predictor_dir)
+    predictor = load_weights(SFCNRegressor(card.predictor_channels), predictor_dir, PREDICTOR_FILE, card)
+    _prepare_out(out, "noise_model", config.resume)
+    if out.resolve() != predictor_dir.resolve():
+        shutil.copy2(predictor_dir / PREDICTOR_FILE, out / PREDICTOR_FILE)
+    card.noise = spec
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    predictor.to(device).eval().requires_grad_(False)
+    model = NoiseUNet(card.noise_channels).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    checkpoint = _Checkpoint(out, "noise_model")
+    start, best = 0, np.inf
+    if config.resume and (state := checkpoint.load(model, optimiser)):
+        start, best = state
+        _adopt_best_weights(out, NOISE_MODEL_FILE, card)
+        progress(f"resuming noise-model training after epoch {start} (best validation loss {best:.4f})")
+    train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
+    clean = predict_ages(predictor, cohort.scans, card, device)
+    source = clean if spec.target == "prediction" else cohort.ages
+    targets = (source - card.age_mean) / card.age_sd
+    progress(f"noise model: {len(train)} training / {len(val)} validation subjects on {device}, "
+             f"lambda {spec.lam}, noise sd {spec.min_sd}-{spec.max_sd}, target {spec.target}")
+    for epoch in range(start, config.epochs):
+        tic = time.monotonic()
+        rng = _epoch_rng(config.seed, epoch)
+        model.train()
+        losses = []
+        for batch in _batches(train, config.batch_size, rng):
+            x = _tensor(cohort.scans[batch], device)
+            y = torch.from_numpy(targets[batch]).float().to(device)
+            loss = noise_loss(predictor, model, x, y, spec)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec, device)
+        improved = val_loss < best
+        if improved:
+            best = val_loss
+            save_weights(model, out, NOISE_MODEL_FILE, card)
+        checkpoint.save(model, optimiser, epoch + 1, best)
+        progress(f"noise model epoch {epoch + 1}/{config.epochs}: train loss {np.mean(losses):.4f}, "
+                 f"validation loss {val_loss:.4f}, mean B {mean_mask:.3f}"
+                 f"{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
+    if NOISE_MODEL_FILE not in card.weights:
+        raise RuntimeError("noise-model training ran no epoch; raise --epochs")
+    card.training["noise_model"] = {"data": cohort.source, "predictor": str(predictor_dir), **asdict(config),
+                                    **{f"noise_{k}": v for k, v in asdict(spec).items()},
+                                    "best_validation_loss": best}
+    write_card(card, out)
+    progress(f"noise model: best validation loss {best:.4f}; saved to {out}")
+    return card
+
+
+@torch.no_grad()
+def _validate_noise(predictor, model, scans, targets, spec, device, batch_size=8) -> tuple[float, float]:
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(0)  # same noise every epoch: comparable
+    losses, masks = [], []
+    for i in range(0, len(scans), batch_size):
+        x = _tensor(scans[i:i + batch_size], device)
+        mask = model(x)
+        prediction = predictor(noisy_input(x, mask, spec, generator))
+        y = torch.from_numpy(targets[i:i + batch_size]).float().to(device)
+        loss = F.l1_loss(prediction, y, reduction="sum") - spec.lam * torch.log(mask.clamp_min(1e-6)).mean(
+            dim=(1, 2, 3, 4)).sum()
+        losses.append(loss.item())
+        masks.append(mask.mean().item() * len(x))
+    return sum(losses) / len(scans), sum(masks) / len(scans)

@@ -1,0 +1,142 @@
+"""Predictions, importance maps and population maps from a model folder."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_brainage.inference import (
+    collect_inputs, corrected_gap, importance_map, load_model, predict_age,
+)
+from napari_brainage.io import Volume, load_volume, save_volume
+from napari_brainage.metrics import auroc, relevance_mass
+from napari_brainage.models import ModelCard
+from napari_brainage.population import RunningMean, rank_regions, structure_name
+from napari_brainage.spaces import resample
+from napari_brainage.template import load_template, mni_grid
+
+from conftest import rotation
+
+
+def test_bias_correction_follows_de_lange_and_cole():
+    card = ModelCard(bias_slope=0.8, bias_intercept=12.0)
+    # A 70-year-old predicted 68: the cohort trend expects 0.8*70+12 = 68, so no residual gap.
+    assert corrected_gap(68.0, 70.0, card) == pytest.approx(0.0)
+    assert corrected_gap(73.0, 70.0, card) == pytest.approx(5.0)
+
+
+def test_prediction_and_gaps(tiny_model, tiny_cohort):
+    model, device = load_model(tiny_model, "cpu")
+    row = next(csv.DictReader(open(tiny_cohort)))
+    volume = load_volume(tiny_cohort.parent / row["path"])
+    result = predict_age(volume, model, device, age=float(row["age"]))
+    assert 0 < result.predicted_age < 120
+    assert result.gap == pytest.approx(result.predicted_age - float(row["age"]))
+    assert result.corrected_age == pytest.approx(float(row["age"]) + result.corrected_gap)
+    assert predict_age(volume, model, device).gap is None
+
+
+def test_importance_map_lands_on_the_input_grid(tiny_model, tiny_cohort, tmp_path):
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    volume = load_volume(tiny_cohort.parent / "sub-0001.nii.gz")
+    on_mni = importance_map(volume, model, device)
+    assert on_mni.shape == volume.shape
+    np.testing.assert_array_equal(on_mni.affine, volume.affine)
+    assert 0 <= on_mni.data.min() and on_mni.data.max() <= 1
+    assert (on_mni.data[volume.data == 0] == 0).all()  # background carries no importance
+
+    # The same brain on a rotated, 1.5 mm, axis-swapped grid: the map follows it there.
+    affine = np.eye(4)
+    affine[:3, :3] = rotation((0, 0, 90)) @ np.diag([1.5, 1.5, 1.5])
+    affine[:3, 3] = [100, -110, -75]
+    shape = (150, 125, 110)
+    moved = Volume(resample(volume.data, volume.affine, shape, affine), affine)
+    mapped = importance_map(moved, model, device)
+    assert mapped.shape == shape
+    np.testing.assert_array_equal(mapped.affine, affine)
+    back = resample(mapped.data, affine, volume.shape, volume.affine)
+    inside = (volume.data > 0) & (back > 0)
+    assert np.corrcoef(back[inside], on_mni.data[inside])[0, 1] > 0.8
+
+
+def test_inputs_from_files_folders_and_csv(tiny_cohort):
+    folder = tiny_cohort.parent
+    from_csv = collect_inputs([tiny_cohort])
+    assert len(from_csv) == 12 and from_csv[0].age is not None
+    assert [s.subject for s in collect_inputs([folder])] == [s.subject for s in from_csv]
+    assert collect_inputs([folder / "sub-0002.nii.gz"])[0].subject == "sub-0002"
+    with pytest.raises(ValueError, match="more than once"):
+        collect_inputs([folder / "sub-0002.nii.gz", tiny_cohort])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        collect_inputs([folder / "absent.nii.gz"])
+
+
+def test_metrics():
+    truth = np.zeros(100, bool)
+    truth[:10] = True
+    perfect = truth.astype(float)
+    assert auroc(perfect, truth) == 1.0
+    assert auroc(-perfect, truth) == 0.0
+    assert auroc(np.ones(100), truth) == 0.5
+    rng = np.random.default_rng(0)
+    assert 0.4 < auroc(rng.random(100_000), rng.random(100_000) < 0.1) < 0.6
+    assert relevance_mass(perfect, truth, np.ones(100, bool)) == 1.0
+
+
+def test_running_mean_and_region_ranking():
+    running = RunningMean((2, 2))
+    for value in (1.0, 2.0, 6.0):
+        running.add(np.full((2, 2), value))
+    np.testing.assert_allclose(running.mean, 3.0)
+    kit = load_template(2)
+    fake = kit.label_mask("Left_Hippocampus", "Right_Hippocampus").astype(np.float32)
+    ranked = rank_regions(fake, kit)
+    assert ranked[0].region == "Hippocampus" and ranked[0].mean_importance > 0.99
+    assert structure_name("Right_Lateral_Ventricle") == "Lateral_Ventricle"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_brainage.cli", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_predict_explain_population(tiny_model, tiny_cohort, tmp_path):
+    results = tmp_path / "results.csv"
+    done = run_cli("predict", str(tiny_cohort), "--out", str(results), "--model", str(tiny_model))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(results)))
+    assert len(rows) == 12 and all(r["predicted_age"] and r["corrected_gap"] for r in rows)
+    again = run_cli("predict", str(tiny_cohort), "--out", str(results), "--model", str(tiny_model))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    scans = [str(tiny_cohort.parent / f"sub-000{i}.nii.gz") for i in (1, 2)]
+    maps = tmp_path / "maps"
+    done = run_cli("explain", *scans, "--out", str(maps), "--model", str(tiny_model))
+    assert done.returncode == 0, done.stderr
+    written = load_volume(maps / "sub-0001_importance.nii.gz")
+    np.testing.assert_array_equal(written.affine, load_volume(scans[0]).affine)
+
+    population = tmp_path / "population.nii.gz"
+    done = run_cli("population", *scans, "--out", str(population), "--model", str(tiny_model))
+    assert done.returncode == 0, done.stderr
+    mean = load_volume(population)
+    assert mean.shape == mni_grid(2)[0]
+    expected = (load_volume(maps / "sub-0001_importance.nii.gz").data
+                + load_volume(maps / "sub-0002_importance.nii.gz").data) / 2
+    np.testing.assert_allclose(mean.data, expected, atol=1e-5)
+    ranks = list(csv.DictReader(open(tmp_path / "population_regions.csv")))
+    assert ranks[0]["rank"] == "1" and len(ranks) > 20
+
+
+def test_cli_reports_a_bad_scan_without_stopping(tiny_model, tiny_cohort, tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a scan")
+    good = tiny_cohort.parent / "sub-0003.nii.gz"
+    done = run_cli("predict", str(bad), str(good), "--out", str(tmp_path / "r.csv"), "--model", str(tiny_model))
+    assert done.returncode == 1
+    rows = {r["subject"]: r for r in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert "corrupt" in rows["bad"]["error"] and rows["sub-0003"]["predicted_age"]

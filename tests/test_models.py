@@ -1,0 +1,111 @@
+"""Networks, model cards and safe weight loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from napari_brainage.models import (
+    CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, BrainAgeModel, ModelCard, ModelError, NoiseUNet,
+    SFCNRegressor, bundled_model_dir, normalise, pick_device, read_card,
+)
+
+
+def test_networks_shapes_and_mask_range():
+    x = torch.randn(2, 1, 80, 96, 80)
+    predictor, noise = SFCNRegressor().eval(), NoiseUNet().eval()
+    with torch.no_grad():
+        assert predictor(x).shape == (2,)
+        mask = noise(x)
+    assert mask.shape == x.shape
+    assert float(mask.min()) > 0 and float(mask.max()) < 1
+    # Small enough to ship: well under a few MB of float32 weights.
+    n_params = sum(p.numel() for m in (predictor, noise) for p in m.parameters())
+    assert n_params * 4 < 3_000_000
+
+
+def test_normalise_divides_by_mean_of_nonzero_voxels():
+    scans = np.zeros((2, 4, 4, 4), np.float32)
+    scans[0, :2] = 10.0
+    scans[1, :1] = 4.0
+    out = normalise(scans)
+    assert out[0, 0, 0, 0] == pytest.approx(1.0) and out[1, 0, 0, 0] == pytest.approx(1.0)
+    assert out[0, 3, 3, 3] == 0.0
+
+
+def test_card_round_trips_through_json(tmp_path):
+    card = ModelCard(age_mean=60.0, bias_slope=0.8, weights={"predictor.pt": "ab" * 32})
+    (tmp_path / CARD_FILE).write_text(card.to_json())
+    again = read_card(tmp_path)
+    assert again == card
+
+
+def test_model_folder_loads_after_checksum(tiny_model):
+    model = BrainAgeModel.load(tiny_model, need_noise_model=True)
+    assert isinstance(model.noise_model, NoiseUNet)
+    assert not any(p.requires_grad for p in model.predictor.parameters())
+    assert not model.predictor.training
+
+
+def test_tampered_weights_are_refused(tiny_model, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    state = torch.load(folder / PREDICTOR_FILE, weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1e-3  # a subtle change: same shapes, still loadable
+    torch.save(state, folder / PREDICTOR_FILE)
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        BrainAgeModel.load(folder)
+
+
+class _Payload:
+    """Stands for an object a malicious pickle would smuggle in."""
+
+
+def test_pickled_objects_are_never_unpickled_even_with_a_matching_checksum(tiny_model, tmp_path):
+    from napari_brainage.models import sha256
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    torch.save({"weights": _Payload()}, folder / PREDICTOR_FILE)
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["weights"][PREDICTOR_FILE] = sha256(folder / PREDICTOR_FILE)  # attacker also edits the card
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not loadable"):
+        BrainAgeModel.load(folder)
+
+
+def test_missing_or_broken_model_folders(tmp_path, tiny_model):
+    with pytest.raises(ModelError, match="not a napari-brainage model folder"):
+        BrainAgeModel.load(tmp_path)
+    (tmp_path / CARD_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable model card"):
+        BrainAgeModel.load(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model, partial)
+    (partial / NOISE_MODEL_FILE).unlink()
+    with pytest.raises(ModelError, match="weight file missing"):
+        BrainAgeModel.load(partial)
+
+
+def test_device_choice():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA device"):
+            pick_device("gpu")
+    with pytest.raises(ModelError, match="unknown device"):
+        pick_device("tpu")
+
+
+@pytest.mark.skipif(not (bundled_model_dir() / CARD_FILE).exists(), reason="no bundled model yet")
+def test_bundled_model_checksums_verify_and_it_is_small():
+    model = BrainAgeModel.load(bundled_model_dir(), need_noise_model=True)
+    sizes = sum((bundled_model_dir() / name).stat().st_size for name in model.card.weights)
+    assert sizes < 4_000_000
+    assert set(model.card.weights) == {PREDICTOR_FILE, NOISE_MODEL_FILE}
+    assert model.card.metrics, "the bundled card must report its held-out metrics"

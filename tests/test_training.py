@@ -1,0 +1,94 @@
+"""Training smoke tests on a tiny cohort: one epoch, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_brainage.models import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, read_card, sha256
+from napari_brainage.training import TrainConfig, load_cohort, split_by_subject, train_predictor
+
+
+def test_split_is_by_subject_deterministic_and_disjoint():
+    subjects = [f"sub-{i:03d}" for i in range(100)]
+    train, val = split_by_subject(subjects, 0.2, seed=3)
+    assert len(val) == 20 and len(train) == 80 and not set(train) & set(val)
+    again = split_by_subject(subjects, 0.2, seed=3)
+    np.testing.assert_array_equal(train, again[0])
+    assert not np.array_equal(val, split_by_subject(subjects, 0.2, seed=4)[1])
+    # A subject's side does not depend on who else is in the cohort.
+    smaller_train, smaller_val = split_by_subject(subjects[:50], 0.2, seed=3)
+    assert {subjects[i] for i in smaller_val} <= {subjects[i] for i in val} | {subjects[i] for i in train}
+
+
+def test_one_epoch_smoke_run_writes_a_complete_model_folder(tiny_model):
+    card = read_card(tiny_model)
+    for name in (PREDICTOR_FILE, NOISE_MODEL_FILE):
+        assert card.weights[name] == sha256(tiny_model / name)
+    assert card.training["predictor"]["epochs"] == 1
+    assert np.isfinite(card.training["predictor"]["best_validation_mae"])
+    assert card.training["noise_model"]["noise_max_sd"] == 0.3
+    assert (tiny_model / "checkpoints" / "predictor_last.pt").exists()
+    assert 40 < card.age_mean < 85 and card.age_sd > 0
+
+
+def test_training_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
+    cohort = load_cohort(tiny_cohort)
+    messages: list[str] = []
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=2)
+    train_predictor(cohort, tmp_path, config, progress=messages.append)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train_predictor(cohort, tmp_path, config, progress=messages.append)
+    messages.clear()
+    train_predictor(cohort, tmp_path, TrainConfig(epochs=2, batch_size=4, val_fraction=0.25, seed=2,
+                                                  resume=True), progress=messages.append)
+    assert any("resuming predictor training after epoch 1" in m for m in messages)
+    assert sum("predictor epoch" in m for m in messages) == 1  # only epoch 2 ran
+    assert read_card(tmp_path).training["predictor"]["epochs"] == 2
+
+
+def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_model, tmp_path):
+    from napari_brainage.models import BrainAgeModel, NoiseSpec
+    from napari_brainage.training import train_noise_model
+
+    cohort = load_cohort(tiny_cohort)
+    train_noise_model(cohort, tiny_model, tmp_path, TrainConfig(epochs=1, batch_size=4, val_fraction=0.25),
+                      NoiseSpec(lam=0.1, max_sd=0.5, target="age"), progress=lambda _: None)
+    model = BrainAgeModel.load(tmp_path, need_noise_model=True)
+    assert model.card.noise.target == "age" and model.card.noise.lam == 0.1
+    assert (tmp_path / PREDICTOR_FILE).read_bytes() == (tiny_model / PREDICTOR_FILE).read_bytes()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_brainage.cli", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, tmp_path):
+    common = ["--data", str(tiny_cohort), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "4",
+              "--val-fraction", "0.25"]
+    first = run_cli("train", "predictor", *common)
+    assert first.returncode == 0, first.stderr
+    assert "predictor epoch 1/1" in first.stdout
+    second = run_cli("train", "noise-model", *common, "--predictor", str(tmp_path), "--lam", "0.05")
+    assert second.returncode == 0, second.stderr
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    assert set(card["weights"]) == {PREDICTOR_FILE, NOISE_MODEL_FILE}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predictor", "--data", "missing.csv", "--out", "m"], "no such participants file"),
+    (["predictor", "--out", "m"], "required: --data"),
+    (["noise-model", "--data", "x.csv", "--out", "m"], "required: --predictor"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--epochs", "0"], "--epochs must be at least 1"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
