@@ -13,12 +13,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .io import atomic_path
 
 #: Widgets docked by the demo (display names from napari.yaml).
-DEMO_WIDGETS = ("Scan info",)
+DEMO_WIDGETS = ("Brain age", "Scan info")
+DEFAULT_SAMPLE = "synthetic_age50_accelerated"
+#: How long a headless demo waits for the analysis before taking the screenshot.
+ANALYSIS_TIMEOUT_S = 300
 WINDOW_SIZE = (1400, 860)
 _UNDER_XVFB = "NAPARI_BRAINAGE_UNDER_XVFB"
 
@@ -42,7 +46,7 @@ def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False
     if sample not in SAMPLES:
         raise KeyError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
     if screenshot is None and has_display():
-        viewer = build_demo_viewer(sample, show=True)
+        viewer, _ = build_demo_viewer(sample, show=True)
         import napari
 
         napari.run()
@@ -76,23 +80,35 @@ def _rerun_under_xvfb(sample: str, target: Path) -> int:
 
 
 def build_demo_viewer(sample: str, show: bool):
-    """A viewer with ``sample`` opened and the demo widgets docked."""
+    """A viewer with ``sample`` opened, the demo widgets docked and the analysis started.
+
+    Returns (viewer, brain-age widget); the widget is busy until the analysis is
+    done, and idle at once when there is no bundled model to run.
+    """
     import napari
+
+    from .models import CARD_FILE, bundled_model_dir
 
     viewer = napari.Viewer(title="napari-brainage demo", show=show)
     viewer.window.resize(*WINDOW_SIZE)
     viewer.open_sample("napari-brainage", sample)
-    for name in DEMO_WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-brainage", name)
-    return viewer
+    widgets = {name: viewer.window.add_plugin_dock_widget("napari-brainage", name)[1]
+               for name in DEMO_WIDGETS}
+    if (bundled_model_dir() / CARD_FILE).exists():
+        widgets["Brain age"].start()
+    return viewer, widgets["Brain age"]
 
 
 def render_screenshot(sample: str, target: Path) -> Path:
     """Render the demo view (window included) to ``target``, atomically."""
     from qtpy.QtWidgets import QApplication
 
-    viewer = build_demo_viewer(sample, show=True)
+    viewer, widget = build_demo_viewer(sample, show=True)
     try:
+        deadline = time.monotonic() + ANALYSIS_TIMEOUT_S
+        while widget is not None and widget.busy and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.05)
         QApplication.processEvents()
         with atomic_path(target) as tmp:
             viewer.screenshot(str(tmp), canvas_only=False, flash=False)

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a display (or with --screenshot) the same view is rendered off-screen "
         "(under xvfb-run when needed) to a PNG whose path is printed.",
     )
-    demo.add_argument("--sample", default="icbm152_t1_2mm", help="bundled sample to open (default: %(default)s)")
+    demo.add_argument("--sample", default="synthetic_age50_accelerated",
+                      help="bundled sample to open (default: %(default)s)")
     demo.add_argument("--screenshot", metavar="PNG", help="render the view to this PNG instead of opening a window")
     demo.add_argument("--overwrite", action="store_true", help="replace the --screenshot file if it exists")
 

@@ -41,3 +41,84 @@ def test_scan_info_ignores_2d_and_rgb_layers(make_napari_viewer):
     viewer.add_image(np.zeros((10, 10)), name="2d")
     viewer.add_image(np.zeros((10, 10, 3), np.uint8), rgb=True, name="rgb")
     assert widget.layer.choices == ()
+
+
+# ------------------------------------------------------------------ Brain age
+from napari_brainage._widgets.brain_age import BrainAgeWidget  # noqa: E402
+from napari_brainage.inference import importance_map, load_model, predict_age  # noqa: E402
+from napari_brainage.io import load_volume  # noqa: E402
+from napari_brainage.samples import sample_path  # noqa: E402
+
+
+def _run_and_wait(qtbot, widget, timeout=120_000):
+    """Start the widget's worker; count GUI-thread timer ticks while it runs."""
+    from qtpy.QtCore import QTimer
+
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    worker = widget.start()
+    assert worker is not None and widget.busy
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+    timer.stop()
+    return worker, len(ticks)
+
+
+def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    [scan] = viewer.open_sample("napari-brainage", "synthetic_age50_accelerated")
+    assert widget.scan.value is scan and widget.age.value == "50"  # pre-filled from the sample
+    widget.model.value = str(tiny_model)
+
+    _, ticks = _run_and_wait(qtbot, widget)
+
+    # The GUI thread kept processing events while the model ran.
+    assert ticks > 5
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    volume = load_volume(sample_path("synthetic_age50_accelerated"))
+    expected = predict_age(volume, model, device, age=50.0)
+    assert f"predicted age   {expected.predicted_age:.1f} y" in widget.result.value
+    assert f"brain-age gap   {expected.gap:+.1f} y" in widget.result.value
+    assert f"corrected gap   {expected.corrected_gap:+.1f} y" in widget.result.value
+
+    overlay = viewer.layers["importance (synthetic_age50_accelerated)"]
+    np.testing.assert_array_equal(overlay.affine.affine_matrix, scan.affine.affine_matrix)
+    assert overlay.colormap.name == "inferno" and overlay.blending == "additive"
+    # Same voxels as the core's map, in napari's display layout.
+    from napari_brainage._layers import layer_to_volume
+
+    written = layer_to_volume(*overlay.as_layer_data_tuple()[:2])
+    np.testing.assert_allclose(written.data, importance_map(volume, model, device).data, atol=1e-5)
+    np.testing.assert_array_equal(written.affine, volume.affine)
+    assert widget.run.enabled and not widget.cancel.enabled
+    assert scan not in [layer for layer in widget.scan.choices if layer is overlay]
+
+
+def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):
+    from napari_brainage._widgets import brain_age
+
+    errors: list[str] = []
+    monkeypatch.setattr(brain_age, "show_error", errors.append)  # what the user would be shown
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.open_sample("napari-brainage", "synthetic_age80")
+    widget.model.value = str(tiny_model)
+    widget.start()
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert widget.result.value == "cancelled"
+    assert not any(layer.name.startswith("importance") for layer in viewer.layers)
+
+    widget.age.value = "two hundred"
+    assert widget.start() is None  # refused before any work
+    assert errors[-1] == "Brain age: age must be a number of years, got 'two hundred'"
+
+    widget.age.value = "80"
+    widget.model.value = str(tmp_path)  # not a model folder
+    _run_and_wait(qtbot, widget)
+    assert widget.result.value == "failed"
+    assert "not a napari-brainage model folder" in errors[-1]
+    assert widget.run.enabled and len(viewer.layers) == 1

@@ -1,0 +1,166 @@
+"""Brain age dock widget: predicted age, gaps, and the importance overlay.
+
+Input -> one core call in a worker thread -> numbers in the widget and an
+"importance" layer on the scan's own grid. The viewer stays responsive; Cancel
+stops the run between steps; errors become notifications.
+"""
+
+from __future__ import annotations
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from .._layers import layer_to_volume, volume_layer_data
+from .._viewer import show_anatomically
+from ..inference import AgeResult, importance_map, load_model, predict_age
+from ..io import Volume
+
+_STEPS = ("loading the model", "predicting brain age", "computing the importance map")
+
+
+@thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
+def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str):
+    """Generator run in a worker: yields between steps so Cancel can stop it there."""
+    yield _STEPS[0]
+    model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
+    yield _STEPS[1]
+    result = predict_age(volume, model, torch_device, age)
+    yield _STEPS[2]
+    return result, importance_map(volume, model, torch_device)
+
+
+class BrainAgeWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker = None
+        self.scan = ComboBox(label="scan", choices=self._image_layers,
+                             tooltip="T1 scan aligned to MNI space (e.g. a sample from File > Open Sample).")
+        self.age = LineEdit(label="age (years)", tooltip="Chronological age, for the brain-age gap. "
+                            "Filled from the scan's metadata when known; leave empty if unknown.")
+        self.model = FileEdit(label="model", mode="d", tooltip="Model folder from `napari-brainage train`; "
+                              "empty: the bundled model.")
+        self.model.value = ""
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
+                               tooltip="auto: the GPU when torch sees one, else the CPU.")
+        self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
+        self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop the running analysis.")
+        self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
+        self.result = Label(label="result", value="")
+        self.result.native.setStyleSheet("font-family: monospace;")
+        self.extend([self.scan, self.age, self.model, self.device, self.run, self.cancel,
+                     self.progress, self.result])
+        self.run.changed.connect(self.start)
+        self.cancel.changed.connect(self.stop)
+        self.scan.changed.connect(self._prefill_age)
+        viewer.layers.events.inserted.connect(self._refresh_choices)
+        viewer.layers.events.removed.connect(self._refresh_choices)
+        show_anatomically(viewer)
+        self._refresh_choices()
+
+    # ---- choices
+    def _image_layers(self, _widget=None) -> list:
+        return [layer for layer in self._viewer.layers
+                if isinstance(layer, napari.layers.Image) and layer.ndim == 3 and not layer.rgb
+                and not layer.metadata.get("brainage_map")]
+
+    def _refresh_choices(self, _event=None) -> None:
+        self.scan.reset_choices()
+        active = self._viewer.layers.selection.active
+        if active in self.scan.choices:
+            self.scan.value = active
+        self._prefill_age()
+
+    def _prefill_age(self, _value=None) -> None:
+        layer = self.scan.value
+        if layer is not None and "age" in layer.metadata:
+            self.age.value = f"{layer.metadata['age']:g}"
+
+    # ---- running
+    @property
+    def busy(self) -> bool:
+        """True from Run until the analysis has finished, failed or been cancelled."""
+        return self._worker is not None
+
+    def _parse_age(self) -> float | None:
+        text = self.age.value.strip()
+        if not text:
+            return None
+        try:
+            age = float(text)
+        except ValueError:
+            raise ValueError(f"age must be a number of years, got {text!r}") from None
+        if not 0 < age < 120:
+            raise ValueError(f"age {age:g} is outside 0-120 years")
+        return age
+
+    def start(self, _value=None):
+        layer = self.scan.value
+        if layer is None:
+            show_error("Brain age: open a 3D scan first (File > Open Sample > napari-brainage).")
+            return None
+        try:
+            age = self._parse_age()
+        except ValueError as err:
+            show_error(f"Brain age: {err}")
+            return None
+        volume = layer_to_volume(*layer.as_layer_data_tuple()[:2])
+        model_dir = str(self.model.value) if str(self.model.value) not in ("", ".") else None
+        worker = _analyse(volume, age, model_dir, self.device.value)
+        worker.yielded.connect(self._on_step)
+        worker.returned.connect(lambda out: self._on_done(layer, volume, *out))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.run.enabled, self.cancel.enabled = False, True
+        self.progress.value, self.progress.visible = 0, True
+        self.result.value = "running..."
+        worker.start()
+        return worker
+
+    def stop(self, _value=None) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            self.result.value = "cancelled"
+
+    def _on_step(self, step: str) -> None:
+        self.progress.value = _STEPS.index(step)
+        self.progress.label = step
+
+    def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume) -> None:
+        self.progress.value = len(_STEPS)
+        self.result.value = format_result(result)
+        name = f"importance ({layer.name})"
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)
+        importance.path = volume.path
+        data, kwargs, _ = volume_layer_data(
+            importance, name=name, colormap="inferno", blending="additive", opacity=0.7,
+            contrast_limits=(0.0, 1.0),
+        )
+        kwargs["metadata"].update(brainage_map="importance", predicted_age=result.predicted_age,
+                                  source_layer=layer.name)
+        self._viewer.add_image(data, **kwargs)
+        self._viewer.layers.selection.active = layer
+        show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
+
+    def _on_error(self, error: Exception) -> None:
+        self.result.value = "failed"
+        show_error(f"Brain age failed: {error}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.run.enabled, self.cancel.enabled = True, False
+        self.progress.visible = False
+
+
+def format_result(result: AgeResult) -> str:
+    lines = [f"predicted age   {result.predicted_age:.1f} y"]
+    if result.age is not None:
+        lines += [f"age             {result.age:.1f} y",
+                  f"brain-age gap   {result.gap:+.1f} y",
+                  f"corrected gap   {result.corrected_gap:+.1f} y"]
+    return "\n".join(lines)
+
