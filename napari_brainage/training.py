@@ -229,11 +229,17 @@ def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=
     return x + eps * sd
 
 
-def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
-    """|f(x + noise) - target| - lambda * mean(log B), ages in standardised units."""
+def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
+               years_per_unit: float) -> torch.Tensor:
+    """|f(x + noise) - target| in years - lambda * mean(log B).
+
+    The predictor works in standardised age units; the error is converted to
+    years so that lambda means "years of error traded per unit of log-noise",
+    independent of the cohort's age spread.
+    """
     mask = noise_model(x)
     prediction = predictor(noisy_input(x, mask, spec))
-    return F.l1_loss(prediction, target) - spec.lam * torch.log(mask.clamp_min(1e-6)).mean()
+    return years_per_unit * F.l1_loss(prediction, target) - spec.lam * torch.log(mask.clamp_min(1e-6)).mean()
 
 
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
@@ -273,12 +279,13 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
         for batch in _batches(train, config.batch_size, rng):
             x = _tensor(cohort.scans[batch], device)
             y = torch.from_numpy(targets[batch]).float().to(device)
-            loss = noise_loss(predictor, model, x, y, spec)
+            loss = noise_loss(predictor, model, x, y, spec, card.age_sd)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             losses.append(loss.item())
-        val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec, device)
+        val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec,
+                                              card.age_sd, device)
         improved = val_loss < best
         if improved:
             best = val_loss
@@ -298,7 +305,8 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
 
 
 @torch.no_grad()
-def _validate_noise(predictor, model, scans, targets, spec, device, batch_size=8) -> tuple[float, float]:
+def _validate_noise(predictor, model, scans, targets, spec, years_per_unit, device,
+                    batch_size=8) -> tuple[float, float]:
     model.eval()
     generator = torch.Generator(device=device).manual_seed(0)  # same noise every epoch: comparable
     losses, masks = [], []
@@ -307,7 +315,7 @@ def _validate_noise(predictor, model, scans, targets, spec, device, batch_size=8
         mask = model(x)
         prediction = predictor(noisy_input(x, mask, spec, generator))
         y = torch.from_numpy(targets[i:i + batch_size]).float().to(device)
-        loss = F.l1_loss(prediction, y, reduction="sum") - spec.lam * torch.log(mask.clamp_min(1e-6)).mean(
+        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * torch.log(mask.clamp_min(1e-6)).mean(
             dim=(1, 2, 3, 4)).sum()
         losses.append(loss.item())
         masks.append(mask.mean().item() * len(x))

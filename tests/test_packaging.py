@@ -31,6 +31,9 @@ def test_wheel_ships_manifest_and_sample_scans(wheel):
     for sample in SAMPLES.values():
         assert f"napari_brainage/sample_data/{sample.filename}" in names
     assert "napari_brainage/sample_data/README.md" in names
+    for name in ("model_card.json", "predictor.pt", "noise_model.pt", "population_map.nii.gz"):
+        assert f"napari_brainage/bundled_model/{name}" in names
+    assert "napari_brainage/sample_data/template/harvard_oxford_labels.csv" in names
     assert not any("__pycache__" in name or name.startswith("tests/") for name in names)
 
 

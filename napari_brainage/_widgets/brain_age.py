@@ -8,6 +8,7 @@ stops the run between steps; errors become notifications.
 from __future__ import annotations
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -40,9 +41,8 @@ class BrainAgeWidget(Container):
                              tooltip="T1 scan aligned to MNI space (e.g. a sample from File > Open Sample).")
         self.age = LineEdit(label="age (years)", tooltip="Chronological age, for the brain-age gap. "
                             "Filled from the scan's metadata when known; leave empty if unknown.")
-        self.model = FileEdit(label="model", mode="d", tooltip="Model folder from `napari-brainage train`; "
-                              "empty: the bundled model.")
-        self.model.value = ""
+        self.model = FileEdit(label="model", mode="d", nullable=True,
+                              tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
                                tooltip="auto: the GPU when torch sees one, else the CPU.")
         self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
@@ -107,7 +107,7 @@ class BrainAgeWidget(Container):
             show_error(f"Brain age: {err}")
             return None
         volume = layer_to_volume(*layer.as_layer_data_tuple()[:2])
-        model_dir = str(self.model.value) if str(self.model.value) not in ("", ".") else None
+        model_dir = str(self.model.value) if self.model.value is not None else None
         worker = _analyse(volume, age, model_dir, self.device.value)
         worker.yielded.connect(self._on_step)
         worker.returned.connect(lambda out: self._on_done(layer, volume, *out))
@@ -137,8 +137,8 @@ class BrainAgeWidget(Container):
             self._viewer.layers.remove(name)
         importance.path = volume.path
         data, kwargs, _ = volume_layer_data(
-            importance, name=name, colormap="inferno", blending="additive", opacity=0.7,
-            contrast_limits=(0.0, 1.0),
+            importance, name=name, colormap="inferno", blending="additive", opacity=0.8,
+            contrast_limits=overlay_contrast_limits(importance.data),
         )
         kwargs["metadata"].update(brainage_map="importance", predicted_age=result.predicted_age,
                                   source_layer=layer.name)
@@ -154,6 +154,17 @@ class BrainAgeWidget(Container):
         self._worker = None
         self.run.enabled, self.cancel.enabled = True, False
         self.progress.visible = False
+
+
+def overlay_contrast_limits(importance, lower_percentile: float = 50.0) -> tuple[float, float]:
+    """Show the upper half of the brain's importance values: with additive blending
+    the lower half stays black (invisible), so the scan shows through where the
+    model did not look."""
+    values = importance[importance > 0]
+    if values.size == 0:
+        return (0.0, 1.0)
+    low, high = np.percentile(values, [lower_percentile, 99.5])
+    return float(low), float(max(high, low + 1e-3))
 
 
 def format_result(result: AgeResult) -> str:
