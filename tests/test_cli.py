@@ -48,7 +48,8 @@ def test_info_reports_bad_files_without_traceback(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ((), "required: COMMAND"),
-    (("train",), "invalid choice"),
+    (("bogus",), "invalid choice"),
+    (("train",), "required: PART"),
     (("demo", "--screenshot", "view.jpg"), "must be a .png file"),
     (("demo", "--sample", "nope", "--screenshot", "x.png"), "unknown sample 'nope'"),
 ])
