@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
             sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
                              help="what the noisy prediction must match (default: prediction)")
+        if part == "predictor":
+            sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
+                             help="train with random patchy noise of up to this sd (default: 0, off)")
         sub.add_argument("--epochs", type=int, default=12 if part == "predictor" else 6)
         sub.add_argument("--batch-size", type=int, default=8)
         sub.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
@@ -177,7 +180,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--val-fraction must be between 0 and 1")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-                         resume=args.resume)
+                         resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0))
     try:
         cohort = load_cohort(args.data, limit=args.limit, progress=print)
     except ValueError as err:

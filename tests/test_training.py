@@ -92,3 +92,18 @@ def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_patchy_noise_is_local_and_bounded():
+    import torch
+
+    from napari_brainage.training import patchy_noise
+
+    torch.manual_seed(0)
+    x = torch.zeros(2, 1, 32, 40, 32)
+    noisy = patchy_noise(x, 0.3)
+    assert noisy.shape == x.shape
+    # Noise sd varies in space (patches), never above the maximum.
+    local_sd = noisy.unfold(2, 8, 8).unfold(3, 8, 8).unfold(4, 8, 8).std(dim=(-1, -2, -3))
+    assert float(local_sd.max()) < 0.3 * 1.3
+    assert float(local_sd.max()) > 2 * float(local_sd.min())
