@@ -12,6 +12,7 @@ from .inference import (
 from .io import load_volume, save_volume
 from .population import population_map, rank_regions, template_volume, write_region_table
 from .spaces import uncrop
+from .template import mni_grid
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
@@ -79,7 +80,7 @@ def population(args) -> int:
                 skipped.append(item.subject)
                 _say(f"population: skipping {item.subject}: {err}")
 
-    mean, count = population_map(maps(), template_volume_shape(spec),
+    mean, count = population_map(maps(), mni_grid(spec.resolution_mm)[0],
                                  progress=lambda n: _say(f"population {n}/{len(inputs)}"))
     save_volume(template_volume(mean, spec.resolution_mm), out, overwrite=args.overwrite)
     scores = rank_regions(mean)
@@ -87,9 +88,3 @@ def population(args) -> int:
     top = ", ".join(f"{s.region} {s.mean_importance:.3f}" for s in scores[:3])
     print(f"napari-brainage population: mean of {count} maps -> {out}; regions -> {regions} (top: {top})")
     return 1 if skipped else 0
-
-
-def template_volume_shape(spec) -> tuple[int, int, int]:
-    from .template import mni_grid
-
-    return mni_grid(spec.resolution_mm)[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import READABLE_SUFFIXES, Volume, has_suffix, load_volume, strip_suffix
+from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, load_volume, strip_suffix
 from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
 from .spaces import to_model_input, to_scan_grid
 
@@ -146,8 +146,6 @@ def predict_many(inputs: list[ScanInput], model: BrainAgeModel, device: torch.de
 
 
 def write_results(results: Iterable[AgeResult], path: str | Path) -> Path:
-    from .io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import Volume, atomic_path
-from .template import TemplateKit, load_template
+from .template import TemplateKit, load_template, mni_grid
 
 
 class RunningMean:
@@ -89,5 +89,5 @@ def population_map(maps: Iterable[np.ndarray], shape: tuple[int, ...],
 
 
 def template_volume(data: np.ndarray, resolution_mm: int = 2) -> Volume:
-    kit = load_template(resolution_mm)
-    return Volume(data=data.astype(np.float32), affine=kit.affine)
+    """A map on the MNI grid as a Volume, ready to save."""
+    return Volume(data=data.astype(np.float32), affine=mni_grid(resolution_mm)[1])

@@ -35,7 +35,7 @@ def resample(data: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndar
                                     order=order, mode="constant", cval=0.0)
 
 
-def to_mni_2mm(volume: Volume, resolution_mm: int = 2) -> np.ndarray:
+def to_mni_grid(volume: Volume, resolution_mm: int = 2) -> np.ndarray:
     """The scan's intensities on the model's MNI grid (float32)."""
     if on_mni_grid(volume, resolution_mm):
         return np.asarray(volume.data, dtype=np.float32)
@@ -61,7 +61,7 @@ def uncrop(data: np.ndarray, spec: InputSpec, fill: float = 0.0) -> np.ndarray:
 
 def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
     """Cropped, normalised model input (float32, ``spec.crop_shape``)."""
-    data = to_mni_2mm(volume, spec.resolution_mm)
+    data = to_mni_grid(volume, spec.resolution_mm)
     data = np.where(np.isfinite(data), np.maximum(data, 0), 0)
     return normalise(crop(data, spec))
 

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from .io import atomic_path, load_volume
 from .models import (
-    CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
+    NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
     SFCNRegressor, load_weights, pick_device, read_card, save_weights, sha256, write_card,
 )
 from .spaces import to_model_input

@@ -12,7 +12,7 @@ import pytest
 from napari_brainage.inference import (
     collect_inputs, corrected_gap, importance_map, load_model, predict_age,
 )
-from napari_brainage.io import Volume, load_volume, save_volume
+from napari_brainage.io import Volume, load_volume
 from napari_brainage.metrics import auroc, relevance_mass
 from napari_brainage.models import ModelCard
 from napari_brainage.population import RunningMean, rank_regions, structure_name

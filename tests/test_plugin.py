@@ -16,7 +16,7 @@ from napari_brainage.geometry import RAS_TO_WORLD
 from napari_brainage.io import load_volume
 from napari_brainage.samples import SAMPLES, sample_path
 
-from conftest import make_affine, phantom, write_nifti
+from conftest import phantom, write_nifti
 
 PLUGIN = "napari-brainage"
 

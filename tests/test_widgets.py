@@ -6,7 +6,6 @@ import numpy as np
 
 from napari_brainage._widgets.scan_info import ScanInfoWidget
 
-from conftest import make_affine, phantom, write_nifti
 
 
 def test_scan_info_follows_the_selected_layer(make_napari_viewer, oblique_scan, tmp_path):
