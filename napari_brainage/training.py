@@ -115,6 +115,24 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+def _train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indices: np.ndarray,
+                 config: TrainConfig, epoch: int, device: torch.device, loss_of, augment=None) -> float:
+    """One pass over ``indices`` in shuffled batches; returns the mean batch loss."""
+    rng = _epoch_rng(config.seed, epoch)
+    model.train()
+    losses = []
+    for batch in _batches(indices, config.batch_size, rng):
+        x = _tensor(scans[batch], device)
+        if augment is not None:
+            x = augment(x, rng)
+        loss = loss_of(x, torch.from_numpy(targets[batch]).float().to(device))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def _batches(indices: np.ndarray, size: int, rng: np.random.Generator | None):
     order = rng.permutation(indices) if rng is not None else indices
     for start in range(0, len(order), size):
@@ -182,23 +200,18 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
         progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
     targets = (cohort.ages - card.age_mean) / card.age_sd
     progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
+    def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
+            x = torch.flip(x, dims=[2])
+        if config.noise_augment and rng.random() < 0.5:
+            x = patchy_noise(x, config.noise_augment)
+        return x
+
     for epoch in range(start, config.epochs):
         tic = time.monotonic()
-        rng = _epoch_rng(config.seed, epoch)
-        model.train()
-        losses = []
-        for batch in _batches(train, config.batch_size, rng):
-            x = _tensor(cohort.scans[batch], device)
-            if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
-                x = torch.flip(x, dims=[2])
-            if config.noise_augment and rng.random() < 0.5:
-                x = patchy_noise(x, config.noise_augment)
-            y = torch.from_numpy(targets[batch]).float().to(device)
-            loss = F.l1_loss(model(x), y)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item() * card.age_sd)
+        train_mae = card.age_sd * _train_epoch(
+            model, optimiser, cohort.scans, targets, train, config, epoch, device,
+            loss_of=lambda x, y: F.l1_loss(model(x), y), augment=augment)
         scheduler.step()
         val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
         improved = val_mae < best
@@ -206,7 +219,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
             best = val_mae
             save_weights(model, out, PREDICTOR_FILE, card)
         checkpoint.save(model, optimiser, epoch + 1, best, scheduler)
-        progress(f"predictor epoch {epoch + 1}/{config.epochs}: train MAE {np.mean(losses):.2f} y, "
+        progress(f"predictor epoch {epoch + 1}/{config.epochs}: train MAE {train_mae:.2f} y, "
                  f"validation MAE {val_mae:.2f} y{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
 
     # The age-bias fit uses the validation subjects: predictions on the
@@ -286,17 +299,9 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
              f"lambda {spec.lam}, noise sd {spec.min_sd}-{spec.max_sd}, target {spec.target}")
     for epoch in range(start, config.epochs):
         tic = time.monotonic()
-        rng = _epoch_rng(config.seed, epoch)
-        model.train()
-        losses = []
-        for batch in _batches(train, config.batch_size, rng):
-            x = _tensor(cohort.scans[batch], device)
-            y = torch.from_numpy(targets[batch]).float().to(device)
-            loss = noise_loss(predictor, model, x, y, spec, card.age_sd)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
+        train_loss = _train_epoch(
+            model, optimiser, cohort.scans, targets, train, config, epoch, device,
+            loss_of=lambda x, y: noise_loss(predictor, model, x, y, spec, card.age_sd))
         val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec,
                                               card.age_sd, device)
         improved = val_loss < best
@@ -304,7 +309,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
             best = val_loss
             save_weights(model, out, NOISE_MODEL_FILE, card)
         checkpoint.save(model, optimiser, epoch + 1, best)
-        progress(f"noise model epoch {epoch + 1}/{config.epochs}: train loss {np.mean(losses):.4f}, "
+        progress(f"noise model epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, "
                  f"validation loss {val_loss:.4f}, mean B {mean_mask:.3f}"
                  f"{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
     if NOISE_MODEL_FILE not in card.weights:
