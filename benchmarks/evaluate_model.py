@@ -19,6 +19,7 @@ Prints, and with --update-card writes into the model card:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -52,8 +53,6 @@ def main() -> None:
     torch.set_num_threads(2)
     model, device = load_model(args.model, "cpu", need_noise_model=True)
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
-    import csv
-
     truth_rows = {r["subject"]: r for r in csv.DictReader(open(args.cohort / "participants.csv"))}
     kit = load_template(2)
     union = load_volume(args.cohort / "ground_truth" / "union.nii.gz").data.astype(bool)

@@ -93,7 +93,7 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
     np.testing.assert_allclose(written.data, importance_map(volume, model, device).data, atol=1e-5)
     np.testing.assert_array_equal(written.affine, volume.affine)
     assert widget.run.enabled and not widget.cancel.enabled
-    assert scan not in [layer for layer in widget.scan.choices if layer is overlay]
+    assert overlay not in widget.scan.choices  # maps are not offered as scans to analyse
 
 
 def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):
