@@ -6,12 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from .inference import (
-    collect_inputs, importance_in_model_space, importance_map, load_model, predict_many, write_results,
-)
+from .inference import collect_inputs, importance_map, load_model, predict_many, write_results
 from .io import load_volume, save_volume
-from .population import population_map, rank_regions, template_volume, write_region_table
-from .spaces import uncrop
+from .population import population_map, subject_maps, rank_regions, template_volume, write_region_table
 from .template import mni_grid
 
 
@@ -72,15 +69,11 @@ def population(args) -> int:
     spec = model.card.input
     skipped = []
 
-    def maps():
-        for item in inputs:
-            try:
-                yield uncrop(importance_in_model_space(load_volume(item.path), model, device), spec)
-            except (ValueError, OSError) as err:
-                skipped.append(item.subject)
-                _say(f"population: skipping {item.subject}: {err}")
+    def skip(subject: str, err: Exception) -> None:
+        skipped.append(subject)
+        _say(f"population: skipping {subject}: {err}")
 
-    mean, count = population_map(maps(), mni_grid(spec.resolution_mm)[0],
+    mean, count = population_map(subject_maps(inputs, model, device, skip), mni_grid(spec.resolution_mm)[0],
                                  progress=lambda n: _say(f"population {n}/{len(inputs)}"))
     save_volume(template_volume(mean, spec.resolution_mm), out, overwrite=args.overwrite)
     scores = rank_regions(mean)

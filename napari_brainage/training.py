@@ -333,8 +333,8 @@ def _validate_noise(predictor, model, scans, targets, spec, years_per_unit, devi
         mask = model(x)
         prediction = predictor(noisy_input(x, mask, spec, generator))
         y = torch.from_numpy(targets[i:i + batch_size]).float().to(device)
-        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * torch.log(mask.clamp_min(1e-6)).mean(
-            dim=(1, 2, 3, 4)).sum()
+        noise_reward = torch.log(mask.clamp_min(1e-6)).mean(dim=(1, 2, 3, 4)).sum()
+        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * noise_reward
         losses.append(loss.item())
         masks.append(mask.mean().item() * len(x))
     return sum(losses) / len(scans), sum(masks) / len(scans)

@@ -2,21 +2,26 @@
 
 Input -> one core call in a worker thread -> numbers in the widget and an
 "importance" layer on the scan's own grid. The viewer stays responsive; Cancel
-stops the run between steps; errors become notifications.
+stops the run between steps; errors become notifications. Export writes the
+map (NIfTI, the scan's geometry), the numbers (CSV) and a captioned snapshot (PNG).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import napari
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .._layers import layer_to_volume, volume_layer_data
 from .._viewer import show_anatomically
-from ..inference import AgeResult, importance_map, load_model, predict_age
-from ..io import Volume
+from ..inference import AgeResult, importance_map, load_model, predict_age, write_results
+from ..io import Volume, save_volume
+from ..report import captioned, save_png
+from ._common import (
+    IMPORTANCE, confirm_overwrite, layer_volume, map_contrast_limits, overlay_colormap, scan_layers, show_volume,
+)
 
 _STEPS = ("loading the model", "predicting brain age", "computing the importance map")
 
@@ -50,9 +55,16 @@ class BrainAgeWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
         self.result = Label(label="result", value="")
         self.result.native.setStyleSheet("font-family: monospace;")
+        self.export_dir = FileEdit(label="export to", mode="d", nullable=True,
+                                   tooltip="Folder for the exported map (NIfTI), numbers (CSV) and snapshot (PNG).")
+        self.export = PushButton(text="Export", enabled=False,
+                                 tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
+                                         "(asks before replacing files).")
         self.extend([self.scan, self.age, self.model, self.device, self.run, self.cancel,
-                     self.progress, self.result])
+                     self.progress, self.result, self.export_dir, self.export])
+        self._last: tuple[str, AgeResult, Volume] | None = None
         self.run.changed.connect(self.start)
+        self.export.changed.connect(self.export_results)
         self.cancel.changed.connect(self.stop)
         self.scan.changed.connect(self._prefill_age)
         viewer.layers.events.inserted.connect(self._refresh_choices)
@@ -62,9 +74,7 @@ class BrainAgeWidget(Container):
 
     # ---- choices
     def _image_layers(self, _widget=None) -> list:
-        return [layer for layer in self._viewer.layers
-                if isinstance(layer, napari.layers.Image) and layer.ndim == 3 and not layer.rgb
-                and not layer.metadata.get("brainage_map")]
+        return scan_layers(self._viewer)
 
     def _refresh_choices(self, _event=None) -> None:
         self.scan.reset_choices()
@@ -106,7 +116,7 @@ class BrainAgeWidget(Container):
         except ValueError as err:
             show_error(f"Brain age: {err}")
             return None
-        volume = layer_to_volume(*layer.as_layer_data_tuple()[:2])
+        volume = layer_volume(layer)
         model_dir = str(self.model.value) if self.model.value is not None else None
         worker = _analyse(volume, age, model_dir, self.device.value)
         worker.yielded.connect(self._on_step)
@@ -132,19 +142,51 @@ class BrainAgeWidget(Container):
     def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume) -> None:
         self.progress.value = len(_STEPS)
         self.result.value = format_result(result)
-        name = f"importance ({layer.name})"
-        if name in self._viewer.layers:
-            self._viewer.layers.remove(name)
         importance.path = volume.path
-        data, kwargs, _ = volume_layer_data(
-            importance, name=name, colormap="inferno", blending="additive", opacity=0.8,
-            contrast_limits=overlay_contrast_limits(importance.data),
+        overlay = show_volume(
+            self._viewer, importance, name=f"importance ({layer.name})", kind=IMPORTANCE,
+            colormap=overlay_colormap(), blending="translucent", opacity=0.9,
+            contrast_limits=map_contrast_limits(importance.data),
         )
-        kwargs["metadata"].update(brainage_map="importance", predicted_age=result.predicted_age,
-                                  source_layer=layer.name)
-        self._viewer.add_image(data, **kwargs)
+        overlay.metadata.update(predicted_age=result.predicted_age, source_layer=layer.name)
         self._viewer.layers.selection.active = layer
+        result.subject = layer.name
+        self._last = (layer.name, result, importance)
+        self.export.enabled = True
         show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
+
+    # ---- export
+    def export_paths(self, folder: Path, name: str) -> dict[str, Path]:
+        return {"map": folder / f"{name}_importance.nii.gz", "csv": folder / f"{name}_brainage.csv",
+                "png": folder / f"{name}_view.png"}
+
+    def export_results(self, _value=None) -> dict[str, Path] | None:
+        """Write the last result's map, numbers and a captioned snapshot of the view."""
+        if self._last is None:
+            show_error("Brain age: run the analysis before exporting.")
+            return None
+        if self.export_dir.value is None:
+            show_error("Brain age: choose a folder to export to.")
+            return None
+        folder = Path(self.export_dir.value)
+        name, result, importance = self._last
+        paths = self.export_paths(folder, name)
+        if not folder.is_dir():
+            show_error(f"Brain age: {folder} is not a folder.")
+            return None
+        if not confirm_overwrite(list(paths.values()), self.native):
+            return None
+        try:
+            save_volume(importance, paths["map"], overwrite=True,
+                        description="napari-brainage importance (1 - noise mask)")
+            write_results([result], paths["csv"])
+            snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
+            save_png(captioned(snapshot, caption_lines(result, self.model.value)), paths["png"], overwrite=True)
+        except (OSError, ValueError) as err:
+            show_error(f"Brain age export failed: {err}")
+            return None
+        show_info(f"Brain age: exported to {folder}")
+        return paths
 
     def _on_error(self, error: Exception) -> None:
         self.result.value = "failed"
@@ -156,17 +198,6 @@ class BrainAgeWidget(Container):
         self.progress.visible = False
 
 
-def overlay_contrast_limits(importance, lower_percentile: float = 50.0) -> tuple[float, float]:
-    """Show the upper half of the brain's importance values: with additive blending
-    the lower half stays black (invisible), so the scan shows through where the
-    model did not look."""
-    values = importance[importance > 0]
-    if values.size == 0:
-        return (0.0, 1.0)
-    low, high = np.percentile(values, [lower_percentile, 99.5])
-    return float(low), float(max(high, low + 1e-3))
-
-
 def format_result(result: AgeResult) -> str:
     lines = [f"predicted age   {result.predicted_age:.1f} y"]
     if result.age is not None:
@@ -175,3 +206,13 @@ def format_result(result: AgeResult) -> str:
                   f"corrected gap   {result.corrected_gap:+.1f} y"]
     return "\n".join(lines)
 
+
+
+def caption_lines(result: AgeResult, model_dir) -> list[str]:
+    """Caption of an exported snapshot: what was analysed, the numbers, which model."""
+    numbers = f"predicted age {result.predicted_age:.1f} y"
+    if result.age is not None:
+        numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
+                    f"   corrected gap {result.corrected_gap:+.1f} y")
+    model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
+    return [f"{result.subject}: {numbers}", f"importance = 1 - noise mask (napari-brainage); {model}"]

@@ -1,0 +1,237 @@
+"""Population dock widget: load or compute a population map, compare a subject with it.
+
+* Load: the bundled population map (held-out synthetic cohort) or one written by
+  ``napari-brainage population``.
+* Compute: the same streamed mean as the CLI (``population.subject_maps`` into a
+  ``RunningMean``) over a folder, CSV or scan, in a worker with an n-of-N
+  progress bar and Cancel.
+* Compare: subject - population difference layer, Dice of the top-k % voxels and
+  correlation; "side by side" puts subject and population in napari's grid
+  mode, where all panels share one set of sliders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton,
+)
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from .._layers import volume_layer_data
+from .._viewer import show_anatomically
+from ..compare import compare_maps
+from ..inference import collect_inputs, load_model
+from ..io import Volume, load_volume
+from ..models import bundled_model_dir
+from ..population import RunningMean, subject_maps, template_volume
+from ..template import load_template, mni_grid
+from ._common import (
+    DIFFERENCE, IMPORTANCE, POPULATION, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
+    show_volume,
+)
+
+BUNDLED_MAP = "population_map.nii.gz"
+TEMPLATE_LAYER = "ICBM152 template (population space)"
+
+
+def bundled_population_map() -> Path:
+    return bundled_model_dir() / BUNDLED_MAP
+
+
+@thread_worker(ignore_errors=True)  # errors: _on_error
+def _compute(inputs, model_dir: str | None, device: str):
+    """Mean importance map of ``inputs``; yields (done, total, skipped) after each scan."""
+    model, torch_device = load_model(model_dir, device, need_noise_model=True)
+    shape, _ = mni_grid(model.card.input.resolution_mm)
+    running, skipped = RunningMean(shape), []
+    for done, item in enumerate(inputs, 1):
+        for values in subject_maps([item], model, torch_device, on_skip=lambda s, e: skipped.append(f"{s}: {e}")):
+            running.add(values)
+        yield done, len(inputs), len(skipped)
+    if not running.count:
+        raise ValueError(f"none of the {len(inputs)} scans could be mapped ({skipped[0] if skipped else ''})")
+    return template_volume(running.mean, model.card.input.resolution_mm), running.count, skipped
+
+
+class PopulationWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker = None
+        self._hidden_for_grid: list = []
+        self.map_file = FileEdit(label="population map", mode="r", nullable=True, filter="*.nii.gz *.nii",
+                                 tooltip="A map from `napari-brainage population`; empty: the bundled map "
+                                         "(200 held-out synthetic subjects).")
+        self.load = PushButton(text="Load map", tooltip="Show the population map as a layer.")
+        self.cohort = FileEdit(label="cohort", mode="r", nullable=True,
+                               tooltip="participants CSV (subject, path[, age]) or a scan; "
+                                       "type a folder path to use every scan in it.")
+        self.model = FileEdit(label="model", mode="d", nullable=True,
+                              tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
+        self.compute = PushButton(text="Compute map", tooltip="Average the cohort's importance maps.")
+        self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop computing the map.")
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
+        self.subject = ComboBox(label="subject map", choices=self._subject_choices, nullable=True,
+                                tooltip="A subject's importance map (run Brain age first).")
+        self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
+                                   tooltip="The population map to compare with.")
+        self.top_percent = FloatSpinBox(label="top %", value=10.0, min=0.5, max=50.0, step=0.5,
+                                        tooltip="Dice overlap of the k % most important brain voxels of each map.")
+        self.compare = PushButton(text="Compare", tooltip="Difference layer, Dice of the top k % and correlation.")
+        self.result = Label(label="comparison", value="")
+        self.result.native.setStyleSheet("font-family: monospace;")
+        self.side_by_side = CheckBox(text="side by side (grid, linked slices)", value=False,
+                                     tooltip="Subject (on its scan) and population (on the template) in two "
+                                             "panels that share the sliders.")
+        self.extend([self.map_file, self.load, self.cohort, self.model, self.compute, self.cancel,
+                     self.progress, self.subject, self.population, self.top_percent, self.compare,
+                     self.result, self.side_by_side])
+        self.load.changed.connect(self.load_map)
+        self.compute.changed.connect(self.start)
+        self.cancel.changed.connect(self.stop)
+        self.compare.changed.connect(self.run_comparison)
+        self.side_by_side.changed.connect(self.show_side_by_side)
+        viewer.layers.events.inserted.connect(self._refresh_choices)
+        viewer.layers.events.removed.connect(self._refresh_choices)
+        show_anatomically(viewer)
+        self._refresh_choices()
+
+    # ---- choices
+    def _subject_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, IMPORTANCE)
+
+    def _population_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, POPULATION)
+
+    def _refresh_choices(self, _event=None) -> None:
+        for combo in (self.subject, self.population):
+            combo.reset_choices()
+            maps = [layer for layer in combo.choices if layer is not None]
+            if combo.value is None and maps:
+                combo.value = maps[-1]  # the newest map
+
+    # ---- load
+    def load_map(self, _value=None):
+        path = Path(self.map_file.value) if self.map_file.value is not None else bundled_population_map()
+        try:
+            volume = load_volume(path)
+        except (ValueError, OSError) as err:
+            show_error(f"Population: {err}")
+            return None
+        return self._show_population(volume, f"population ({path.name.split('.')[0]})")
+
+    def _show_population(self, volume: Volume, name: str):
+        layer = show_volume(self._viewer, volume, name=name, kind=POPULATION, colormap=overlay_colormap(),
+                            blending="translucent", opacity=0.9, contrast_limits=map_contrast_limits(volume.data))
+        self.population.value = layer
+        return layer
+
+    # ---- compute
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def start(self, _value=None):
+        if self.cohort.value is None:
+            show_error("Population: choose a cohort (participants CSV, folder or scan) first.")
+            return None
+        try:
+            inputs = collect_inputs([self.cohort.value])
+        except (ValueError, OSError) as err:
+            show_error(f"Population: {err}")
+            return None
+        model_dir = str(self.model.value) if self.model.value is not None else None
+        worker = _compute(inputs, model_dir, "auto")
+        name = f"population ({Path(self.cohort.value).stem}, n={len(inputs)})"
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda out: self._on_done(name, *out))
+        worker.errored.connect(lambda err: show_error(f"Population failed: {err}"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.compute.enabled, self.cancel.enabled = False, True
+        self.progress.max, self.progress.value, self.progress.visible = len(inputs), 0, True
+        self.progress.label = f"0 of {len(inputs)} subjects"
+        worker.start()
+        return worker
+
+    def stop(self, _value=None) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+            show_info("Population: cancelled")
+
+    def _on_progress(self, state) -> None:
+        done, total, skipped = state
+        self.progress.value = done
+        self.progress.label = f"{done} of {total} subjects" + (f" ({skipped} skipped)" if skipped else "")
+
+    def _on_done(self, name: str, volume: Volume, count: int, skipped: list[str]) -> None:
+        self._show_population(volume, name.replace(f"n={count + len(skipped)}", f"n={count}"))
+        if skipped:
+            show_error(f"Population: {len(skipped)} scans skipped; first: {skipped[0]}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.compute.enabled, self.cancel.enabled = True, False
+        self.progress.visible = False
+
+    # ---- compare
+    def run_comparison(self, _value=None):
+        subject, population = self.subject.value, self.population.value
+        if subject is None or population is None:
+            show_error("Population: pick a subject map (run Brain age) and a population map (Load map).")
+            return None
+        try:
+            comparison = compare_maps(layer_volume(subject), layer_volume(population), self.top_percent.value)
+        except ValueError as err:
+            show_error(f"Population: {err}")
+            return None
+        self.result.value = comparison.summary()
+        limit = float(max(abs(comparison.difference.data).max(), 1e-3))
+        layer = show_volume(self._viewer, comparison.difference, name=f"difference ({subject.name} - population)",
+                            kind=DIFFERENCE, colormap="PiYG", opacity=0.8, contrast_limits=(-limit, limit))
+        layer.visible = False  # on demand: it would hide the overlays below it
+        layer.metadata.update(dice_top=comparison.dice_top, correlation=comparison.correlation,
+                              top_percent=comparison.top_percent)
+        return comparison
+
+    # ---- side by side
+    def show_side_by_side(self, on: bool) -> None:
+        grid = self._viewer.canvas.grid if hasattr(self._viewer, "canvas") else self._viewer.grid
+        if not on:
+            for layer in self._hidden_for_grid:
+                if layer in self._viewer.layers:
+                    layer.visible = True
+            self._hidden_for_grid = []
+            grid.enabled = False
+            self._viewer.reset_view()
+            return
+        subject, population = self.subject.value, self.population.value
+        if subject is None or population is None:
+            show_error("Population: pick a subject map and a population map first.")
+            self.side_by_side.value = False
+            return
+        layers = self._viewer.layers
+        scan_name = subject.metadata.get("source_layer")
+        scan = layers[scan_name] if scan_name in layers else None
+        if scan is not None:  # stride 2: (scan, subject map) | (template, population map)
+            template = layers[TEMPLATE_LAYER] if TEMPLATE_LAYER in layers else self._add_template()
+            panels, stride = [scan, subject, template, population], 2
+        else:  # the map's scan is gone: the two maps alone
+            panels, stride = [subject, population], 1
+        layers.move_multiple([layers.index(layer) for layer in panels], 0)
+        self._hidden_for_grid = [layer for layer in layers if layer not in panels and layer.visible]
+        for layer in self._hidden_for_grid:
+            layer.visible = False
+        for layer in panels:
+            layer.visible = True
+        grid.stride, grid.shape, grid.enabled = stride, (1, -1), True
+        self._viewer.reset_view()  # fit both panels
+
+    def _add_template(self):
+        kit = load_template(2)
+        data, kwargs, _ = volume_layer_data(Volume(data=kit.t1, affine=kit.affine), name=TEMPLATE_LAYER)
+        return self._viewer.add_image(data, **kwargs)

@@ -1,0 +1,96 @@
+"""Regions dock widget: atlas regions ranked by mean importance, subject beside population.
+
+Rows are Harvard-Oxford structures (left and right merged), sorted by the
+subject's mean importance (the population's when no subject map is picked).
+Clicking a row moves the sliders to that region's most important voxel.
+"""
+
+from __future__ import annotations
+
+import napari
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from napari.utils.notifications import show_error
+
+from ..population import RegionScore, rank_regions_of, region_peak
+from ._common import IMPORTANCE, POPULATION, go_to, layer_volume, map_layers, ras_to_world
+
+COLUMNS = ("region", "subject", "population")
+
+
+class RegionsWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.subject = ComboBox(label="subject map", choices=self._subject_choices, nullable=True,
+                                tooltip="A subject's importance map (from Brain age).")
+        self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
+                                   tooltip="A population map (from the Population widget).")
+        self.rank = PushButton(text="Rank regions", tooltip="Mean importance per atlas region.")
+        self.table = Table(label="regions", value={"data": [], "index": [], "columns": list(COLUMNS)})
+        self.table.read_only = True
+        self.table.native.setSelectionBehavior(self.table.native.SelectionBehavior.SelectRows)
+        self.table.native.setMinimumHeight(260)
+        header = self.table.native.horizontalHeader()
+        header.setSectionResizeMode(header.ResizeMode.ResizeToContents)  # the numbers
+        header.setStretchLastSection(False)
+        self.table.native.setToolTip("Mean importance per region; click a row to go to the region's peak.")
+        self.hint = Label(label="", value="Click a region to show its most important voxel.")
+        self.extend([self.subject, self.population, self.rank, self.table, self.hint])
+        self.rank.changed.connect(self.rank_regions)
+        self.subject.changed.connect(self.rank_regions)
+        self.population.changed.connect(self.rank_regions)
+        self.table.native.cellClicked.connect(lambda row, _column: self.go_to_region(self.rows[row][0]))
+        viewer.layers.events.inserted.connect(self._refresh_choices)
+        viewer.layers.events.removed.connect(self._refresh_choices)
+        self.rows: list[tuple[str, float | None, float | None]] = []
+        self._refresh_choices()
+
+    def _subject_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, IMPORTANCE)
+
+    def _population_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, POPULATION)
+
+    def _refresh_choices(self, _event=None) -> None:
+        for combo in (self.subject, self.population):
+            combo.reset_choices()
+            maps = [layer for layer in combo.choices if layer is not None]
+            if combo.value is None and maps:
+                combo.value = maps[-1]
+
+    def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
+        """Fill the table; returns its rows (region, subject mean, population mean)."""
+        ranked: dict[str, dict[str, float]] = {}
+        for column, layer in (("subject", self.subject.value), ("population", self.population.value)):
+            if layer is None:
+                continue
+            try:
+                scores: list[RegionScore] = rank_regions_of(layer_volume(layer))
+            except ValueError as err:
+                show_error(f"Regions: {layer.name}: {err}")
+                continue
+            for score in scores:
+                ranked.setdefault(score.region, {})[column] = score.mean_importance
+        key = "subject" if self.subject.value is not None else "population"
+        self.rows = sorted(((region, values.get("subject"), values.get("population"))
+                            for region, values in ranked.items()),
+                           key=lambda row: -(row[1 if key == "subject" else 2] or 0.0))
+        self.table.value = {"data": [[region.replace("_", " "), _fmt(s), _fmt(p)] for region, s, p in self.rows],
+                            "index": [str(rank) for rank in range(1, len(self.rows) + 1)], "columns": list(COLUMNS)}
+        # Long region names get the room left over, so the numbers stay in view.
+        self.table.native.horizontalHeader().setSectionResizeMode(0, self.table.native.horizontalHeader().ResizeMode.Stretch)
+        return self.rows
+
+    def go_to_region(self, region: str):
+        """Move the sliders to the region's most important voxel (subject map first)."""
+        layer = self.subject.value or self.population.value
+        if layer is None:
+            show_error("Regions: no map to search.")
+            return None
+        world = ras_to_world(region_peak(layer_volume(layer), region))
+        go_to(self._viewer, world)
+        return world
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
