@@ -78,7 +78,8 @@ class RegionsWidget(Container):
         self.table.value = {"data": [[region.replace("_", " "), _fmt(s), _fmt(p)] for region, s, p in self.rows],
                             "index": [str(rank) for rank in range(1, len(self.rows) + 1)], "columns": list(COLUMNS)}
         # Long region names get the room left over, so the numbers stay in view.
-        self.table.native.horizontalHeader().setSectionResizeMode(0, self.table.native.horizontalHeader().ResizeMode.Stretch)
+        header = self.table.native.horizontalHeader()
+        header.setSectionResizeMode(0, header.ResizeMode.Stretch)
         return self.rows
 
     def go_to_region(self, region: str):
