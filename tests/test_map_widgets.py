@@ -1,0 +1,262 @@
+"""Population, Slices, Threshold and Regions widgets and the Brain age export,
+driven in a real viewer; results are checked against the core called directly."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_brainage._widgets import _common
+from napari_brainage._widgets.brain_age import BrainAgeWidget
+from napari_brainage._widgets.population import PopulationWidget, bundled_population_map
+from napari_brainage._widgets.regions import RegionsWidget
+from napari_brainage._widgets.slices import SliceWidget
+from napari_brainage._widgets.threshold import ThresholdWidget
+from napari_brainage.compare import compare_maps
+from napari_brainage.inference import collect_inputs, importance_in_model_space, importance_map, load_model
+from napari_brainage.io import load_volume
+from napari_brainage.population import rank_regions_of, region_peak
+from napari_brainage.samples import sample_path
+from napari_brainage.spaces import uncrop
+from napari_brainage.template import load_template
+
+SAMPLE = "synthetic_age50_accelerated"
+
+
+@pytest.fixture
+def analysed(make_napari_viewer, qtbot, tiny_model):
+    """A viewer with the sample scan analysed by the Brain age widget (tiny model)."""
+    viewer = make_napari_viewer()
+    brain_age = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(brain_age)
+    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
+    brain_age.model.value = str(tiny_model)
+    brain_age.start()
+    qtbot.waitUntil(lambda: not brain_age.busy, timeout=120_000)
+    overlay = viewer.layers[f"importance ({SAMPLE})"]
+    return viewer, brain_age, scan, overlay
+
+
+def _expected_importance(tiny_model):
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    return importance_map(load_volume(sample_path(SAMPLE)), model, device)
+
+
+# ------------------------------------------------------------------ Population
+def test_population_load_compare_and_side_by_side(analysed, tiny_model):
+    viewer, _, scan, overlay = analysed
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    population = widget.load_map()
+    on_disk = load_volume(bundled_population_map())
+    loaded = _common.layer_volume(population)
+    np.testing.assert_array_equal(loaded.data, on_disk.data)
+    np.testing.assert_array_equal(loaded.affine, on_disk.affine)
+    assert widget.subject.value is overlay and widget.population.value is population
+
+    widget.top_percent.value = 15.0
+    comparison = widget.run_comparison()
+    expected = compare_maps(_expected_importance(tiny_model), on_disk, 15.0)
+    assert comparison.dice_top == pytest.approx(expected.dice_top, abs=1e-6)
+    assert comparison.correlation == pytest.approx(expected.correlation, abs=1e-6)
+    assert f"Dice of top 15 %   {expected.dice_top:.2f}" in widget.result.value
+    assert f"correlation        {expected.correlation:.2f}" in widget.result.value
+    difference = viewer.layers[f"difference ({overlay.name} - population)"]
+    written = _common.layer_volume(difference)
+    np.testing.assert_allclose(written.data, expected.difference.data, atol=1e-5)
+    np.testing.assert_array_equal(written.affine, on_disk.affine)  # the template grid
+
+    # Side by side: (scan, subject map) in one panel, (template, population) in the other.
+    widget.side_by_side.value = True
+    grid = viewer.canvas.grid
+    layers = viewer.layers
+    assert grid.enabled and grid.stride == 2
+    template = layers["ICBM152 template (population space)"]
+    assert grid.position(layers.index(scan), layers) == grid.position(layers.index(overlay), layers)
+    assert grid.position(layers.index(template), layers) == grid.position(layers.index(population), layers)
+    assert grid.position(layers.index(scan), layers) != grid.position(layers.index(population), layers)
+    assert grid.actual_shape(layers) == (1, 2)
+    widget.side_by_side.value = False
+    assert not grid.enabled
+
+
+def test_population_computed_in_a_worker_matches_the_core(make_napari_viewer, qtbot, tiny_model, tiny_cohort):
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.cohort.value = str(tiny_cohort)
+    widget.model.value = str(tiny_model)
+    seen = []
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    worker = widget.start()
+    worker.yielded.connect(lambda state: seen.append(state))
+    assert widget.progress.max == 12 and not widget.progress.native.isHidden()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
+    timer.stop()
+    assert ticks and len(ticks) > 5  # the GUI thread kept running
+    assert seen[-1] == (12, 12, 0)
+    layer = viewer.layers["population (participants, n=12)"]
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    maps = [uncrop(importance_in_model_space(load_volume(item.path), model, device), model.card.input)
+            for item in collect_inputs([tiny_cohort])]
+    np.testing.assert_allclose(_common.layer_volume(layer).data, np.mean(maps, axis=0), atol=1e-5)
+    assert widget.population.value is layer and widget.progress.native.isHidden()
+
+
+def test_population_reports_bad_input(make_napari_viewer, monkeypatch, tmp_path):
+    from napari_brainage._widgets import population
+
+    errors: list[str] = []
+    monkeypatch.setattr(population, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    assert widget.start() is None and "choose a cohort" in errors[-1]
+    widget.cohort.value = str(tmp_path / "missing.csv")
+    assert widget.start() is None and "missing.csv" in errors[-1]
+    (tmp_path / "map.nii.gz").write_bytes(b"not a nifti")
+    widget.map_file.value = str(tmp_path / "map.nii.gz")
+    assert widget.load_map() is None and "map.nii.gz" in errors[-1]
+    assert widget.run_comparison() is None and "pick a subject map" in errors[-1]
+    assert len(viewer.layers) == 0
+
+
+# ------------------------------------------------------------------ Slices
+def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
+    viewer, _, _, overlay = analysed
+    widget = SliceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.plane.value == "axial" and widget.slice.max == viewer.dims.nsteps[0] - 1
+
+    widget.slice.value = 30  # widget -> viewer
+    assert viewer.dims.current_step[0] == 30
+    viewer.dims.set_current_step(0, 52)  # viewer -> widget
+    assert widget.slice.value == 52
+    assert widget.position.value == f"z (inferior-superior) = {viewer.dims.point[0]:+.1f} mm"
+
+    widget.plane.value = "coronal"
+    assert viewer.dims.order == (1, 0, 2) and widget.slice.max == viewer.dims.nsteps[1] - 1
+    widget.slice.value = 40
+    assert viewer.dims.current_step[1] == 40
+    viewer.dims.order = (2, 0, 1)  # napari's own transpose -> the widget follows
+    assert widget.plane.value == "sagittal"
+
+    assert widget.map.value is overlay
+    world = widget.go_to_peak()
+    voxel = np.unravel_index(np.argmax(overlay.data), overlay.data.shape)
+    np.testing.assert_allclose(world, overlay.data_to_world(np.array(voxel, float)))
+    np.testing.assert_allclose(viewer.dims.point, world)
+    assert overlay.data[tuple(np.round(overlay.world_to_data(viewer.dims.point)).astype(int))] == overlay.data.max()
+
+
+# ------------------------------------------------------------------ Threshold
+def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tmp_path, monkeypatch, tiny_model):
+    viewer, _, _, overlay = analysed
+    widget = ThresholdWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.map.value is overlay
+    mask_layer = viewer.layers[f"threshold ({overlay.name})"]
+    np.testing.assert_array_equal(mask_layer.affine.affine_matrix, overlay.affine.affine_matrix)
+
+    inside = overlay.data > 0
+    for percent in (2.0, 10.0, 25.0):
+        widget.percent.value = percent
+        kept = mask_layer.data.astype(bool)
+        assert kept.sum() == pytest.approx(inside.sum() * percent / 100, rel=0.02)
+        assert overlay.data[kept].min() >= overlay.data[inside & ~kept].max()
+        assert f"({percent:.1f} % of brain)" in widget.readout.value
+
+    widget.mode.value = "above value"
+    assert not widget.value.native.isHidden() and widget.percent.native.isHidden()
+    widget.value.value = 0.6
+    np.testing.assert_array_equal(mask_layer.data.astype(bool), overlay.data >= widget.value.value)
+
+    kept_layer = widget.keep_layer()
+    np.testing.assert_array_equal(kept_layer.data, mask_layer.data)
+    assert kept_layer.data is not mask_layer.data and ">= 0.600" in kept_layer.name
+
+    # Saved on the source scan's grid, as 0/1, where the map is >= the threshold.
+    target = tmp_path / "mask.nii.gz"
+    widget.save_path.value = str(target)
+    assert widget.save_mask() == target
+    saved = nib.load(target)
+    source = _expected_importance(tiny_model)
+    np.testing.assert_array_equal(saved.affine, source.affine)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj).astype(bool),
+                                  np.asarray(_common.layer_volume(overlay).data) >= widget.value.value)
+    before = target.read_bytes()
+    monkeypatch.setattr("napari_brainage._widgets.threshold.confirm_overwrite", lambda paths, parent: False)
+    widget.value.value = 0.9
+    assert widget.save_mask() is None and target.read_bytes() == before  # the user said no
+
+    viewer.layers.remove(mask_layer)  # deleting the live layer: the next move makes a new one
+    widget.value.value = 0.8
+    assert f"threshold ({overlay.name})" in viewer.layers
+
+
+# ------------------------------------------------------------------ Regions
+def test_regions_table_ranks_and_navigates(analysed, tiny_model):
+    viewer, _, _, overlay = analysed
+    population = PopulationWidget(viewer).load_map()
+    widget = RegionsWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    rows = widget.rank_regions()
+    subject_scores = rank_regions_of(_expected_importance(tiny_model))
+    population_scores = {s.region: s.mean_importance for s in rank_regions_of(load_volume(bundled_population_map()))}
+    assert [r[0] for r in rows] == [s.region for s in subject_scores]
+    for (region, subject, pop), score in zip(rows, subject_scores):
+        assert subject == pytest.approx(score.mean_importance, abs=1e-6)
+        assert pop == pytest.approx(population_scores[region], abs=1e-6)
+    table = widget.table.value
+    assert list(table["columns"]) == ["region", "subject", "population"]
+    assert table["data"][0][0] == rows[0][0].replace("_", " ")
+    assert table["data"][0][1] == f"{rows[0][1]:.3f}"
+
+    # Clicking a row goes to that region's most important voxel in the subject's map.
+    row = [r[0] for r in rows].index("Hippocampus")
+    widget.table.native.cellClicked.emit(row, 0)
+    expected = region_peak(_expected_importance(tiny_model), "Hippocampus")
+    np.testing.assert_allclose(viewer.dims.point, [expected[2], expected[1], expected[0]])
+    kit = load_template(2)
+    voxel = np.round(np.linalg.solve(kit.affine, [*expected, 1])[:3]).astype(int)
+    assert kit.label_names[int(kit.labels[tuple(voxel)])].endswith("Hippocampus")
+
+    widget.subject.value = None  # population only: sorted by the population column
+    rows = widget.rank_regions()
+    assert [r[2] for r in rows] == sorted(population_scores.values(), reverse=True)
+    assert population.name in [layer.name for layer in viewer.layers]
+
+
+# ------------------------------------------------------------------ Export
+def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_path, monkeypatch, tiny_model):
+    viewer, widget, _, _ = analysed
+    widget.export_dir.value = str(tmp_path)
+    paths = widget.export_results()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{SAMPLE}_importance.nii.gz", f"{SAMPLE}_brainage.csv", f"{SAMPLE}_view.png"])
+
+    written = load_volume(paths["map"])
+    expected = _expected_importance(tiny_model)
+    np.testing.assert_allclose(written.data, expected.data, atol=1e-6)
+    np.testing.assert_array_equal(written.affine, load_volume(sample_path(SAMPLE)).affine)
+    [row] = list(csv.DictReader(open(paths["csv"])))
+    assert row["subject"] == SAMPLE and row["age"] == "50.000"
+    assert f"predicted age   {float(row['predicted_age']):.1f} y" in widget.result.value
+    png = np.asarray(Image.open(paths["png"]))
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert png.shape[1] == canvas.shape[1] and png.shape[0] > canvas.shape[0]  # caption band below
+    assert png[canvas.shape[0]:].max() > 200
+
+    stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
+    monkeypatch.setattr("napari_brainage._widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
+    assert widget.export_results() is None
+    assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps  # nothing replaced

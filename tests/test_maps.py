@@ -1,0 +1,144 @@
+"""Core behind the map widgets: thresholds, subject-vs-population comparison,
+region ranking and navigation, captioned snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_brainage.compare import compare_maps, dice, top_percent_mask
+from napari_brainage.io import Volume
+from napari_brainage.population import rank_regions, rank_regions_of, region_peak, structure_name
+from napari_brainage.report import CAPTION_FONT_PX, captioned, save_png
+from napari_brainage.spaces import resample
+from napari_brainage.template import load_template, mni_grid
+from napari_brainage.threshold import Thresholder
+
+
+def _random_map(seed=0, shape=(30, 40, 35)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = rng.random(shape).astype(np.float32)
+    values[:5] = 0  # background
+    return values
+
+
+@pytest.mark.parametrize("percent", [0.5, 5.0, 37.5, 100.0])
+def test_top_percent_keeps_that_share_of_the_brain(percent):
+    values = _random_map()
+    thresholder = Thresholder(values)
+    mask = thresholder.top_percent(percent)
+    inside = values > 0
+    assert not mask[~inside].any()
+    assert mask.sum() == pytest.approx(inside.sum() * percent / 100, abs=1)
+    # Every kept voxel outranks every dropped brain voxel.
+    assert values[mask].min() >= values[inside & ~mask].max(initial=0)
+    assert thresholder.percent_above(thresholder.value_for_top_percent(percent)) == pytest.approx(percent, abs=0.01)
+
+
+def test_absolute_threshold_and_buffer_reuse():
+    values = _random_map(1)
+    thresholder = Thresholder(values)
+    out = np.zeros(values.shape, dtype=np.uint8)
+    thresholder.mask(0.75, out=out.view(bool))  # written straight into a Labels-style buffer
+    np.testing.assert_array_equal(out.astype(bool), values >= 0.75)
+    # A value at or below 0 never selects the background.
+    assert thresholder.mask(-1.0).sum() == (values > 0).sum()
+    explicit = Thresholder(values, within=np.ones(values.shape, bool))
+    assert explicit.mask(0.0).all()
+
+
+def test_thresholder_rejects_empty_and_bad_input():
+    with pytest.raises(ValueError, match="no voxels inside the brain"):
+        Thresholder(np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match="3D"):
+        Thresholder(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="percent"):
+        Thresholder(_random_map()).value_for_top_percent(0)
+
+
+def test_top_percent_mask_and_dice():
+    values = _random_map(2)
+    within = values > 0
+    mask = top_percent_mask(values, within, 10)
+    assert mask.sum() == round(within.sum() * 0.1)
+    assert dice(mask, mask) == 1.0 and dice(mask, ~mask & within) == 0.0
+
+
+def _template_map(seed: int) -> Volume:
+    shape, affine = mni_grid(2)
+    kit = load_template(2)
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(rng.random(shape), axis=0).astype(np.float32)
+    return Volume(np.where(kit.brain, smooth / smooth.max(), 0).astype(np.float32), affine)
+
+
+def test_compare_identical_maps_and_a_shuffled_one():
+    population = _template_map(0)
+    same = compare_maps(population, population, top_percent=10)
+    assert same.dice_top == 1.0 and same.correlation == pytest.approx(1.0)
+    assert np.abs(same.difference.data).max() == 0
+    np.testing.assert_array_equal(same.difference.affine, population.affine)
+
+    brain = load_template(2).brain
+    shuffled = population.data.copy()
+    shuffled[brain] = np.random.default_rng(1).permutation(shuffled[brain])
+    other = compare_maps(Volume(shuffled, population.affine), population, top_percent=10)
+    assert other.correlation < 0.1 and other.dice_top < 0.2
+    expected = np.where(brain, shuffled - population.data, 0)
+    np.testing.assert_allclose(other.difference.data, expected, atol=1e-6)
+    assert "Dice of top 10 %" in other.summary()
+
+
+def test_compare_brings_a_subject_map_on_its_own_grid_to_the_template():
+    population = _template_map(3)
+    # The subject's map on a 1.5 mm grid covering the same brain.
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    affine[:3, 3] = [-91, -127, -73]
+    subject = Volume(resample(population.data, population.affine, (124, 148, 124), affine), affine)
+    result = compare_maps(subject, population, top_percent=20)
+    assert result.correlation > 0.95 and result.dice_top > 0.8
+    with pytest.raises(ValueError, match="MNI grid"):
+        compare_maps(population, subject)
+
+
+def test_fast_region_ranking_matches_a_plain_loop():
+    kit = load_template(2)
+    values = _template_map(4).data
+    scores = rank_regions(values, kit)
+    for score in scores[:10]:
+        labels = [label for label, name in kit.label_names.items() if structure_name(name) == score.region]
+        mask = np.isin(kit.labels, labels) & kit.brain
+        assert score.mean_importance == pytest.approx(float(values[mask].mean()), rel=1e-5)
+        assert score.voxels == int(mask.sum())
+    means = [s.mean_importance for s in scores]
+    assert means == sorted(means, reverse=True)
+
+
+def test_region_peak_lies_in_the_region_at_its_maximum():
+    kit = load_template(2)
+    values = _template_map(5)
+    mask = kit.label_mask("Left_Hippocampus", "Right_Hippocampus") & kit.brain
+    hot = np.argwhere(mask)[7]
+    values.data[tuple(hot)] = 5.0  # the single hottest voxel, inside the hippocampus
+    ras = region_peak(values, "Hippocampus")
+    np.testing.assert_allclose(ras, (kit.affine @ [*hot, 1])[:3])
+    assert rank_regions_of(values)[0].region == rank_regions(values.data)[0].region
+    with pytest.raises(KeyError, match="unknown atlas region"):
+        region_peak(values, "Nowhere")
+
+
+def test_captioned_snapshot(tmp_path):
+    image = np.full((50, 80, 4), 120, np.uint8)
+    out = captioned(image, ["predicted age 61.2 y", "model: bundled"])
+    assert out.shape[1] == 80 and out.shape[0] > 50 + 2 * CAPTION_FONT_PX
+    np.testing.assert_array_equal(out[:50], image[..., :3])
+    band = out[50:]
+    assert band.max() > 200 and (band == 0).mean() > 0.5  # white text on black
+    path = save_png(out, tmp_path / "view.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), out)
+    with pytest.raises(FileExistsError):
+        save_png(out, path)
+    with pytest.raises(ValueError, match="png"):
+        save_png(out, tmp_path / "view.jpg")
+    assert [p.name for p in tmp_path.iterdir()] == ["view.png"]  # no partial files left
