@@ -48,7 +48,8 @@ def test_manifest_contributions_are_discovered():
     manager = PluginManager.instance()
     manager.discover()
     manifest = manager.get_manifest(PLUGIN)
-    assert {w.display_name for w in manifest.contributions.widgets} >= {"Scan info"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {
+        "Brain age", "Scan info", "Population", "Slices", "Threshold", "Regions"}
     assert {s.key for s in manifest.contributions.sample_data} == set(SAMPLES)
     for command in manifest.contributions.commands:
         # Importing each callable catches a python_name that points nowhere.
@@ -179,3 +180,19 @@ def test_synthetic_samples_carry_ages_and_show_ageing(make_napari_viewer):
         return int((data[region] < 0.5 * np.percentile(data[data > 0], 90)).sum())
     assert dark_voxels("synthetic_age80") > 1.3 * dark_voxels("synthetic_age50")
     assert dark_voxels("synthetic_age80") > dark_voxels("synthetic_age50_accelerated") > dark_voxels("synthetic_age50")
+
+
+def test_every_widget_docks_from_the_plugins_menu_with_tooltips(make_napari_viewer):
+    """What Plugins > napari brainage > <widget> does; every input explains itself."""
+    from magicgui.widgets.bases import ButtonWidget, ValueWidget
+    from npe2 import PluginManager
+
+    viewer = make_napari_viewer()
+    manifest = PluginManager.instance().get_manifest(PLUGIN)
+    for contribution in manifest.contributions.widgets:
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, contribution.display_name)
+        inputs = [w for w in widget if isinstance(w, (ButtonWidget, ValueWidget))
+                  and w.widget_type not in ("Label", "ProgressBar")]
+        assert inputs, contribution.display_name
+        untipped = [w.label or w.text for w in inputs if not (w.tooltip or "").strip()]
+        assert not untipped, f"{contribution.display_name}: no tooltip on {untipped}"

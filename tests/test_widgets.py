@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_brainage._widgets.scan_info import ScanInfoWidget
 
@@ -85,7 +86,8 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
 
     overlay = viewer.layers["importance (synthetic_age50_accelerated)"]
     np.testing.assert_array_equal(overlay.affine.affine_matrix, scan.affine.affine_matrix)
-    assert overlay.colormap.name == "inferno" and overlay.blending == "additive"
+    assert overlay.colormap.name == "inferno (see-through)" and overlay.blending == "translucent"
+    assert overlay.colormap.map(np.array([0.0]))[0, 3] == 0  # low importance: the scan shows through
     # Same voxels as the core's map, in napari's display layout.
     from napari_brainage._layers import layer_to_volume
 
@@ -94,6 +96,8 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
     np.testing.assert_array_equal(written.affine, volume.affine)
     assert widget.run.enabled and not widget.cancel.enabled
     assert overlay not in widget.scan.choices  # maps are not offered as scans to analyse
+    widget.opacity.value = 0.35
+    assert overlay.opacity == pytest.approx(0.35)
 
 
 def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
@@ -55,16 +55,19 @@ class BrainAgeWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
         self.result = Label(label="result", value="")
         self.result.native.setStyleSheet("font-family: monospace;")
+        self.opacity = FloatSlider(label="overlay opacity", min=0.0, max=1.0, step=0.05, value=0.9,
+                                   tooltip="Opacity of this scan's importance overlay.")
         self.export_dir = FileEdit(label="export to", mode="d", nullable=True,
                                    tooltip="Folder for the exported map (NIfTI), numbers (CSV) and snapshot (PNG).")
         self.export = PushButton(text="Export", enabled=False,
                                  tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
                                          "(asks before replacing files).")
         self.extend([self.scan, self.age, self.model, self.device, self.run, self.cancel,
-                     self.progress, self.result, self.export_dir, self.export])
+                     self.progress, self.result, self.opacity, self.export_dir, self.export])
         self._last: tuple[str, AgeResult, Volume] | None = None
         self.run.changed.connect(self.start)
         self.export.changed.connect(self.export_results)
+        self.opacity.changed.connect(self._set_opacity)
         self.cancel.changed.connect(self.stop)
         self.scan.changed.connect(self._prefill_age)
         viewer.layers.events.inserted.connect(self._refresh_choices)
@@ -145,7 +148,7 @@ class BrainAgeWidget(Container):
         importance.path = volume.path
         overlay = show_volume(
             self._viewer, importance, name=f"importance ({layer.name})", kind=IMPORTANCE,
-            colormap=overlay_colormap(), blending="translucent", opacity=0.9,
+            colormap=overlay_colormap(), blending="translucent", opacity=self.opacity.value,
             contrast_limits=map_contrast_limits(importance.data),
         )
         overlay.metadata.update(predicted_age=result.predicted_age, source_layer=layer.name)
@@ -154,6 +157,12 @@ class BrainAgeWidget(Container):
         self._last = (layer.name, result, importance)
         self.export.enabled = True
         show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
+
+    def _set_opacity(self, opacity: float) -> None:
+        layer = self.scan.value
+        name = f"importance ({layer.name})" if layer is not None else None
+        if name in self._viewer.layers:
+            self._viewer.layers[name].opacity = opacity
 
     # ---- export
     def export_paths(self, folder: Path, name: str) -> dict[str, Path]:
