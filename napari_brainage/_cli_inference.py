@@ -27,9 +27,11 @@ def predict(args) -> int:
     inputs = collect_inputs(args.inputs)
     model, device = load_model(args.model, args.device)
     results = []
-    for i, result in enumerate(predict_many(inputs, model, device), 1):
+    for i, result in enumerate(predict_many(inputs, model, device, args.preprocess), 1):
         results.append(result)
         status = f"error: {result.error}" if result.error else f"{result.predicted_age:.1f} y"
+        if result.qc and result.qc != "ok":
+            status += f" (QC: {result.qc})"
         _say(f"predict {i}/{len(inputs)} {result.subject}: {status}")
     write_results(results, out)
     failed = sum(bool(r.error) for r in results)
@@ -49,7 +51,8 @@ def explain(args) -> int:
     for i, (item, target) in enumerate(zip(inputs, targets), 1):
         tic = time.monotonic()
         try:
-            save_volume(importance_map(load_volume(item.path), model, device), target, overwrite=args.overwrite)
+            save_volume(importance_map(load_volume(item.path), model, device, args.preprocess), target,
+                        overwrite=args.overwrite)
             _say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
         except (ValueError, OSError) as err:
             failed += 1
@@ -73,7 +76,8 @@ def population(args) -> int:
         skipped.append(subject)
         _say(f"population: skipping {subject}: {err}")
 
-    mean, count = population_map(subject_maps(inputs, model, device, skip), mni_grid(spec.resolution_mm)[0],
+    maps = subject_maps(inputs, model, device, skip, args.preprocess)
+    mean, count = population_map(maps, mni_grid(spec.resolution_mm)[0],
                                  progress=lambda n: _say(f"population {n}/{len(inputs)}"))
     save_volume(template_volume(mean, spec.resolution_mm), out, overwrite=args.overwrite)
     scores = rank_regions(mean)

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+                         help="auto: register each scan to the template unless it is already in MNI space "
+                              "(default); register: always; none: trust the scan's affine")
         if name == "population":
             sub.add_argument("--regions", metavar="CSV",
                              help="region ranking CSV (default: OUT with _regions.csv)")

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, load_volume, strip_suffix
-from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
-from .spaces import to_model_input, to_scan_grid
+from .models import BrainAgeModel, ModelCard, bundled_model_dir, normalise, pick_device
+from .preprocess import Prepared, prepare
+from .spaces import crop, uncrop
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class AgeResult:
     corrected_gap: float | None = None
     corrected_age: float | None = None
     error: str = ""
+    qc: str = ""  #: "ok", or why the number should not be trusted (see preprocess.QualityReport)
 
-    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "error")
+    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "error", "qc")
 
     def row(self) -> list[str]:
         def fmt(value):
@@ -68,19 +70,33 @@ def load_model(folder: str | Path | None = None, device: str = "auto", need_nois
     return model.to(torch_device), torch_device
 
 
-def _input_tensor(volume: Volume, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
-    x = to_model_input(volume, model.card.input)
+def prepare_input(volume: Volume, preprocessing: str = "auto") -> Prepared:
+    """The scan on the model's MNI grid (registered unless already in MNI space; see
+    ``preprocess.prepare``), with its quality report and the way back to its grid."""
+    return prepare(volume, preprocessing)
+
+
+def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
+    data = crop(prepared.data, model.card.input)
+    x = normalise(data)
     return x, torch.from_numpy(x)[None, None].to(device)
 
 
 @torch.no_grad()
-def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device = torch.device("cpu"),
-                age: float | None = None) -> AgeResult:
-    """Predicted age (and gaps when ``age`` is known) for one scan."""
-    _, x = _input_tensor(volume, model, device)
+def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
+                age: float | None = None, preprocessing: str = "auto",
+                prepared: Prepared | None = None) -> AgeResult:
+    """Predicted age (and gaps when ``age`` is known) for one scan.
+
+    ``preprocessing``: "auto" (register to the template unless the scan is already
+    in MNI space), "register" or "none"; pass ``prepared`` to reuse a registration.
+    """
+    prepared = prepared or prepare_input(volume, preprocessing)
+    _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
-                       path=str(volume.path or ""), predicted_age=predicted, age=age)
+                       path=str(volume.path or ""), predicted_age=predicted, age=age,
+                       qc=prepared.quality.summary())
     if age is not None:
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)
@@ -89,20 +105,23 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device = tor
 
 
 @torch.no_grad()
-def importance_in_model_space(volume: Volume, model: BrainAgeModel,
-                              device: torch.device = torch.device("cpu")) -> np.ndarray:
+def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
+                              preprocessing: str = "auto", prepared: Prepared | None = None) -> np.ndarray:
     """1 - B on the cropped 2 mm MNI grid; 0 outside the scan (background)."""
     if model.noise_model is None:
         raise ValueError(f"{model.folder}: this model folder has no noise model")
-    x, tensor = _input_tensor(volume, model, device)
+    prepared = prepared or prepare_input(volume, preprocessing)
+    x, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
     importance = 1.0 - model.noise_model(tensor)[0, 0].cpu().numpy()
     return np.where(x > 0, importance, 0.0).astype(np.float32)
 
 
-def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device = torch.device("cpu")) -> Volume:
+def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
+                   preprocessing: str = "auto", prepared: Prepared | None = None) -> Volume:
     """Voxel importance (1 - noise mask) on the scan's own grid, with its affine and header."""
-    model_map = importance_in_model_space(volume, model, device)
-    data = to_scan_grid(model_map, volume, model.card.input)
+    prepared = prepared or prepare_input(volume, preprocessing)
+    model_map = importance_in_model_space(volume, model, device, prepared=prepared)
+    data = prepared.to_scan_grid(uncrop(model_map, model.card.input))
     return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)
 
 
@@ -134,11 +153,12 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[ScanInput]:
     return found
 
 
-def predict_many(inputs: list[ScanInput], model: BrainAgeModel, device: torch.device) -> Iterator[AgeResult]:
+def predict_many(inputs: list[ScanInput], model: BrainAgeModel, device: torch.device,
+                 preprocessing: str = "auto") -> Iterator[AgeResult]:
     """One result per input; a scan that fails gets its reason in ``error``."""
     for item in inputs:
         try:
-            result = predict_age(load_volume(item.path), model, device, item.age)
+            result = predict_age(load_volume(item.path), model, device, item.age, preprocessing)
             result.subject = item.subject
         except (ValueError, OSError) as err:
             result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=str(err))

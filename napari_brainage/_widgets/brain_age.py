@@ -13,28 +13,31 @@ from pathlib import Path
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from .._viewer import show_anatomically
-from ..inference import AgeResult, importance_map, load_model, predict_age, write_results
+from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
 from ..io import Volume, save_volume
 from ..report import captioned, save_png
 from ._common import (
     IMPORTANCE, confirm_overwrite, layer_volume, map_contrast_limits, overlay_colormap, scan_layers, show_volume,
 )
 
-_STEPS = ("loading the model", "predicting brain age", "computing the importance map")
+_STEPS = ("loading the model", "preprocessing (registration)", "predicting brain age",
+          "computing the importance map")
 
 
 @thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
-def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str):
+def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str, preprocessing: str):
     """Generator run in a worker: yields between steps so Cancel can stop it there."""
     yield _STEPS[0]
     model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
     yield _STEPS[1]
-    result = predict_age(volume, model, torch_device, age)
+    prepared = prepare_input(volume, preprocessing)
     yield _STEPS[2]
-    return result, importance_map(volume, model, torch_device)
+    result = predict_age(volume, model, torch_device, age, prepared=prepared)
+    yield _STEPS[3]
+    return result, importance_map(volume, model, torch_device, prepared=prepared)
 
 
 class BrainAgeWidget(Container):
@@ -50,11 +53,15 @@ class BrainAgeWidget(Container):
                               tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
                                tooltip="auto: the GPU when torch sees one, else the CPU.")
+        self.preprocess = ComboBox(label="preprocessing", choices=["auto", "register", "none"], value="auto",
+                                   tooltip="auto: register the scan to the MNI template unless it is already in "
+                                           "MNI space; register: always; none: trust the scan's affine.")
         self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop the running analysis.")
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
         self.result = Label(label="result", value="")
         self.result.native.setStyleSheet("font-family: monospace;")
+        self.result.native.setWordWrap(True)  # QC warnings are sentences
         self.opacity = FloatSlider(label="overlay opacity", min=0.0, max=1.0, step=0.05, value=0.9,
                                    tooltip="Opacity of this scan's importance overlay.")
         self.export_dir = FileEdit(label="export to", mode="d", nullable=True,
@@ -62,7 +69,7 @@ class BrainAgeWidget(Container):
         self.export = PushButton(text="Export", enabled=False,
                                  tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
                                          "(asks before replacing files).")
-        self.extend([self.scan, self.age, self.model, self.device, self.run, self.cancel,
+        self.extend([self.scan, self.age, self.model, self.device, self.preprocess, self.run, self.cancel,
                      self.progress, self.result, self.opacity, self.export_dir, self.export])
         self._last: tuple[str, AgeResult, Volume] | None = None
         self.run.changed.connect(self.start)
@@ -121,7 +128,7 @@ class BrainAgeWidget(Container):
             return None
         volume = layer_volume(layer)
         model_dir = str(self.model.value) if self.model.value is not None else None
-        worker = _analyse(volume, age, model_dir, self.device.value)
+        worker = _analyse(volume, age, model_dir, self.device.value, self.preprocess.value)
         worker.yielded.connect(self._on_step)
         worker.returned.connect(lambda out: self._on_done(layer, volume, *out))
         worker.errored.connect(self._on_error)
@@ -156,7 +163,10 @@ class BrainAgeWidget(Container):
         result.subject = layer.name
         self._last = (layer.name, result, importance)
         self.export.enabled = True
-        show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
+        if result.qc and result.qc != "ok":
+            show_warning(f"Brain age of {layer.name}: check the scan: {result.qc}")
+        else:
+            show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
 
     def _set_opacity(self, opacity: float) -> None:
         layer = self.scan.value
@@ -213,6 +223,8 @@ def format_result(result: AgeResult) -> str:
         lines += [f"age             {result.age:.1f} y",
                   f"brain-age gap   {result.gap:+.1f} y",
                   f"corrected gap   {result.corrected_gap:+.1f} y"]
+    if result.qc and result.qc != "ok":
+        lines.append("QC warning      " + result.qc.replace("; ", "\n                "))
     return "\n".join(lines)
 
 
