@@ -6,9 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-from .inference import collect_inputs, importance_map, load_model, predict_many, write_results
+from .cohort import RunningStats, effect_size, population_stats, predict_cohort
+from .inference import collect_inputs, importance_map, load_model
 from .io import load_volume, save_volume
-from .population import population_map, subject_maps, rank_regions, template_volume, write_region_table
+from .population import rank_regions, template_volume, write_region_table
 from .template import mni_grid
 
 
@@ -21,21 +22,36 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _progress(name: str):
+    """A progress line on stderr with rate and ETA, at most about once a second."""
+    started, last = time.monotonic(), [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0 and done < total:
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        _say(f"{name} {done}/{total} ({rate:.2f}/s, ETA {eta:.0f} s)")
+
+    return report
+
+
 def predict(args) -> int:
     out = Path(args.out)
-    _refuse_existing(out, args.overwrite)
+    if not args.resume:
+        _refuse_existing(out, args.overwrite)
     inputs = collect_inputs(args.inputs)
-    model, device = load_model(args.model, args.device)
-    results = []
-    for i, result in enumerate(predict_many(inputs, model, device, args.preprocess), 1):
-        results.append(result)
-        status = f"error: {result.error}" if result.error else f"{result.predicted_age:.1f} y"
-        if result.qc and result.qc != "ok":
-            status += f" (QC: {result.qc})"
-        _say(f"predict {i}/{len(inputs)} {result.subject}: {status}")
-    write_results(results, out)
+    results = predict_cohort(inputs, out, args.model, args.device, args.preprocess, resume=args.resume,
+                             workers=args.workers, scheduler=args.scheduler, progress=_progress("predict"))
+    for result in results:
+        if result.error:
+            _say(f"predict {result.subject}: error: {result.error}")
+        elif result.qc and result.qc != "ok":
+            _say(f"predict {result.subject}: QC: {result.qc}")
     failed = sum(bool(r.error) for r in results)
-    print(f"napari-brainage predict: {len(results) - failed} of {len(results)} scans -> {out}")
+    print(f"napari-brainage predict: {len(results) - failed} of {len(results)} scans this run -> {out}")
     return 1 if failed else 0
 
 
@@ -63,25 +79,44 @@ def explain(args) -> int:
 
 def population(args) -> int:
     out = Path(args.out)
-    regions = Path(args.regions) if args.regions else out.with_name(
-        out.name.replace(".nii.gz", "").replace(".nii", "") + "_regions.csv")
-    for path in (out, regions):
+    stem = out.name.replace(".nii.gz", "").replace(".nii", "")
+    regions = Path(args.regions) if args.regions else out.with_name(stem + "_regions.csv")
+    inputs = collect_inputs(args.inputs, group_by=args.group_by)
+    group_names = sorted({item.group for item in inputs}) if args.group_by else []
+    group_paths = {g: out.with_name(f"{stem}_{_safe(g)}.nii.gz") for g in group_names}
+    extra = [out.with_name(f"{stem}_difference.nii.gz"), out.with_name(f"{stem}_effect_size.nii.gz")] \
+        if len(group_names) == 2 else []
+    for path in (out, regions, *group_paths.values(), *extra):
         _refuse_existing(path, args.overwrite)
-    inputs = collect_inputs(args.inputs)
-    model, device = load_model(args.model, args.device, need_noise_model=True)
-    spec = model.card.input
-    skipped = []
-
-    def skip(subject: str, err: Exception) -> None:
-        skipped.append(subject)
-        _say(f"population: skipping {subject}: {err}")
-
-    maps = subject_maps(inputs, model, device, skip, args.preprocess)
-    mean, count = population_map(maps, mni_grid(spec.resolution_mm)[0],
-                                 progress=lambda n: _say(f"population {n}/{len(inputs)}"))
-    save_volume(template_volume(mean, spec.resolution_mm), out, overwrite=args.overwrite)
-    scores = rank_regions(mean)
+    checkpoint = out.with_name(f".{stem}.checkpoint.npz")
+    shape = mni_grid(2)[0]
+    run = population_stats(inputs, checkpoint, shape, args.model, args.device, args.preprocess,
+                           resume=args.resume, workers=args.workers, scheduler=args.scheduler,
+                           progress=_progress("population"))
+    for subject, error in run.failed:
+        _say(f"population: skipped {subject}: {error}")
+    total = RunningStats(shape)
+    for stats in run.groups.values():
+        total.merge(stats)
+    save_volume(template_volume(total.mean), out, overwrite=args.overwrite)
+    scores = rank_regions(total.mean)
     write_region_table(scores, regions)
+    for group, path in group_paths.items():
+        save_volume(template_volume(run.groups[group].mean), path, overwrite=args.overwrite)
+    if extra:
+        a, b = (run.groups[g] for g in group_names)
+        save_volume(template_volume(b.mean - a.mean), extra[0], overwrite=args.overwrite,
+                    description=f"importance difference: {group_names[1]} - {group_names[0]}")
+        save_volume(template_volume(effect_size(a, b)), extra[1], overwrite=args.overwrite,
+                    description=f"Cohen's d: {group_names[1]} vs {group_names[0]}")
+    checkpoint.unlink(missing_ok=True)
     top = ", ".join(f"{s.region} {s.mean_importance:.3f}" for s in scores[:3])
-    print(f"napari-brainage population: mean of {count} maps -> {out}; regions -> {regions} (top: {top})")
-    return 1 if skipped else 0
+    groups = f"; groups {', '.join(f'{g} (n={run.groups[g].count})' for g in group_names)}" if group_names else ""
+    print(f"napari-brainage population: mean of {total.count} maps -> {out}; regions -> {regions} "
+          f"(top: {top}){groups}")
+    return 1 if run.failed else 0
+
+
+def _safe(name: str) -> str:
+    """A group value usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "empty"

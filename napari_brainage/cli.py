@@ -108,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
                          help="auto: register each scan to the template unless it is already in MNI space "
                               "(default); register: always; none: trust the scan's affine")
+        if name in ("predict", "population"):
+            sub.add_argument("--resume", action="store_true",
+                             help="continue an interrupted run: finished subjects are not redone")
+            sub.add_argument("--workers", type=int, default=1,
+                             help="parallel worker processes (more than 1: an embedded Dask LocalCluster)")
+            sub.add_argument("--scheduler", metavar="ADDRESS",
+                             help="run on an existing dask.distributed cluster (e.g. tcp://host:8786)")
         if name == "population":
+            sub.add_argument("--group-by", metavar="COLUMN",
+                             help="participants CSV column: a mean map per group; with two groups also "
+                                  "their difference and effect size (Cohen's d)")
             sub.add_argument("--regions", metavar="CSV",
                              help="region ranking CSV (default: OUT with _regions.csv)")
 

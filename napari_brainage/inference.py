@@ -16,6 +16,7 @@ as a covariate as well.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class ScanInput:
     subject: str
     path: Path
     age: float | None = None
+    group: str | None = None  #: the value of the CSV column chosen for group comparisons
 
 
 @dataclass
@@ -126,8 +128,11 @@ def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | 
 
 
 # ------------------------------------------------------------------ inputs
-def collect_inputs(inputs: Iterable[str | Path]) -> list[ScanInput]:
-    """Scans named by files, folders (their NIfTI/MGZ files) or participants CSVs."""
+def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) -> list[ScanInput]:
+    """Scans named by files, folders (their NIfTI/MGZ files) or participants CSVs.
+
+    ``group_by`` names a CSV column whose value becomes each scan's group.
+    """
     from .training import read_participants
 
     found: list[ScanInput] = []
@@ -141,13 +146,18 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[ScanInput]:
         elif path.suffix.lower() == ".csv":
             for row in read_participants(path):
                 age = row.get("age")
-                found.append(ScanInput(row["subject"], Path(row["path"]), float(age) if age else None))
+                if group_by is not None and group_by not in row:
+                    raise ValueError(f"{path}: no column {group_by!r} to group by")
+                group = row[group_by] if group_by is not None else None
+                found.append(ScanInput(row["subject"], Path(row["path"]), float(age) if age else None, group))
         elif path.exists():
             found.append(ScanInput(strip_suffix(path), path))
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     subjects = [s.subject for s in found]
-    duplicates = sorted({s for s in subjects if subjects.count(s) > 1})
+    if group_by is not None and any(item.group is None for item in found):
+        raise ValueError(f"grouping by {group_by!r} needs every input to come from a participants CSV")
+    duplicates = sorted(s for s, n in Counter(subjects).items() if n > 1)  # linear: cohorts are large
     if duplicates:
         raise ValueError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
     return found

@@ -23,12 +23,13 @@ from napari.utils.notifications import show_error, show_info
 
 from .._layers import volume_layer_data
 from .._viewer import show_anatomically
+from ..cohort import RunningStats, map_chunk
 from ..compare import compare_maps
-from ..inference import collect_inputs, load_model
+from ..inference import collect_inputs
 from ..io import Volume, load_volume
 from ..models import bundled_model_dir
-from ..population import RunningMean, subject_maps, template_volume
-from ..template import load_template, mni_grid
+from ..population import template_volume
+from ..template import load_template
 from ._common import (
     DIFFERENCE, IMPORTANCE, POPULATION, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
     show_volume,
@@ -44,17 +45,22 @@ def bundled_population_map() -> Path:
 
 @thread_worker(ignore_errors=True)  # errors: _on_error
 def _compute(inputs, model_dir: str | None, device: str):
-    """Mean importance map of ``inputs``; yields (done, total, skipped) after each scan."""
-    model, torch_device = load_model(model_dir, device, need_noise_model=True)
-    shape, _ = mni_grid(model.card.input.resolution_mm)
-    running, skipped = RunningMean(shape), []
+    """Mean importance map of ``inputs``; yields (done, total, skipped) after each scan.
+
+    Each scan goes through ``cohort.map_chunk``, the function the CLI's workers
+    run, and the partial statistics merge exactly as theirs do.
+    """
+    total, skipped = None, []
     for done, item in enumerate(inputs, 1):
-        for values in subject_maps([item], model, torch_device, on_skip=lambda s, e: skipped.append(f"{s}: {e}")):
-            running.add(values)
+        states, _, failed = map_chunk([item], model_dir, device, "auto")
+        skipped += [f"{subject}: {error}" for subject, error in failed]
+        for state in states.values():
+            part = RunningStats.from_state(state)
+            total = part if total is None else total.merge(part)
         yield done, len(inputs), len(skipped)
-    if not running.count:
+    if total is None:
         raise ValueError(f"none of the {len(inputs)} scans could be mapped ({skipped[0] if skipped else ''})")
-    return template_volume(running.mean, model.card.input.resolution_mm), running.count, skipped
+    return template_volume(total.mean, 2), total.count, skipped
 
 
 class PopulationWidget(Container):

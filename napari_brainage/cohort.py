@@ -1,0 +1,277 @@
+"""Cohort runs: thousands of scans, bounded memory, resumable, optionally on Dask.
+
+* ``RunningStats``: voxelwise mean and variance in constant memory (Welford's
+  update; partial results from parallel workers merge exactly, Chan et al. 1979).
+* ``ResultsLog``: a results CSV written one row per finished subject (flushed and
+  fsynced), so an interrupted run keeps what it finished; a torn last line is
+  dropped on resume, and finished subjects are not redone.
+* ``population_stats``: per-group running statistics of subjects' importance maps
+  on the template grid, checkpointed atomically every few subjects, resumable.
+* ``executor``: in-process by default; ``workers > 1`` starts an embedded Dask
+  ``LocalCluster``, ``scheduler`` joins an existing ``dask.distributed``
+  cluster. Each worker process loads the model once (``_worker_model``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .inference import AgeResult, ScanInput
+from .io import atomic_path
+
+Progress = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------ statistics
+class RunningStats:
+    """Voxelwise count, mean and sum of squared deviations (Welford), float64."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.count = 0
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.m2 = np.zeros(shape, dtype=np.float64)
+
+    def add(self, values: np.ndarray) -> None:
+        if values.shape != self.mean.shape:
+            raise ValueError(f"map shape {values.shape} differs from {self.mean.shape}")
+        self.count += 1
+        delta = values - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (values - self.mean)
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Fold ``other`` (statistics of other subjects) into this one."""
+        if other.count == 0:
+            return self
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.m2 += other.m2 + delta**2 * (self.count * other.count / total)
+        self.mean += delta * (other.count / total)
+        self.count = total
+        return self
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Sample variance (n - 1); zeros with fewer than two maps."""
+        if self.count < 2:
+            return np.zeros_like(self.mean)
+        return self.m2 / (self.count - 1)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"count": np.array(self.count), "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_state(cls, state) -> RunningStats:
+        stats = cls(state["mean"].shape)
+        stats.count, stats.mean, stats.m2 = int(state["count"]), state["mean"].copy(), state["m2"].copy()
+        return stats
+
+
+def effect_size(a: RunningStats, b: RunningStats) -> np.ndarray:
+    """Cohen's d of group b against group a, voxelwise (pooled standard deviation)."""
+    if a.count < 2 or b.count < 2:
+        raise ValueError("an effect size needs at least two subjects per group")
+    pooled = ((a.count - 1) * a.variance + (b.count - 1) * b.variance) / (a.count + b.count - 2)
+    sd = np.sqrt(pooled)
+    return np.divide(b.mean - a.mean, sd, out=np.zeros_like(sd), where=sd > 1e-12)
+
+
+# ------------------------------------------------------------------ results log
+class ResultsLog:
+    """Append-only results CSV that survives interruptions."""
+
+    def __init__(self, path: str | Path, fields: tuple[str, ...] = AgeResult.FIELDS):
+        self.path, self.fields = Path(path), fields
+
+    def finished(self) -> set[str]:
+        """Subjects with a result row (failures excluded: they are retried)."""
+        if not self.path.exists():
+            return set()
+        self._drop_torn_line()
+        with open(self.path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if rows and set(self.fields) - set(rows[0]):
+            raise ValueError(f"{self.path}: not a results file of this version (columns differ)")
+        return {row["subject"] for row in rows if not row.get("error")}
+
+    def _drop_torn_line(self) -> None:
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):  # killed mid-write: drop the partial row
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(text[: text.rfind("\n") + 1])
+
+    @contextmanager
+    def appending(self, restart: bool):
+        """A writer function; ``restart`` starts a new file instead of continuing one."""
+        fresh = restart or not self.path.exists() or self.path.stat().st_size == 0
+        if fresh:
+            with atomic_path(self.path) as tmp:
+                with open(tmp, "w", newline="") as handle:
+                    csv.writer(handle).writerow(self.fields)
+        else:
+            self._drop_torn_line()
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+
+            def write(result: AgeResult) -> None:
+                writer.writerow(result.row())
+                handle.flush()
+                os.fsync(handle.fileno())
+
+            yield write
+
+
+def keep_last_row_per_subject(path: Path) -> None:
+    """Keep only each subject's last row (a retried failure leaves two)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    last = {row["subject"]: row for row in rows}
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else list(AgeResult.FIELDS))
+        writer.writeheader()
+        writer.writerows(last.values())
+
+
+# ------------------------------------------------------------------ workers
+@lru_cache(maxsize=2)
+def _worker_model(model_dir: str | None, device: str, need_noise_model: bool):
+    """The model, loaded once per process (each Dask worker keeps its own)."""
+    from .inference import load_model
+
+    return load_model(model_dir, device, need_noise_model=need_noise_model)
+
+
+def predict_one(item: ScanInput, model_dir: str | None, device: str, preprocessing: str) -> AgeResult:
+    from .inference import predict_age
+    from .io import load_volume
+
+    model, torch_device = _worker_model(model_dir, device, False)
+    try:
+        result = predict_age(load_volume(item.path), model, torch_device, item.age, preprocessing)
+        result.subject = item.subject
+    except (ValueError, OSError) as err:
+        result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=str(err))
+    return result
+
+
+def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, preprocessing: str
+              ) -> tuple[dict[str, dict], list[str], list[tuple[str, str]]]:
+    """Statistics (per group) of a chunk of subjects' template-space maps.
+
+    Returns ({group: RunningStats state}, subjects done, [(subject, error)]).
+    """
+    from .population import subject_maps
+
+    model, torch_device = _worker_model(model_dir, device, True)
+    groups: dict[str, RunningStats] = {}
+    failed: list[tuple[str, str]] = []
+    for item in items:
+        for values in subject_maps([item], model, torch_device,
+                                   on_skip=lambda s, e: failed.append((s, str(e))), preprocessing=preprocessing):
+            stats = groups.get(item.group or "")
+            if stats is None:
+                stats = groups[item.group or ""] = RunningStats(values.shape)
+            stats.add(values)
+    return {g: s.state() for g, s in groups.items()}, [i.subject for i in items], failed
+
+
+@contextmanager
+def executor(workers: int = 1, scheduler: str | None = None):
+    """A ``map_unordered(function, argument_tuples)`` iterator factory.
+
+    In-process for one worker; otherwise Dask (a LocalCluster of ``workers``
+    single-threaded processes, or the cluster at ``scheduler``).
+    """
+    if workers <= 1 and scheduler is None:
+        yield lambda function, jobs: (function(*job) for job in jobs)
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        def map_unordered(function, jobs) -> Iterator:
+            futures = [client.submit(function, *job, pure=False) for job in jobs]
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+
+        yield map_unordered
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ------------------------------------------------------------------ runs
+def predict_cohort(inputs: list[ScanInput], out: str | Path, model_dir: str | None = None, device: str = "auto",
+                   preprocessing: str = "auto", resume: bool = False, workers: int = 1,
+                   scheduler: str | None = None, progress: Progress | None = None) -> list[AgeResult]:
+    """Predicted ages into ``out`` (CSV), one row per finished subject."""
+    log = ResultsLog(out)
+    done = log.finished() if resume else set()
+    todo = [item for item in inputs if item.subject not in done]
+    results = []
+    with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
+        for n, result in enumerate(run(predict_one, [(i, model_dir, device, preprocessing) for i in todo]), 1):
+            write(result)
+            results.append(result)
+            if progress:
+                progress(len(done) + n, len(inputs))
+    keep_last_row_per_subject(Path(out))
+    return results
+
+
+@dataclass
+class PopulationRun:
+    groups: dict[str, RunningStats]
+    failed: list[tuple[str, str]]
+
+
+def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tuple[int, ...],
+                     model_dir: str | None = None, device: str = "auto", preprocessing: str = "auto",
+                     resume: bool = False, workers: int = 1, scheduler: str | None = None, chunk: int = 8,
+                     progress: Progress | None = None) -> PopulationRun:
+    """Per-group statistics of the inputs' importance maps, checkpointed after every chunk."""
+    checkpoint = Path(checkpoint)
+    groups: dict[str, RunningStats] = {}
+    done: set[str] = set()
+    failed: list[tuple[str, str]] = []
+    if resume and checkpoint.exists():
+        with np.load(checkpoint, allow_pickle=False) as saved:
+            done = set(saved["done"].tolist())
+            for name in saved["groups"].tolist():
+                groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
+    todo = [item for item in inputs if item.subject not in done]
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    with executor(workers, scheduler) as run:
+        for states, subjects, chunk_failed in run(map_chunk, [(c, model_dir, device, preprocessing)
+                                                             for c in chunks]):
+            for name, state in states.items():
+                part = RunningStats.from_state(state)
+                groups[name] = groups[name].merge(part) if name in groups else part
+            done.update(subjects)
+            failed += chunk_failed
+            _save_checkpoint(checkpoint, groups, done)
+            if progress:
+                progress(len(done), len(inputs))
+    if not groups:
+        raise ValueError("no scan could be mapped" + (f" (first error: {failed[0][1]})" if failed else ""))
+    return PopulationRun(groups, failed)
+
+
+def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str]) -> None:
+    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups))}
+    for name, stats in groups.items():
+        arrays.update({f"{name}/{k}": v for k, v in stats.state().items()})
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
