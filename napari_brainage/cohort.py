@@ -193,7 +193,11 @@ def executor(workers: int = 1, scheduler: str | None = None):
     if workers <= 1 and scheduler is None:
         yield lambda function, jobs: (function(*job) for job in jobs)
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise RuntimeError("--workers and --scheduler need dask.distributed: "
+                           "pip install 'napari-brainage[cluster]'") from None
 
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
