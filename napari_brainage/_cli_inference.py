@@ -59,6 +59,10 @@ def explain(args) -> int:
     out = Path(args.out)
     inputs = collect_inputs(args.inputs)
     targets = [out / f"{item.subject}_importance.nii.gz" for item in inputs]
+    if args.resume:  # maps are written atomically: one that exists is complete
+        kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists()]
+        _say(f"explain: resuming, {len(inputs) - len(kept)} maps already done")
+        inputs, targets = [item for item, _ in kept], [target for _, target in kept]
     for target in targets:
         _refuse_existing(target, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)

@@ -108,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
                          help="auto: register each scan to the template unless it is already in MNI space "
                               "(default); register: always; none: trust the scan's affine")
+        sub.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run: finished subjects are not redone")
         if name in ("predict", "population"):
-            sub.add_argument("--resume", action="store_true",
-                             help="continue an interrupted run: finished subjects are not redone")
             sub.add_argument("--workers", type=int, default=1,
                              help="parallel worker processes (more than 1: an embedded Dask LocalCluster)")
             sub.add_argument("--scheduler", metavar="ADDRESS",

@@ -145,3 +145,21 @@ def test_population_on_a_two_worker_local_cluster(tiny_cohort, tiny_model, tmp_p
     np.testing.assert_allclose(cluster.groups[""].mean, local.groups[""].mean, atol=1e-6)
     np.testing.assert_allclose(cluster.groups[""].variance, local.groups[""].variance, atol=1e-6)
     assert seen[-1] == (12, 12) and len(seen) == 3
+
+
+def test_explain_resume_writes_only_the_missing_maps(tiny_cohort, tiny_model, tmp_path):
+    model = ["--model", str(tiny_model), "--device", "cpu"]
+    out = tmp_path / "maps"
+    assert _run("explain", str(tiny_cohort), "--out", str(out), *model).returncode == 0
+    maps = sorted(out.glob("*_importance.nii.gz"))
+    assert len(maps) == 12
+    for gone in maps[:2]:
+        gone.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in maps[2:]}
+    refused = _run("explain", str(tiny_cohort), "--out", str(out), *model)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    resumed = _run("explain", str(tiny_cohort), "--out", str(out), "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "10 maps already done" in resumed.stderr and "2 of 2 maps" in resumed.stdout
+    assert all(p.exists() for p in maps)
+    assert {p: p.stat().st_mtime_ns for p in maps[2:]} == stamps
