@@ -71,7 +71,8 @@ def explain(args) -> int:
     for i, (item, target) in enumerate(zip(inputs, targets), 1):
         tic = time.monotonic()
         try:
-            save_volume(importance_map(load_volume(item.path), model, device, args.preprocess), target,
+            save_volume(importance_map(load_volume(item.path), model, device, args.preprocess, method=args.method),
+                        target,
                         overwrite=args.overwrite)
             _say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
         except (ValueError, OSError) as err:
@@ -94,7 +95,7 @@ def population(args) -> int:
         _refuse_existing(path, args.overwrite)
     checkpoint = out.with_name(f".{stem}.checkpoint.npz")
     shape = mni_grid(2)[0]
-    run = population_stats(inputs, checkpoint, shape, args.model, args.device, args.preprocess,
+    run = population_stats(inputs, checkpoint, shape, args.model, args.device, args.preprocess, method=args.method,
                            resume=args.resume, workers=args.workers, scheduler=args.scheduler,
                            progress=_progress("population"))
     for subject, error in run.failed:

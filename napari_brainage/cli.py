@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .explain import METHODS
 from .io import VolumeError, load_volume
 from .models import ModelError
 from .synthetic import DEFAULT_REGIONS, REGION_PRESETS
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default); register: always; none: trust the scan's affine")
         sub.add_argument("--resume", action="store_true",
                          help="continue an interrupted run: finished subjects are not redone")
+        if name in ("explain", "population"):
+            sub.add_argument("--method", default="noise", choices=METHODS,
+                             help="importance method: noise (the noise model, default) or a Captum baseline")
         if name in ("predict", "population"):
             sub.add_argument("--workers", type=int, default=1,
                              help="parallel worker processes (more than 1: an embedded Dask LocalCluster)")

@@ -162,8 +162,8 @@ def predict_one(item: ScanInput, model_dir: str | None, device: str, preprocessi
     return result
 
 
-def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, preprocessing: str
-              ) -> tuple[dict[str, dict], list[str], list[tuple[str, str]]]:
+def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, preprocessing: str,
+              method: str = "noise") -> tuple[dict[str, dict], list[str], list[tuple[str, str]]]:
     """Statistics (per group) of a chunk of subjects' template-space maps.
 
     Returns ({group: RunningStats state}, subjects done, [(subject, error)]).
@@ -175,7 +175,8 @@ def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, prepro
     failed: list[tuple[str, str]] = []
     for item in items:
         for values in subject_maps([item], model, torch_device,
-                                   on_skip=lambda s, e: failed.append((s, str(e))), preprocessing=preprocessing):
+                                   on_skip=lambda s, e: failed.append((s, str(e))), preprocessing=preprocessing,
+                                   method=method):
             stats = groups.get(item.group or "")
             if stats is None:
                 stats = groups[item.group or ""] = RunningStats(values.shape)
@@ -243,8 +244,8 @@ class PopulationRun:
 
 def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tuple[int, ...],
                      model_dir: str | None = None, device: str = "auto", preprocessing: str = "auto",
-                     resume: bool = False, workers: int = 1, scheduler: str | None = None, chunk: int = 8,
-                     progress: Progress | None = None) -> PopulationRun:
+                     method: str = "noise", resume: bool = False, workers: int = 1, scheduler: str | None = None,
+                     chunk: int = 8, progress: Progress | None = None) -> PopulationRun:
     """Per-group statistics of the inputs' importance maps, checkpointed after every chunk."""
     checkpoint = Path(checkpoint)
     groups: dict[str, RunningStats] = {}
@@ -252,20 +253,23 @@ def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tup
     failed: list[tuple[str, str]] = []
     if resume and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as saved:
+            if str(saved["method"]) != method:
+                raise ValueError(f"{checkpoint}: the interrupted run used --method {saved['method']}, "
+                                 f"not {method}; resume with the same method")
             done = set(saved["done"].tolist())
             for name in saved["groups"].tolist():
                 groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
     todo = [item for item in inputs if item.subject not in done]
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     with executor(workers, scheduler) as run:
-        for states, subjects, chunk_failed in run(map_chunk, [(c, model_dir, device, preprocessing)
+        for states, subjects, chunk_failed in run(map_chunk, [(c, model_dir, device, preprocessing, method)
                                                              for c in chunks]):
             for name, state in states.items():
                 part = RunningStats.from_state(state)
                 groups[name] = groups[name].merge(part) if name in groups else part
             done.update(subjects)
             failed += chunk_failed
-            _save_checkpoint(checkpoint, groups, done)
+            _save_checkpoint(checkpoint, groups, done, method)
             if progress:
                 progress(len(done), len(inputs))
     if not groups:
@@ -273,8 +277,8 @@ def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tup
     return PopulationRun(groups, failed)
 
 
-def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str]) -> None:
-    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups))}
+def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str], method: str) -> None:
+    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups)), "method": np.array(method)}
     for name, stats in groups.items():
         arrays.update({f"{name}/{k}": v for k, v in stats.state().items()})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

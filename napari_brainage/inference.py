@@ -106,23 +106,26 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     return result
 
 
-@torch.no_grad()
 def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
-                              preprocessing: str = "auto", prepared: Prepared | None = None) -> np.ndarray:
-    """1 - B on the cropped 2 mm MNI grid; 0 outside the scan (background)."""
-    if model.noise_model is None:
-        raise ValueError(f"{model.folder}: this model folder has no noise model")
+                              preprocessing: str = "auto", prepared: Prepared | None = None,
+                              method: str = "noise") -> np.ndarray:
+    """Importance on the cropped 2 mm MNI grid, in [0, 1]; 0 outside the scan (background).
+
+    ``method``: "noise" (1 - the noise model's mask B) or a baseline from
+    ``explain.METHODS`` (Captum).
+    """
+    from .explain import attribution
+
     prepared = prepared or prepare_input(volume, preprocessing)
-    x, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
-    importance = 1.0 - model.noise_model(tensor)[0, 0].cpu().numpy()
-    return np.where(x > 0, importance, 0.0).astype(np.float32)
+    _, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
+    return attribution(tensor, model, method)
 
 
 def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
-                   preprocessing: str = "auto", prepared: Prepared | None = None) -> Volume:
-    """Voxel importance (1 - noise mask) on the scan's own grid, with its affine and header."""
+                   preprocessing: str = "auto", prepared: Prepared | None = None, method: str = "noise") -> Volume:
+    """Voxel importance (default: 1 - noise mask) on the scan's own grid, with its affine and header."""
     prepared = prepared or prepare_input(volume, preprocessing)
-    model_map = importance_in_model_space(volume, model, device, prepared=prepared)
+    model_map = importance_in_model_space(volume, model, device, prepared=prepared, method=method)
     data = prepared.to_scan_grid(uncrop(model_map, model.card.input))
     return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)
 

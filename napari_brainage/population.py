@@ -128,7 +128,7 @@ def population_map(maps: Iterable[np.ndarray], shape: tuple[int, ...],
 
 
 def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None] | None = None,
-                 preprocessing: str = "auto"):
+                 preprocessing: str = "auto", method: str = "noise"):
     """Importance maps of ``inputs`` (ScanInputs) on the full template grid, one
     at a time; a scan that cannot be read or mapped is reported to ``on_skip``."""
     from .inference import importance_in_model_space
@@ -137,8 +137,8 @@ def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None
 
     for item in inputs:
         try:
-            yield uncrop(importance_in_model_space(load_volume(item.path), model, device, preprocessing),
-                         model.card.input)
+            yield uncrop(importance_in_model_space(load_volume(item.path), model, device, preprocessing,
+                                                   method=method), model.card.input)
         except (ValueError, OSError) as err:
             if on_skip:
                 on_skip(item.subject, err)

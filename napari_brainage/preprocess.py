@@ -10,8 +10,9 @@ aligned to MNI) is registered to the bundled template with SimpleITK:
    transform (rotation, translation, isotropic scale) and then a full affine
    are fitted by Mattes mutual information, multi-resolution (4, 2, 1), on
    the template's (dilated) brain mask;
-3. the scan is resampled onto the 2 mm MNI grid with anti-aliasing that
-   matches ``template.downsample``, masked with the dilated template brain.
+3. the scan is resampled onto the 2 mm MNI grid (cubic B-spline) with
+   anti-aliasing that matches ``template.downsample``, masked with the dilated
+   template brain.
 
 Maps computed on the MNI grid go back through the inverse transform onto the
 scan's own voxels. Scans already on an MNI grid (e.g. UK Biobank's
@@ -235,8 +236,11 @@ def _resample_to_template(volume: Volume, transform: sitk.Transform) -> np.ndarr
     if np.any(lost_voxels > 1e-3):
         data = ndimage.gaussian_filter(data, sigma=lost_voxels, mode="constant")
     reference = to_itk(np.zeros(shape, np.float32), affine)
-    return from_itk(sitk.Resample(to_itk(data, volume.affine), reference, transform, sitk.sitkLinear, 0.0,
-                                  sitk.sitkFloat32))
+    # Cubic B-spline, not trilinear: the predictor reads interpolation blur as
+    # youth (trilinear cost about 3.8 years on registered 1 mm scans, B-spline about 2).
+    resampled = sitk.Resample(to_itk(data, volume.affine), reference, transform, sitk.sitkBSpline, 0.0,
+                              sitk.sitkFloat32)
+    return np.maximum(from_itk(resampled), 0)  # B-spline overshoots a little below 0 at edges
 
 
 def _coverage(inside_fov: np.ndarray, kit: TemplateKit) -> float:

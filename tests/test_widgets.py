@@ -125,3 +125,23 @@ def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_mode
     assert widget.result.value == "failed"
     assert "not a napari-brainage model folder" in errors[-1]
     assert widget.run.enabled and len(viewer.layers) == 1
+
+
+def test_brain_age_widget_runs_a_baseline_method_beside_the_noise_model(make_napari_viewer, qtbot, tiny_model):
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", "synthetic_age80")
+    widget.model.value = str(tiny_model)
+    widget.method.value = "gradcam"
+    _run_and_wait(qtbot, widget)
+    layer = viewer.layers["importance Grad-CAM (synthetic_age80)"]
+    assert layer.metadata["method"] == "gradcam"
+    from napari_brainage._layers import layer_to_volume
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    expected = importance_map(load_volume(sample_path("synthetic_age80")), model, device, method="gradcam")
+    np.testing.assert_allclose(layer_to_volume(*layer.as_layer_data_tuple()[:2]).data, expected.data, atol=1e-5)
+    widget.method.value = "noise"
+    _run_and_wait(qtbot, widget)
+    assert "importance (synthetic_age80)" in viewer.layers and layer in viewer.layers  # both kept

@@ -17,6 +17,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from .._viewer import show_anatomically
 from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
+from ..explain import LABELS, METHODS
 from ..io import Volume, save_volume
 from ..report import captioned, save_png
 from ._common import (
@@ -28,7 +29,8 @@ _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain
 
 
 @thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
-def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str, preprocessing: str):
+def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str, preprocessing: str,
+             method: str = "noise"):
     """Generator run in a worker: yields between steps so Cancel can stop it there."""
     yield _STEPS[0]
     model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
@@ -37,7 +39,7 @@ def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: s
     yield _STEPS[2]
     result = predict_age(volume, model, torch_device, age, prepared=prepared)
     yield _STEPS[3]
-    return result, importance_map(volume, model, torch_device, prepared=prepared)
+    return result, importance_map(volume, model, torch_device, prepared=prepared, method=method)
 
 
 class BrainAgeWidget(Container):
@@ -56,6 +58,9 @@ class BrainAgeWidget(Container):
         self.preprocess = ComboBox(label="preprocessing", choices=["auto", "register", "none"], value="auto",
                                    tooltip="auto: register the scan to the MNI template unless it is already in "
                                            "MNI space; register: always; none: trust the scan's affine.")
+        self.method = ComboBox(label="method", choices=[(LABELS[m], m) for m in METHODS], value="noise",
+                               tooltip="How importance is computed: the noise model (fast, the plugin's method) "
+                                       "or a gradient/occlusion baseline from Captum (slower).")
         self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop the running analysis.")
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
@@ -69,7 +74,7 @@ class BrainAgeWidget(Container):
         self.export = PushButton(text="Export", enabled=False,
                                  tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
                                          "(asks before replacing files).")
-        self.extend([self.scan, self.age, self.model, self.device, self.preprocess, self.run, self.cancel,
+        self.extend([self.scan, self.age, self.model, self.device, self.preprocess, self.method, self.run, self.cancel,
                      self.progress, self.result, self.opacity, self.export_dir, self.export])
         self._last: tuple[str, AgeResult, Volume] | None = None
         self.run.changed.connect(self.start)
@@ -128,9 +133,10 @@ class BrainAgeWidget(Container):
             return None
         volume = layer_volume(layer)
         model_dir = str(self.model.value) if self.model.value is not None else None
-        worker = _analyse(volume, age, model_dir, self.device.value, self.preprocess.value)
+        method = self.method.value
+        worker = _analyse(volume, age, model_dir, self.device.value, self.preprocess.value, method)
         worker.yielded.connect(self._on_step)
-        worker.returned.connect(lambda out: self._on_done(layer, volume, *out))
+        worker.returned.connect(lambda out: self._on_done(layer, volume, *out, method=method))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
@@ -149,16 +155,16 @@ class BrainAgeWidget(Container):
         self.progress.value = _STEPS.index(step)
         self.progress.label = step
 
-    def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume) -> None:
+    def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume, method: str = "noise") -> None:
         self.progress.value = len(_STEPS)
         self.result.value = format_result(result)
         importance.path = volume.path
         overlay = show_volume(
-            self._viewer, importance, name=f"importance ({layer.name})", kind=IMPORTANCE,
+            self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
             colormap=overlay_colormap(), blending="translucent", opacity=self.opacity.value,
             contrast_limits=map_contrast_limits(importance.data),
         )
-        overlay.metadata.update(predicted_age=result.predicted_age, source_layer=layer.name)
+        overlay.metadata.update(predicted_age=result.predicted_age, source_layer=layer.name, method=method)
         self._viewer.layers.selection.active = layer
         result.subject = layer.name
         self._last = (layer.name, result, importance)
@@ -168,9 +174,16 @@ class BrainAgeWidget(Container):
         else:
             show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
 
+    def _map_name(self, layer, method: str | None = None) -> str:
+        """One overlay per scan and method: "importance (scan)" for the noise model."""
+        method = method or self.method.value
+        if method == "noise":
+            return f"importance ({layer.name})"
+        return f"importance {LABELS[method]} ({layer.name})"
+
     def _set_opacity(self, opacity: float) -> None:
         layer = self.scan.value
-        name = f"importance ({layer.name})" if layer is not None else None
+        name = self._map_name(layer) if layer is not None else None
         if name in self._viewer.layers:
             self._viewer.layers[name].opacity = opacity
 
