@@ -86,6 +86,35 @@ def main() -> None:
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
     rng = np.random.default_rng(0)
 
+    def report(done: int):
+        random_area = float(np.mean(random_deletion))
+        rows = []
+        for method in methods:
+            s = scores[method]
+            rows.append((LABELS[method], auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
+                         float(np.min(s["auroc"])), float(np.mean(s["mass"])),
+                         float(np.mean(s["deletion"])) / random_area, float(np.median(s["seconds"]))))
+        noise_seconds = float(np.median(scores["noise"]["seconds"])) if "noise" in scores else float("nan")
+        lines = [f"{done} held-out subjects of {args.cohort.name}; ground truth: the ageing union; "
+                 f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
+                 "| method | population AUROC | subject AUROC, mean (min) | relevance mass | deletion AUC / random "
+                 "| s per map | time vs noise model |",
+                 "|---|---|---|---|---|---|---|"]
+        for label, pop, mean, low, mass, deletion, seconds in rows:
+            lines.append(f"| {label} | {pop:.3f} | {mean:.3f} ({low:.3f}) | {mass:.3f} | {deletion:.2f} | "
+                         f"{seconds:.2f} | {seconds / noise_seconds:.1f}x |")
+        lines.append("")
+        lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
+        text = "\n".join(lines)
+        print()
+        print(text)
+        if args.table:
+            args.table.write_text("# Attribution methods on ground truth\n\nCommand: `python benchmarks/"
+                                  f"attribution_methods.py --cohort {args.cohort.name} --limit {args.limit}`"
+                                  f"{'' if done == len(inputs) else f' (partial: {done} of {len(inputs)} done)'}"
+                                  "\n\n" + text + "\n")
+        return rows
+
     scores = {m: {"auroc": [], "mass": [], "deletion": [], "seconds": []} for m in methods}
     random_deletion = []
     population = {m: RunningMean(kit.shape) for m in methods}
@@ -105,32 +134,9 @@ def main() -> None:
             scores[method]["mass"].append(relevance_mass(full, union, brain))
             scores[method]["deletion"].append(deletion_curve(x, values, model.predictor, blurred, inside))
         print(f"{i}/{len(inputs)} " + " ".join(f"{m} {scores[m]['auroc'][-1]:.3f}" for m in methods), flush=True)
+        if i % 10 == 0 or i == len(inputs):  # a table so far, in case the run is cut short
+            rows = report(i)
 
-    random_area = float(np.mean(random_deletion))
-    rows = []
-    for method in methods:
-        s = scores[method]
-        rows.append((LABELS[method], auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
-                     float(np.min(s["auroc"])), float(np.mean(s["mass"])), float(np.mean(s["deletion"])) / random_area,
-                     float(np.median(s["seconds"]))))
-    noise_seconds = float(np.median(scores["noise"]["seconds"])) if "noise" in scores else float("nan")
-    lines = [f"{len(inputs)} held-out subjects of {args.cohort.name}; ground truth: the ageing union; "
-             f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
-             "| method | population AUROC | subject AUROC, mean (min) | relevance mass | deletion AUC / random "
-             "| s per map | time vs noise model |",
-             "|---|---|---|---|---|---|---|"]
-    for label, pop, mean, low, mass, deletion, seconds in rows:
-        lines.append(f"| {label} | {pop:.3f} | {mean:.3f} ({low:.3f}) | {mass:.3f} | {deletion:.2f} | "
-                     f"{seconds:.2f} | {seconds / noise_seconds:.1f}x |")
-    lines.append("")
-    lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
-    text = "\n".join(lines)
-    print()
-    print(text)
-    if args.table:
-        args.table.write_text("# Attribution methods on ground truth\n\nCommand: `python benchmarks/"
-                              f"attribution_methods.py --cohort {args.cohort.name} --limit {args.limit}`\n\n"
-                              + text + "\n")
     if args.plot:
         import matplotlib
 
