@@ -167,21 +167,56 @@ def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, prepro
     """Statistics (per group) of a chunk of subjects' template-space maps.
 
     Returns ({group: RunningStats state}, subjects done, [(subject, error)]).
+    On a GPU the noise model maps the chunk in one batch; elsewhere (and for the
+    Captum methods) one subject at a time.
     """
     from .population import subject_maps
 
     model, torch_device = _worker_model(model_dir, device, True)
     groups: dict[str, RunningStats] = {}
     failed: list[tuple[str, str]] = []
-    for item in items:
-        for values in subject_maps([item], model, torch_device,
-                                   on_skip=lambda s, e: failed.append((s, str(e))), preprocessing=preprocessing,
-                                   method=method):
-            stats = groups.get(item.group or "")
-            if stats is None:
-                stats = groups[item.group or ""] = RunningStats(values.shape)
-            stats.add(values)
+
+    def add(item: ScanInput, values: np.ndarray) -> None:
+        stats = groups.get(item.group or "")
+        if stats is None:
+            stats = groups[item.group or ""] = RunningStats(values.shape)
+        stats.add(values)
+
+    if method == "noise" and torch_device.type == "cuda":
+        for item, values in batched_noise_maps(items, model, torch_device, preprocessing, failed):
+            add(item, values)
+    else:
+        for item in items:
+            for values in subject_maps([item], model, torch_device, on_skip=lambda s, e: failed.append((s, str(e))),
+                                       preprocessing=preprocessing, method=method):
+                add(item, values)
     return {g: s.state() for g, s in groups.items()}, [i.subject for i in items], failed
+
+
+def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str,
+                       failed: list[tuple[str, str]], batch_size: int = 8):
+    """(item, template-space noise-model map) for ``items``, the network run on batches."""
+    import torch
+
+    from .inference import prepare_input
+    from .io import load_volume
+    from .models import normalise
+    from .spaces import crop, uncrop
+
+    spec = model.card.input
+    ready = []
+    for item in items:
+        try:
+            ready.append((item, normalise(crop(prepare_input(load_volume(item.path), preprocessing).data, spec))))
+        except (ValueError, OSError) as err:
+            failed.append((item.subject, str(err)))
+    for start in range(0, len(ready), batch_size):
+        batch = ready[start:start + batch_size]
+        x = torch.from_numpy(np.stack([array for _, array in batch]))[:, None].to(device)
+        with torch.no_grad():
+            masks = model.noise_model(x)[:, 0].cpu().numpy()
+        for (item, array), mask in zip(batch, masks):
+            yield item, uncrop(np.where(array > 0, 1.0 - mask, 0.0).astype(np.float32), spec)
 
 
 @contextmanager

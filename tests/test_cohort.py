@@ -163,3 +163,18 @@ def test_explain_resume_writes_only_the_missing_maps(tiny_cohort, tiny_model, tm
     assert "10 maps already done" in resumed.stderr and "2 of 2 maps" in resumed.stdout
     assert all(p.exists() for p in maps)
     assert {p: p.stat().st_mtime_ns for p in maps[2:]} == stamps
+
+
+def test_batched_noise_maps_equal_one_at_a_time(tiny_cohort, tiny_model):
+    """The GPU path's batching (run here on the CPU) gives the per-subject maps."""
+    from napari_brainage.cohort import batched_noise_maps
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    inputs = collect_inputs([tiny_cohort])[:5]
+    failed = []
+    batched = dict((item.subject, values) for item, values in
+                   batched_noise_maps(inputs, model, device, "auto", failed, batch_size=3))
+    assert not failed and len(batched) == 5
+    for item in inputs:
+        single = uncrop(importance_in_model_space(load_volume(item.path), model, device), model.card.input)
+        np.testing.assert_allclose(batched[item.subject], single, atol=1e-5)
