@@ -146,6 +146,14 @@ def _worker_model(model_dir: str | None, device: str, need_noise_model: bool):
     """The model, loaded once per process (each Dask worker keeps its own)."""
     from .inference import load_model
 
+    try:  # inside a Dask worker: torch gets that worker's threads, not every core
+        import torch
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, get_worker().state.nthreads))
+    except (ImportError, ValueError):
+        pass
+
     return load_model(model_dir, device, need_noise_model=need_noise_model)
 
 
@@ -235,8 +243,9 @@ def executor(workers: int = 1, scheduler: str | None = None):
         raise RuntimeError("--workers and --scheduler need dask.distributed: "
                            "pip install 'napari-brainage[cluster]'") from None
 
+    # One thread per worker process: the processes, not torch's threads, share the cores.
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+                                                  dashboard_address=None, env={"OMP_NUM_THREADS": "1"})
     client = Client(scheduler or cluster)
     try:
         def map_unordered(function, jobs) -> Iterator:
