@@ -71,7 +71,7 @@ def main() -> None:
     from napari_brainage.inference import collect_inputs, load_model
     from napari_brainage.io import load_volume
     from napari_brainage.metrics import auroc, relevance_mass
-    from napari_brainage.population import RunningMean
+    from napari_brainage.cohort import RunningStats
     from napari_brainage.spaces import crop, to_model_input, uncrop
     from napari_brainage.template import load_template
 
@@ -117,7 +117,7 @@ def main() -> None:
 
     scores = {m: {"auroc": [], "mass": [], "deletion": [], "seconds": []} for m in methods}
     random_deletion = []
-    population = {m: RunningMean(kit.shape) for m in methods}
+    population = {m: RunningStats(kit.shape) for m in methods}
     for i, item in enumerate(inputs, 1):
         x_np = to_model_input(load_volume(item.path), spec)
         x = torch.from_numpy(x_np)[None, None]

@@ -37,7 +37,8 @@ from napari_brainage.inference import (  # noqa: E402
 from napari_brainage.io import load_volume  # noqa: E402
 from napari_brainage.metrics import auroc, relevance_mass  # noqa: E402
 from napari_brainage.models import write_card  # noqa: E402
-from napari_brainage.population import RunningMean, rank_regions  # noqa: E402
+from napari_brainage.cohort import RunningStats  # noqa: E402
+from napari_brainage.population import rank_regions  # noqa: E402
 from napari_brainage.spaces import to_model_input, uncrop  # noqa: E402
 from napari_brainage.template import load_template  # noqa: E402
 
@@ -60,7 +61,7 @@ def main() -> None:
 
     predicted, ages, brain_ages, subject_aurocs, masses = [], [], [], [], []
     t_predict, t_map, t_forward = [], [], []
-    population = RunningMean(kit.shape)
+    population = RunningStats(kit.shape)
     for i, item in enumerate(inputs):
         volume = load_volume(item.path)
         tic = time.perf_counter()
@@ -88,7 +89,7 @@ def main() -> None:
     mae = float(np.abs(predicted - ages).mean())
     irreducible = float(np.abs(brain_ages - ages).mean())
     gap_r = float(np.corrcoef(predicted - ages, brain_ages - ages)[0, 1])
-    population_map = population.mean
+    population_map = population.mean.astype(np.float32)
     ranked = rank_regions(population_map, kit)
     metrics = {
         "heldout_cohort": f"{args.cohort.name}: {len(inputs)} synthetic subjects (2 mm)",

@@ -1,7 +1,7 @@
 """Population maps: subjects' importance maps averaged in template space, and
 atlas regions ranked by mean importance.
 
-Averaging is streamed (a running sum and count, one subject at a time), so
+Averaging is streamed (``cohort.RunningStats``, one subject at a time), so
 memory does not grow with the number of subjects.
 """
 
@@ -17,26 +17,6 @@ import numpy as np
 
 from .io import Volume, atomic_path
 from .template import TemplateKit, load_template, mni_grid
-
-
-class RunningMean:
-    """Voxelwise mean of maps added one at a time, in constant memory."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.total = np.zeros(shape, dtype=np.float64)
-        self.count = 0
-
-    def add(self, values: np.ndarray) -> None:
-        if values.shape != self.total.shape:
-            raise ValueError(f"map shape {values.shape} differs from {self.total.shape}")
-        self.total += values
-        self.count += 1
-
-    @property
-    def mean(self) -> np.ndarray:
-        if not self.count:
-            raise ValueError("no maps were added")
-        return (self.total / self.count).astype(np.float32)
 
 
 def structure_name(label_name: str) -> str:
@@ -114,17 +94,6 @@ def write_region_table(scores: Iterable[RegionScore], path: str | Path) -> Path:
         for rank, score in enumerate(scores, 1):
             writer.writerow([rank, score.region, f"{score.mean_importance:.5f}", score.voxels])
     return path
-
-
-def population_map(maps: Iterable[np.ndarray], shape: tuple[int, ...],
-                   progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
-    """Mean of template-space maps streamed from ``maps``; returns (mean, count)."""
-    running = RunningMean(shape)
-    for values in maps:
-        running.add(values)
-        if progress:
-            progress(running.count)
-    return running.mean, running.count
 
 
 def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None] | None = None,

@@ -15,7 +15,8 @@ from napari_brainage.inference import (
 from napari_brainage.io import Volume, load_volume
 from napari_brainage.metrics import auroc, relevance_mass
 from napari_brainage.models import ModelCard
-from napari_brainage.population import RunningMean, rank_regions, structure_name
+from napari_brainage.cohort import RunningStats
+from napari_brainage.population import rank_regions, structure_name
 from napari_brainage.spaces import resample
 from napari_brainage.template import load_template, mni_grid
 
@@ -88,7 +89,7 @@ def test_metrics():
 
 
 def test_running_mean_and_region_ranking():
-    running = RunningMean((2, 2))
+    running = RunningStats((2, 2))
     for value in (1.0, 2.0, 6.0):
         running.add(np.full((2, 2), value))
     np.testing.assert_allclose(running.mean, 3.0)

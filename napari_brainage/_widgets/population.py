@@ -2,8 +2,8 @@
 
 * Load: the bundled population map (held-out synthetic cohort) or one written by
   ``napari-brainage population``.
-* Compute: the same streamed mean as the CLI (``population.subject_maps`` into a
-  ``RunningMean``) over a folder, CSV or scan, in a worker with an n-of-N
+* Compute: the same streamed statistics as the CLI (``cohort.map_chunk``, merged
+  ``RunningStats``) over a folder, CSV or scan, in a worker with an n-of-N
   progress bar and Cancel.
 * Compare: subject - population difference layer, Dice of the top-k % voxels and
   correlation; "side by side" puts subject and population in napari's grid
