@@ -145,3 +145,13 @@ def test_brain_age_widget_runs_a_baseline_method_beside_the_noise_model(make_nap
     widget.method.value = "noise"
     _run_and_wait(qtbot, widget)
     assert "importance (synthetic_age80)" in viewer.layers and layer in viewer.layers  # both kept
+
+
+def test_brain_age_widget_prefills_age_from_a_participants_csv(make_napari_viewer, tiny_cohort):
+    import csv as _csv
+
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    row = next(_csv.DictReader(open(tiny_cohort)))
+    viewer.open(str(tiny_cohort.parent / row["path"]), plugin="napari-brainage")
+    assert widget.age.value == f"{float(row['age']):g}"

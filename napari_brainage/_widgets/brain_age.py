@@ -15,6 +15,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from .._layers import SOURCE_PATH
 from .._viewer import show_anatomically
 from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
 from ..explain import LABELS, METHODS
@@ -99,9 +100,16 @@ class BrainAgeWidget(Container):
         self._prefill_age()
 
     def _prefill_age(self, _value=None) -> None:
+        """The age from the layer's metadata (samples), else from a participants.csv
+        beside the scan's file that lists it (a cohort made by `synth`, or one's own)."""
         layer = self.scan.value
-        if layer is not None and "age" in layer.metadata:
-            self.age.value = f"{layer.metadata['age']:g}"
+        if layer is None:
+            return
+        age = layer.metadata.get("age")
+        if age is None:
+            age = age_from_participants(layer.metadata.get(SOURCE_PATH))
+        if age is not None:
+            self.age.value = f"{age:g}"
 
     # ---- running
     @property
@@ -240,6 +248,25 @@ def format_result(result: AgeResult) -> str:
         lines.append("QC warning      " + result.qc.replace("; ", "\n                "))
     return "\n".join(lines)
 
+
+
+def age_from_participants(scan_path: str | None) -> float | None:
+    """The ``age`` of ``scan_path`` in a participants.csv in the same folder, if any."""
+    if not scan_path:
+        return None
+    scan = Path(scan_path)
+    table = scan.parent / "participants.csv"
+    if not table.is_file():
+        return None
+    try:
+        from ..training import read_participants
+
+        for row in read_participants(table):
+            if Path(row["path"]).resolve() == scan.resolve() and row.get("age"):
+                return float(row["age"])
+    except (OSError, ValueError, KeyError):
+        return None  # an unreadable table just means no pre-filled age
+    return None
 
 
 def caption_lines(result: AgeResult, model_dir) -> list[str]:
