@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .io import Volume
-from .spaces import resample
+from .spaces import on_mni_grid, resample
 from .template import load_template, mni_grid
 
 
@@ -46,8 +46,7 @@ def on_grid(volume: Volume, shape, affine) -> np.ndarray:
 def template_resolution(volume: Volume) -> int:
     """The MNI grid (1 or 2 mm) ``volume`` lies on; ValueError otherwise."""
     for resolution in (2, 1):
-        shape, affine = mni_grid(resolution)
-        if volume.shape == shape and np.allclose(volume.affine, affine, atol=1e-4):
+        if on_mni_grid(volume, resolution):
             return resolution
     raise ValueError(f"the population map must be on the 1 or 2 mm MNI grid, not a {volume.shape} grid "
                      "(use a map written by `napari-brainage population`)")

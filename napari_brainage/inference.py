@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, load_volume, strip_suffix
+from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .models import BrainAgeModel, ModelCard, bundled_model_dir, normalise, pick_device
 from .preprocess import Prepared, prepare
 from .spaces import crop, uncrop
@@ -164,18 +164,6 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
     if duplicates:
         raise ValueError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
     return found
-
-
-def predict_many(inputs: list[ScanInput], model: BrainAgeModel, device: torch.device,
-                 preprocessing: str = "auto") -> Iterator[AgeResult]:
-    """One result per input; a scan that fails gets its reason in ``error``."""
-    for item in inputs:
-        try:
-            result = predict_age(load_volume(item.path), model, device, item.age, preprocessing)
-            result.subject = item.subject
-        except (ValueError, OSError) as err:
-            result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=str(err))
-        yield result
 
 
 def write_results(results: Iterable[AgeResult], path: str | Path) -> Path:

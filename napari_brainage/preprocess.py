@@ -80,8 +80,9 @@ class Prepared:
         """A map on the 2 mm MNI grid resampled onto the source scan's voxels."""
         shape, affine = mni_grid(2)
         if self.transform is None:
-            from .spaces import resample
-            if self.source.shape == shape and np.allclose(self.source.affine, affine, atol=1e-4):
+            from .spaces import on_mni_grid, resample
+
+            if on_mni_grid(self.source, 2):
                 return np.asarray(template_map, dtype=np.float32)
             return resample(template_map, affine, self.source.shape, self.source.affine, order=order)
         moving = to_itk(np.asarray(template_map, dtype=np.float32), affine)
@@ -114,23 +115,24 @@ def from_itk(image: sitk.Image) -> np.ndarray:
 
 # ------------------------------------------------------------------ detection
 def on_any_mni_grid(volume: Volume) -> bool:
-    for resolution in (1, 2):
-        shape, affine = mni_grid(resolution)
-        if volume.shape == shape and np.allclose(volume.affine, affine, atol=1e-3):
-            return True
-    return False
+    from .spaces import on_mni_grid
+
+    return any(on_mni_grid(volume, resolution, atol=1e-3) for resolution in (1, 2))
 
 
-def needs_registration(volume: Volume, kit: TemplateKit | None = None) -> bool:
+def needs_registration(volume: Volume, kit: TemplateKit | None = None, on_template: np.ndarray | None = None
+                       ) -> bool:
     """False for scans already in MNI space: on an MNI grid, or correlating with
-    the template through their affine alone (r >= ``MIN_TEMPLATE_CORRELATION``)."""
+    the template through their affine alone (r >= ``MIN_ALIGNED_CORRELATION``).
+    ``on_template``: the scan already taken onto the 2 mm grid through its affine."""
     if on_any_mni_grid(volume):
         return False
     kit = kit or load_template(2)
-    from .spaces import to_mni_grid
+    if on_template is None:
+        from .spaces import to_mni_grid
 
-    data = to_mni_grid(volume, 2)
-    return _template_correlation(data, kit) < MIN_ALIGNED_CORRELATION
+        on_template = to_mni_grid(volume, 2)
+    return _template_correlation(on_template, kit) < MIN_ALIGNED_CORRELATION
 
 
 # ------------------------------------------------------------------ registration
@@ -201,11 +203,13 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
         raise ValueError(f"preprocessing must be auto, register or none, not {mode!r}")
     kit = kit or load_template(2)
     tic = time.perf_counter()
-    do_register = mode == "register" or (mode == "auto" and needs_registration(volume, kit))
+    # Through the affine alone: what "none" uses, and what "auto" judges by.
+    through_affine = None if mode == "register" else to_mni_grid(volume, 2)
+    do_register = mode == "register" or (mode == "auto" and needs_registration(volume, kit, through_affine))
     shape, affine = mni_grid(2)
     coverage_source = np.ones(volume.shape, np.float32)
     if not do_register:
-        data, transform = to_mni_grid(volume, 2), None
+        data, transform = through_affine, None
         coverage = 1.0 if on_any_mni_grid(volume) else _coverage(
             to_mni_grid(Volume(coverage_source, volume.affine), 2), kit)
     else:

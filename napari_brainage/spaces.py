@@ -3,9 +3,8 @@
 The model works on the 2 mm MNI grid, cropped (``InputSpec``). A scan already
 on that grid is used as is; one on the 1 mm MNI grid is downsampled exactly as
 the template is; any other scan is resampled onto the 2 mm grid through its
-affine, i.e. assuming it is already aligned to MNI space (registration of raw
-scans comes with the preprocessing module). Maps computed in model space go
-back to the scan's own grid the same way, so they overlay its voxels.
+affine, i.e. assuming it is already aligned to MNI space (``preprocess``
+registers raw scans and maps results back onto their grid).
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from .models import InputSpec, normalise
 from .template import downsample, mni_grid
 
 
-def on_mni_grid(volume: Volume, resolution_mm: int) -> bool:
+def on_mni_grid(volume: Volume, resolution_mm: int, atol: float = 1e-4) -> bool:
+    """Whether ``volume`` lies on FSL's MNI grid at ``resolution_mm`` (shape and affine)."""
     shape, affine = mni_grid(resolution_mm)
-    return volume.shape == shape and np.allclose(volume.affine, affine, atol=1e-4)
+    return volume.shape == shape and np.allclose(volume.affine, affine, atol=atol)
 
 
 def resample(data: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray,
@@ -64,12 +64,3 @@ def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
     data = to_mni_grid(volume, spec.resolution_mm)
     data = np.where(np.isfinite(data), np.maximum(data, 0), 0)
     return normalise(crop(data, spec))
-
-
-def to_scan_grid(model_map: np.ndarray, volume: Volume, spec: InputSpec) -> np.ndarray:
-    """A map in model space (cropped 2 mm MNI) on the scan's own voxel grid."""
-    full = uncrop(model_map, spec)
-    _, affine = mni_grid(spec.resolution_mm)
-    if on_mni_grid(volume, spec.resolution_mm):
-        return full
-    return resample(full, affine, volume.shape, volume.affine)

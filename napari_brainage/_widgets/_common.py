@@ -32,6 +32,16 @@ def map_layers(viewer: napari.Viewer, *kinds: str) -> list[napari.layers.Image]:
             and (not kinds or layer.metadata[MAP_KIND] in kinds)]
 
 
+def refresh_map_choices(*combos, newest: bool = True) -> None:
+    """Re-list the layers each combo box offers; an empty box picks a map by itself
+    (the newest, or the first), so a freshly computed map is ready to use."""
+    for combo in combos:
+        combo.reset_choices()
+        maps = [layer for layer in combo.choices if layer is not None]
+        if combo.value is None and maps:
+            combo.value = maps[-1] if newest else maps[0]
+
+
 def layer_volume(layer) -> Volume:
     """The layer's data on its source grid, with the source affine."""
     return layer_to_volume(*layer.as_layer_data_tuple()[:2])

@@ -32,7 +32,7 @@ from ..population import template_volume
 from ..template import load_template
 from ._common import (
     DIFFERENCE, IMPORTANCE, POPULATION, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
-    show_volume,
+    refresh_map_choices, show_volume,
 )
 
 BUNDLED_MAP = "population_map.nii.gz"
@@ -114,11 +114,7 @@ class PopulationWidget(Container):
         return map_layers(self._viewer, POPULATION)
 
     def _refresh_choices(self, _event=None) -> None:
-        for combo in (self.subject, self.population):
-            combo.reset_choices()
-            maps = [layer for layer in combo.choices if layer is not None]
-            if combo.value is None and maps:
-                combo.value = maps[-1]  # the newest map
+        refresh_map_choices(self.subject, self.population)
 
     # ---- load
     def load_map(self, _value=None):

@@ -12,7 +12,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 
 from ..population import RegionScore, rank_regions_of, region_peak
-from ._common import IMPORTANCE, POPULATION, go_to, layer_volume, map_layers, ras_to_world
+from ._common import IMPORTANCE, POPULATION, go_to, layer_volume, map_layers, ras_to_world, refresh_map_choices
 
 COLUMNS = ("region", "subject", "population")
 
@@ -52,11 +52,7 @@ class RegionsWidget(Container):
         return map_layers(self._viewer, POPULATION)
 
     def _refresh_choices(self, _event=None) -> None:
-        for combo in (self.subject, self.population):
-            combo.reset_choices()
-            maps = [layer for layer in combo.choices if layer is not None]
-            if combo.value is None and maps:
-                combo.value = maps[-1]
+        refresh_map_choices(self.subject, self.population)
 
     def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
         """Fill the table; returns its rows (region, subject mean, population mean)."""

@@ -13,7 +13,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Slider
 from napari.utils.notifications import show_error
 
 from .._viewer import show_anatomically
-from ._common import go_to, map_layers, voxel_to_world
+from ._common import go_to, map_layers, refresh_map_choices, voxel_to_world
 
 #: Display layers are laid out (S, A, R): the axis each plane slices through,
 #: and the dims order that shows that plane (sliced axis first).
@@ -56,10 +56,7 @@ class SliceWidget(Container):
         return map_layers(self._viewer)
 
     def _refresh_choices(self, _event=None) -> None:
-        self.map.reset_choices()
-        maps = [layer for layer in self.map.choices if layer is not None]
-        if self.map.value is None and maps:
-            self.map.value = maps[0]
+        refresh_map_choices(self.map, newest=False)
 
     # ---- widget -> viewer
     def _set_plane(self, plane: str) -> None:

@@ -19,7 +19,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..io import save_volume
 from ..threshold import Thresholder
-from ._common import confirm_overwrite, layer_volume, map_layers
+from ._common import confirm_overwrite, layer_volume, map_layers, refresh_map_choices
 
 TOP, ABOVE = "top %", "above value"
 MASK_COLOUR = "cyan"
@@ -67,11 +67,8 @@ class ThresholdWidget(Container):
             self._mask_layer = None  # the user deleted it: make a new one on the next update
         if event is not None and not isinstance(event.value, napari.layers.Image):
             return  # only Image layers can be maps (and adding our mask must not recurse)
-        self.map.reset_choices()
-        maps = [layer for layer in self.map.choices if layer is not None]
-        if self.map.value is None and maps:
-            self.map.value = maps[0]
-        elif self.map.value is not self._source:
+        refresh_map_choices(self.map, newest=False)  # picking a map calls _use_map
+        if self.map.value is not self._source:
             self._use_map(self.map.value)
 
     # ---- state
