@@ -155,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import _cli_inference
 
             return getattr(_cli_inference, args.command)(args)
-    except (VolumeError, ModelError, FileExistsError, FileNotFoundError, KeyError, RuntimeError) as err:
+    # Errors a user can fix (bad files, bad CSV columns, an existing output, a resume
+    # that does not match) print one line; ValueError covers the core's input checks.
+    except (ValueError, ModelError, FileExistsError, FileNotFoundError, KeyError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"napari-brainage {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -178,3 +178,11 @@ def test_batched_noise_maps_equal_one_at_a_time(tiny_cohort, tiny_model):
     for item in inputs:
         single = uncrop(importance_in_model_space(load_volume(item.path), model, device), model.card.input)
         np.testing.assert_allclose(batched[item.subject], single, atol=1e-5)
+
+
+def test_cli_input_mistakes_print_one_line_not_a_traceback(tiny_cohort, tmp_path):
+    result = _run("population", str(tiny_cohort), "--out", str(tmp_path / "p.nii.gz"), "--group-by", "nope")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{tiny_cohort}: no column 'nope' to group by" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
