@@ -83,9 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
             sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
                              help="what the noisy prediction must match (default: prediction)")
+            sub.add_argument("--coarse-mask", action="store_true",
+                             help="skip the full-resolution head: a 4 mm mask upsampled (faster, blurrier)")
         if part == "predictor":
             sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
                              help="train with random patchy noise of up to this sd (default: 0, off)")
+            sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",
+                             help="train with random Gaussian blur of sd up to this many voxels, so that "
+                                  "resampled (registered) scans are read like aligned ones (default: 0, off)")
+            sub.add_argument("--init", metavar="DIR",
+                             help="fine-tune the predictor of this model folder instead of starting from scratch")
         sub.add_argument("--epochs", type=int, default=12 if part == "predictor" else 6)
         sub.add_argument("--batch-size", type=int, default=8)
         sub.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
@@ -199,7 +206,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--val-fraction must be between 0 and 1")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-                         resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0))
+                         resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),
+                         blur_augment=getattr(args, "blur_augment", 0.0), init_from=getattr(args, "init", None))
     try:
         cohort = load_cohort(args.data, limit=args.limit, progress=print)
     except ValueError as err:
@@ -210,7 +218,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.max_sd <= args.min_sd or args.min_sd < 0:
             parser.error("noise sds must satisfy 0 <= --min-sd < --max-sd")
         spec = NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target)
-        train_noise_model(cohort, args.predictor, args.out, config, spec)
+        train_noise_model(cohort, args.predictor, args.out, config, spec,
+                          full_resolution_head=not args.coarse_mask)
     return 0
 
 

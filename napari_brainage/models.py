@@ -9,9 +9,11 @@ A *model folder* holds ``model_card.json`` plus the weight files it names:
   as accurate on cohorts this size.
 * ``noise_model.pt``: a small 3D U-Net giving, per voxel, a noise level B in
   (0, 1) (U-Noise, Koker et al. 2021; for regression, Bintsi et al. 2021).
-  It works at half resolution and its mask is upsampled trilinearly: 8x fewer
-  voxels to convolve, the same maps (the importance of a 2 mm voxel does not
-  change much over 4 mm).
+  Its U-Net works at half resolution: 8x fewer voxels to convolve. With
+  ``full_resolution_head`` (models trained since card format 1.1), a light
+  3x3x3 convolution over the upsampled features and the scan itself sharpens
+  the mask back to 2 mm: the ageing signal lives in one-voxel shells around
+  the ventricles and in the thin hippocampus, which a 4 mm mask blurs.
 
 Weights are plain ``state_dict`` tensors, loaded with ``torch.load(...,
 weights_only=True)`` only after their SHA-256 matches the card: a model folder
@@ -76,9 +78,10 @@ def _double_conv(a: int, b: int) -> nn.Sequential:
 
 
 class NoiseUNet(nn.Module):
-    """3D U-Net returning a noise mask B in (0, 1), computed at half resolution."""
+    """3D U-Net returning a noise mask B in (0, 1), computed at half resolution
+    and optionally refined at full resolution."""
 
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32)):
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32), full_resolution_head: bool = False):
         super().__init__()
         self.down = nn.ModuleList()
         previous = 1
@@ -90,6 +93,12 @@ class NoiseUNet(nn.Module):
             self.up.append(_double_conv(previous + width, width))
             previous = width
         self.out = nn.Conv3d(previous, 1, 1)
+        self.head = None
+        if full_resolution_head:
+            self.head = nn.Sequential(
+                nn.Conv3d(previous + 1, 4, 3, padding=1, bias=False), nn.InstanceNorm3d(4, affine=True),
+                nn.LeakyReLU(0.1, True), nn.Conv3d(4, 1, 1),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, X, Y, Z) -> (B, 1, X, Y, Z) mask in (0, 1)."""
@@ -105,6 +114,10 @@ class NoiseUNet(nn.Module):
             h = F.interpolate(h, size=skip.shape[2:], mode="trilinear", align_corners=False)
             h = block(torch.cat([h, skip], dim=1))
         logits = F.interpolate(self.out(h), size=full_size, mode="trilinear", align_corners=False)
+        if self.head is not None:
+            # A correction on top of the coarse logits: training starts from the half-resolution mask.
+            features = F.interpolate(h, size=full_size, mode="trilinear", align_corners=False)
+            logits = logits + self.head(torch.cat([features, x], dim=1))
         return torch.sigmoid(logits)
 
 
@@ -137,6 +150,7 @@ class ModelCard:
     input: InputSpec = field(default_factory=InputSpec)
     predictor_channels: tuple[int, ...] = (8, 16, 32, 64, 64)
     noise_channels: tuple[int, ...] = (8, 16, 32)
+    noise_full_resolution_head: bool = False
     age_mean: float = 62.5
     age_sd: float = 10.0
     #: Age-bias correction fitted on the training cohort: predicted = slope * age + intercept.
@@ -237,7 +251,7 @@ class BrainAgeModel:
         predictor = load_weights(SFCNRegressor(card.predictor_channels), folder, PREDICTOR_FILE, card)
         noise_model = None
         if NOISE_MODEL_FILE in card.weights:
-            noise_model = load_weights(NoiseUNet(card.noise_channels), folder, NOISE_MODEL_FILE, card)
+            noise_model = load_weights(NoiseUNet(card.noise_channels, card.noise_full_resolution_head), folder, NOISE_MODEL_FILE, card)
         elif need_noise_model:
             raise ModelError(f"{folder}: no noise model; train one with `napari-brainage train noise-model`")
         for module in (predictor, noise_model):

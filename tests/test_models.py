@@ -109,3 +109,25 @@ def test_bundled_model_checksums_verify_and_it_is_small():
     assert sizes < 4_000_000
     assert set(model.card.weights) == {PREDICTOR_FILE, NOISE_MODEL_FILE}
     assert model.card.metrics, "the bundled card must report its held-out metrics"
+
+
+def test_full_resolution_head_corrects_the_coarse_mask_and_old_cards_still_load(tiny_model, tmp_path):
+    # The head adds a correction to the coarse logits: with its last layer at
+    # zero the model is exactly the coarse one, so training starts from it.
+    torch.manual_seed(0)
+    coarse, sharp = NoiseUNet().eval(), NoiseUNet(full_resolution_head=True).eval()
+    missing = sharp.load_state_dict(coarse.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("head.") for key in missing)
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(sharp(x), coarse(x))
+        sharp.head[-1].weight.zero_()
+        sharp.head[-1].bias.zero_()
+        assert torch.allclose(sharp(x), coarse(x))
+    # A card written before the head existed has no such key: it loads as coarse.
+    shutil.copytree(tiny_model, tmp_path / "old")
+    card = json.loads((tmp_path / "old" / CARD_FILE).read_text())
+    assert card.pop("noise_full_resolution_head") is True   # the default when training
+    (tmp_path / "old" / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not loadable"):     # head weights, but the card says coarse
+        BrainAgeModel.load(tmp_path / "old", need_noise_model=True)

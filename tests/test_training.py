@@ -107,3 +107,21 @@ def test_patchy_noise_is_local_and_bounded():
     local_sd = noisy.unfold(2, 8, 8).unfold(3, 8, 8).unfold(4, 8, 8).std(dim=(-1, -2, -3))
     assert float(local_sd.max()) < 0.3 * 1.3
     assert float(local_sd.max()) > 2 * float(local_sd.min())
+
+
+def test_blur_augmentation_matches_scipy_and_keeps_intensity():
+    import torch
+    from scipy import ndimage
+
+    from napari_brainage.training import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((1, 1, 20, 24, 20)).astype(np.float32)
+    blurred = gaussian_blur(torch.from_numpy(volume), 0.8)[0, 0].numpy()
+    # truncate chosen so scipy's kernel radius equals ours (ceil(3 sigma) = 3 voxels).
+    expected = ndimage.gaussian_filter(volume[0, 0], 0.8, mode="nearest", truncate=3 / 0.8)
+    assert np.abs(blurred - expected)[3:-3, 3:-3, 3:-3].max() < 1e-5
+    assert blurred.mean() == pytest.approx(volume.mean(), rel=1e-3)
+    assert blurred.std() < 0.6 * volume.std()          # it did blur
+    unblurred = torch.from_numpy(volume)
+    assert torch.equal(gaussian_blur(unblurred, 0.0), unblurred)
