@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
             sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
                              help="what the noisy prediction must match (default: prediction)")
+            sub.add_argument("--relative-noise", action="store_true",
+                             help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
             sub.add_argument("--coarse-mask", action="store_true",
                              help="skip the full-resolution head: a 4 mm mask upsampled (faster, blurrier)")
         if part == "predictor":
@@ -217,7 +219,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     else:
         if args.max_sd <= args.min_sd or args.min_sd < 0:
             parser.error("noise sds must satisfy 0 <= --min-sd < --max-sd")
-        spec = NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target)
+        spec = NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
+                         relative_to_contrast=args.relative_noise)
         train_noise_model(cohort, args.predictor, args.out, config, spec,
                           full_resolution_head=not args.coarse_mask)
     return 0

@@ -141,6 +141,10 @@ class NoiseSpec:
     max_sd: float = 0.3
     lam: float = 0.05
     target: str = "prediction"   #: "prediction" (the predictor's clean output) or "age"
+    #: Scale the sd by the scan's local contrast (3x3x3 standard deviation,
+    #: mean 1 over the brain): noise in flat white matter then costs nothing,
+    #: noise on an edge costs what moving that edge would.
+    relative_to_contrast: bool = False
 
 
 @dataclass
@@ -251,7 +255,8 @@ class BrainAgeModel:
         predictor = load_weights(SFCNRegressor(card.predictor_channels), folder, PREDICTOR_FILE, card)
         noise_model = None
         if NOISE_MODEL_FILE in card.weights:
-            noise_model = load_weights(NoiseUNet(card.noise_channels, card.noise_full_resolution_head), folder, NOISE_MODEL_FILE, card)
+            network = NoiseUNet(card.noise_channels, card.noise_full_resolution_head)
+            noise_model = load_weights(network, folder, NOISE_MODEL_FILE, card)
         elif need_noise_model:
             raise ModelError(f"{folder}: no noise model; train one with `napari-brainage train noise-model`")
         for module in (predictor, noise_model):

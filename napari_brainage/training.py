@@ -282,9 +282,23 @@ def predict_ages(model: SFCNRegressor, scans: np.ndarray, card: ModelCard, devic
 
 
 # ------------------------------------------------------------------ noise model
+def local_contrast(x: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of x over each voxel's 3x3x3 neighbourhood, divided by
+    its mean over the non-zero voxels of each scan (so about 1 on average)."""
+    mean = F.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+    square = F.avg_pool3d(x * x, 3, stride=1, padding=1, count_include_pad=False)
+    contrast = (square - mean * mean).clamp_min(0).sqrt()
+    inside = (x != 0).float()
+    scale = (contrast * inside).sum(dim=(1, 2, 3, 4), keepdim=True) / inside.sum(
+        dim=(1, 2, 3, 4), keepdim=True).clamp_min(1)
+    return contrast / scale.clamp_min(1e-6)
+
+
 def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=None) -> torch.Tensor:
     """x + eps * sd(B): the noise model's perturbation (U-Noise)."""
     sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
+    if spec.relative_to_contrast:
+        sd = sd * local_contrast(x)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + eps * sd
 

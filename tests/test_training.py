@@ -51,6 +51,28 @@ def test_training_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
     assert read_card(tmp_path).training["predictor"]["epochs"] == 2
 
 
+def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tiny_cohort, tiny_model, tmp_path):
+    import torch
+
+    from napari_brainage.models import BrainAgeModel
+
+    cohort = load_cohort(tiny_cohort)
+    start = BrainAgeModel.load(tiny_model)
+    messages: list[str] = []
+    # lr 0: the weights cannot move, so the result must be the starting predictor
+    # (batch-norm running statistics aside, which training updates without the lr).
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1, learning_rate=0.0,
+                         weight_decay=0.0, init_from=str(tiny_model), blur_augment=1.0)
+    card = train_predictor(cohort, tmp_path, config, progress=messages.append)
+    assert any("fine-tuning the predictor of" in m for m in messages)
+    assert (card.age_mean, card.age_sd) == (start.card.age_mean, start.card.age_sd)
+    tuned = BrainAgeModel.load(tmp_path)
+    for name, weight in start.predictor.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(weight, tuned.predictor.state_dict()[name]), name
+    assert read_card(tmp_path).training["predictor"]["init_from"] == str(tiny_model)
+
+
 def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_model, tmp_path):
     from napari_brainage.models import BrainAgeModel, NoiseSpec
     from napari_brainage.training import train_noise_model
@@ -125,3 +147,24 @@ def test_blur_augmentation_matches_scipy_and_keeps_intensity():
     assert blurred.std() < 0.6 * volume.std()          # it did blur
     unblurred = torch.from_numpy(volume)
     assert torch.equal(gaussian_blur(unblurred, 0.0), unblurred)
+
+
+def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
+    import torch
+
+    from napari_brainage.models import NoiseSpec
+    from napari_brainage.training import local_contrast, noisy_input
+
+    x = torch.ones(1, 1, 16, 16, 16)
+    x[..., 8:, :, :] = 2.0                        # one edge between two flat tissues
+    contrast = local_contrast(x)
+    assert float(contrast[..., 2:6, :, :].abs().max()) < 1e-3      # flat: no contrast
+    assert float(contrast[..., 7:9, :, :].min()) > 1.0              # the edge carries it all
+    assert float(contrast.mean()) == pytest.approx(1.0, rel=1e-4)   # scaled to mean 1 inside
+    mask = torch.ones_like(x)                     # B = 1: the most noise everywhere
+    spec = NoiseSpec(max_sd=0.3, relative_to_contrast=True)
+    noise = noisy_input(x, mask, spec, torch.Generator().manual_seed(0)) - x
+    assert float(noise[..., 2:6, :, :].abs().max()) < 1e-3
+    assert 0.3 < float(noise[..., 7:9, :, :].std()) < 0.3 * float(contrast.max()) * 1.2
+    absolute = noisy_input(x, mask, NoiseSpec(max_sd=0.3), torch.Generator().manual_seed(0)) - x
+    assert float(absolute[..., 2:6, :, :].std()) == pytest.approx(0.3, rel=0.1)
