@@ -9,11 +9,10 @@ A *model folder* holds ``model_card.json`` plus the weight files it names:
   as accurate on cohorts this size.
 * ``noise_model.pt``: a small 3D U-Net giving, per voxel, a noise level B in
   (0, 1) (U-Noise, Koker et al. 2021; for regression, Bintsi et al. 2021).
-  Its U-Net works at half resolution: 8x fewer voxels to convolve. With
-  ``full_resolution_head`` (models trained since card format 1.1), a light
-  3x3x3 convolution over the upsampled features and the scan itself sharpens
-  the mask back to 2 mm: the ageing signal lives in one-voxel shells around
-  the ventricles and in the thin hippocampus, which a 4 mm mask blurs.
+  Its U-Net works at half resolution: 8x fewer voxels to convolve. An
+  optional full-resolution head (a light 3x3x3 convolution over the upsampled
+  features and the scan itself) can sharpen the mask back to 2 mm; in our
+  runs it trained 2x slower and localised no better, so it is off by default.
 
 Weights are plain ``state_dict`` tensors, loaded with ``torch.load(...,
 weights_only=True)`` only after their SHA-256 matches the card: a model folder

@@ -13,7 +13,7 @@ napari-brainage synth "$WORK/train" --n 1000 --seed 1000 --workers 2
 napari-brainage train predictor --data "$WORK/train/participants.csv" --out "$MODEL" \
     --epochs 12 --seed 0
 napari-brainage train noise-model --data "$WORK/train/participants.csv" --predictor "$MODEL" \
-    --out "$MODEL" --epochs 6 --limit 400 --seed 0 --lam 0.05 --max-sd 0.3 --target prediction
+    --out "$MODEL" --epochs 4 --batch-size 2 --lr 3e-3 --seed 0 --lam 0.05 --max-sd 0.3 --target prediction
 napari-brainage synth "$WORK/heldout" --n 200 --seed 9999 --workers 2   # seed never used in training
 python "$ROOT/benchmarks/evaluate_model.py" --cohort "$WORK/heldout" --model "$MODEL" --update-card
 napari-brainage population "$WORK/heldout/participants.csv" --model "$MODEL" \

@@ -127,7 +127,23 @@ def test_full_resolution_head_corrects_the_coarse_mask_and_old_cards_still_load(
     # A card written before the head existed has no such key: it loads as coarse.
     shutil.copytree(tiny_model, tmp_path / "old")
     card = json.loads((tmp_path / "old" / CARD_FILE).read_text())
-    assert card.pop("noise_full_resolution_head") is True   # the default when training
+    assert card.pop("noise_full_resolution_head") is False
     (tmp_path / "old" / CARD_FILE).write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="not loadable"):     # head weights, but the card says coarse
-        BrainAgeModel.load(tmp_path / "old", need_noise_model=True)
+    assert BrainAgeModel.load(tmp_path / "old", need_noise_model=True).noise_model.head is None
+
+
+def test_a_noise_model_trained_with_the_head_loads_with_it(tiny_cohort, tiny_model, tmp_path):
+    from napari_brainage.training import TrainConfig, load_cohort, train_noise_model
+
+    config = TrainConfig(epochs=1, batch_size=2, val_fraction=0.25, seed=1)
+    train_noise_model(load_cohort(tiny_cohort), tiny_model, tmp_path, config, progress=lambda _: None,
+                      full_resolution_head=True)
+    model = BrainAgeModel.load(tmp_path, need_noise_model=True)
+    assert model.card.noise_full_resolution_head is True and model.noise_model.head is not None
+    # The card says "head": the coarse weights of another folder do not fit it.
+    shutil.copy2(tiny_model / NOISE_MODEL_FILE, tmp_path / NOISE_MODEL_FILE)
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    card["weights"][NOISE_MODEL_FILE] = read_card(tiny_model).weights[NOISE_MODEL_FILE]
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not loadable"):
+        BrainAgeModel.load(tmp_path, need_noise_model=True)
