@@ -18,6 +18,12 @@ Writes a markdown table (stdout and --table) and a bar plot (--plot).
 
 Usage: python benchmarks/attribution_methods.py --cohort HELDOUT [--limit 100] \
            [--table docs/attribution_methods.md] [--plot docs/attribution_methods.png]
+
+After retraining only the noise model, ``--methods noise --merge`` re-runs that
+one method and replaces its row in the existing --table (the baselines' maps
+depend on the predictor alone, so their rows stay valid while the predictor and
+the subjects are the same); the time ratios are recomputed and the table says
+which rows came from which run.
 """
 
 from __future__ import annotations
@@ -62,7 +68,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--table", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the rows of --methods in the existing --table")
     args = parser.parse_args()
+    if args.merge and not (args.table and args.table.is_file() and args.methods):
+        parser.error("--merge needs --methods and an existing --table")
 
     import torch
     from scipy import ndimage
@@ -84,6 +94,9 @@ def main() -> None:
     brain = kit.brain & (uncrop(np.ones(spec.crop_shape), spec) > 0)
     brain_crop = crop(brain, spec)
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
+    described = f"{len(inputs)} held-out subjects of {args.cohort.name};"
+    if args.merge and described not in args.table.read_text():
+        parser.error(f"--merge: {args.table} was not measured on the same subjects ({described[:-1]})")
     rng = np.random.default_rng(0)
 
     def report(done: int):
@@ -94,7 +107,14 @@ def main() -> None:
             rows.append((LABELS[method], auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
                          float(np.min(s["auroc"])), float(np.mean(s["mass"])),
                          float(np.mean(s["deletion"])) / random_area, float(np.median(s["seconds"]))))
-        noise_seconds = float(np.median(scores["noise"]["seconds"])) if "noise" in scores else float("nan")
+        previous = read_table(args.table) if args.merge else {}
+        if previous:
+            measured = {r[0]: r for r in rows}
+            fresh = set(measured)
+            rows = [measured.get(label, old) for label, old in previous.items()]
+            rows += [r for label, r in measured.items() if label not in previous]
+        seconds_of = {r[0]: r[6] for r in rows}
+        noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))
         lines = [f"{done} held-out subjects of {args.cohort.name}; ground truth: the ageing union; "
                  f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
                  "| method | population AUROC | subject AUROC, mean (min) | relevance mass | deletion AUC / random "
@@ -105,10 +125,17 @@ def main() -> None:
                          f"{seconds:.2f} | {seconds / noise_seconds:.1f}x |")
         lines.append("")
         lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
+        if previous:
+            lines.append("")
+            lines.append(f"Rows re-measured in this run ({time.strftime('%Y-%m-%d')}, with `--methods "
+                         f"{' '.join(methods)} --merge`): {', '.join(sorted(fresh))}; the others are from the "
+                         "previous full run on the same predictor and subjects.")
         text = "\n".join(lines)
         print()
         print(text)
         if args.table:
+            if previous and done < len(inputs):
+                return rows  # never replace a full table's row with a partial one
             args.table.write_text("# Attribution methods on ground truth\n\nCommand: `python benchmarks/"
                                   f"attribution_methods.py --cohort {args.cohort.name} --limit {args.limit}`"
                                   f"{'' if done == len(inputs) else f' (partial: {done} of {len(inputs)} done)'}"
@@ -138,23 +165,40 @@ def main() -> None:
             rows = report(i)
 
     if args.plot:
-        import matplotlib
+        plot(rows, args.plot)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        labels = [r[0] for r in rows]
-        for ax, column, title in zip(axes, (1, 2, 5), ("population AUROC", "subject AUROC (mean)",
-                                                        "deletion AUC / random")):
-            ax.barh(labels, [r[column] for r in rows], color=["#d95f02" if r[0].startswith("noise") else "#7570b3"
-                                                              for r in rows])
-            ax.set_title(title)
-            if column in (1, 2):
-                ax.set_xlim(0.5, 1.0)
-            ax.invert_yaxis()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
+def read_table(path: Path) -> dict[str, tuple]:
+    """Rows of a table this script wrote, by method label (the same tuples report() makes)."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 7 or not cells[1][:1].isdigit():
+            continue
+        mean, low = cells[2].replace("(", "").replace(")", "").split()
+        rows[cells[0]] = (cells[0], float(cells[1]), float(mean), float(low), float(cells[3]), float(cells[4]),
+                          float(cells[5]))
+    return rows
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    labels = [r[0] for r in rows]
+    for ax, column, title in zip(axes, (1, 2, 5), ("population AUROC", "subject AUROC (mean)",
+                                                    "deletion AUC / random")):
+        ax.barh(labels, [r[column] for r in rows], color=["#d95f02" if r[0].startswith("noise") else "#7570b3"
+                                                          for r in rows])
+        ax.set_title(title)
+        if column in (1, 2):
+            ax.set_xlim(0.5, 1.0)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
