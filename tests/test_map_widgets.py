@@ -219,7 +219,7 @@ def test_regions_table_ranks_and_navigates(analysed, tiny_model):
     table = widget.table.value
     assert list(table["columns"]) == ["region", "subject", "population"]
     assert table["data"][0][0] == rows[0][0].replace("_", " ")
-    assert table["data"][0][1] == f"{rows[0][1]:.3f}"
+    assert table["data"][0][1] == f"{rows[0][1]:.4f}"
 
     # Clicking a row goes to that region's most important voxel in the subject's map.
     row = [r[0] for r in rows].index("Hippocampus")

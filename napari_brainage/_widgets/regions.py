@@ -90,4 +90,6 @@ class RegionsWidget(Container):
 
 
 def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
+    # Four decimals: noise-model maps sit close to 1 over the deep brain, and three
+    # would show neighbouring regions as ties.
+    return "" if value is None else f"{value:.4f}"
