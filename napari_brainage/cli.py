@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         # The noise model needs many small steps: batch 2 at lr 3e-3 localised far better
         # than batch 8 at 1e-3 for the same compute (README, "Noise-model settings").
         batch, lr = (8, 1e-3) if part == "predictor" else (2, 3e-3)
-        sub.add_argument("--batch-size", type=int, default=batch, help=f"(default: {batch})")
+        sub.add_argument("--batch-size", type=int, default=batch, help=f"scans per step (default: {batch})")
         sub.add_argument("--lr", type=float, default=lr, help=f"learning rate (default: {lr:g})")
         sub.add_argument("--val-fraction", type=float, default=0.15)
         sub.add_argument("--seed", type=int, default=0)

@@ -317,7 +317,8 @@ def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, sp
 
 
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
-                      config: TrainConfig = TrainConfig(epochs=8), spec: NoiseSpec = NoiseSpec(),
+                      config: TrainConfig = TrainConfig(epochs=6, batch_size=2, learning_rate=3e-3),
+                      spec: NoiseSpec = NoiseSpec(),
                       progress: Progress = print, full_resolution_head: bool = False) -> ModelCard:
     predictor_dir, out = Path(predictor_dir), Path(out)
     if spec.target not in ("prediction", "age"):
