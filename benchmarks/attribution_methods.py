@@ -97,6 +97,7 @@ def main() -> None:
     described = f"{len(inputs)} held-out subjects of {args.cohort.name};"
     if args.merge and described not in args.table.read_text():
         parser.error(f"--merge: {args.table} was not measured on the same subjects ({described[:-1]})")
+    previous = read_table(args.table) if args.merge else {}  # rows kept from the last full run
     rng = np.random.default_rng(0)
 
     def report(done: int):
@@ -107,7 +108,6 @@ def main() -> None:
             rows.append((LABELS[method], auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
                          float(np.min(s["auroc"])), float(np.mean(s["mass"])),
                          float(np.mean(s["deletion"])) / random_area, float(np.median(s["seconds"]))))
-        previous = read_table(args.table) if args.merge else {}
         if previous:
             measured = {r[0]: r for r in rows}
             fresh = set(measured)

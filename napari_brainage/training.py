@@ -50,8 +50,9 @@ class TrainConfig:
     #: the noise model's maps specific (Bintsi et al.'s noise model assumes it).
     noise_augment: float = 0.0
     #: Predictor only: blur half the batches with a Gaussian of sd drawn from
-    #: [0, blur_augment] voxels. Registration and resampling blur a scan a little;
-    #: a predictor that never saw blur reads it as youth (measured: 1-2 years).
+    #: [0, blur_augment] voxels, so resampled (registered) scans look like the
+    #: training data. Measured: it narrows the registered-vs-aligned age gap only
+    #: a little and costs accuracy (docs/benchmarks.md), so it is off by default.
     blur_augment: float = 0.0
     #: Predictor only: start from this model folder's predictor (fine-tuning),
     #: keeping its age standardisation; None trains from scratch.
@@ -117,7 +118,7 @@ def patchy_noise(x: torch.Tensor, max_sd: float) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable 3D Gaussian blur of (B, 1, X, Y, Z) with sd ``sigma`` voxels (edges reflected)."""
+    """Separable 3D Gaussian blur of (B, 1, X, Y, Z) with sd ``sigma`` voxels (edge voxels repeated)."""
     if sigma <= 0.05:
         return x
     radius = max(1, int(np.ceil(3 * sigma)))
@@ -212,8 +213,6 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
-    card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
-    model = SFCNRegressor(card.predictor_channels)
     if config.init_from:
         start_card = read_card(config.init_from)
         # The network outputs standardised age: keep the scale it was trained on.
@@ -221,6 +220,9 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
                          age_mean=start_card.age_mean, age_sd=start_card.age_sd)
         model = load_weights(SFCNRegressor(card.predictor_channels), config.init_from, PREDICTOR_FILE, start_card)
         progress(f"predictor: fine-tuning the predictor of {config.init_from}")
+    else:
+        card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
+        model = SFCNRegressor(card.predictor_channels)
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
