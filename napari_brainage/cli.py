@@ -209,6 +209,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 < args.val_fraction < 1:
         parser.error("--val-fraction must be between 0 and 1")
+    for flag in ("noise_augment", "blur_augment"):
+        if getattr(args, flag, 0.0) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must not be negative")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                          resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),

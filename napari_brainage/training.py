@@ -209,12 +209,13 @@ def _prepare_out(out: Path, part: str, resume: bool) -> None:
 def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = TrainConfig(),
                     progress: Progress = print) -> ModelCard:
     out = Path(out)
+    # A wrong --init must fail before anything is written.
+    start_card = read_card(config.init_from) if config.init_from else None
     _prepare_out(out, "predictor", config.resume)
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
-    if config.init_from:
-        start_card = read_card(config.init_from)
+    if start_card is not None:
         # The network outputs standardised age: keep the scale it was trained on.
         card = ModelCard(input=start_card.input, predictor_channels=start_card.predictor_channels,
                          age_mean=start_card.age_mean, age_sd=start_card.age_sd)

@@ -73,6 +73,15 @@ def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tin
     assert read_card(tmp_path).training["predictor"]["init_from"] == str(tiny_model)
 
 
+def test_fine_tuning_from_a_folder_that_is_no_model_writes_nothing(tiny_cohort, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", "predictor", "--data",
+                             str(tiny_cohort), "--out", str(tmp_path / "out"), "--init", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "no model_card.json" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_model, tmp_path):
     from napari_brainage.models import BrainAgeModel, NoiseSpec
     from napari_brainage.training import train_noise_model
@@ -108,6 +117,7 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     (["noise-model", "--data", "x.csv", "--out", "m"], "required: --predictor"),
     (["predictor", "--data", "x.csv", "--out", "m", "--epochs", "0"], "--epochs must be at least 1"),
     (["predictor", "--data", "x.csv", "--out", "m", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--blur-augment", "-1"], "--blur-augment must not be negative"),
 ])
 def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],
