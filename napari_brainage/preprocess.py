@@ -214,7 +214,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
             to_mni_grid(Volume(coverage_source, volume.affine), 2), kit)
     else:
         transform = register(volume, kit)
-        data = _resample_to_template(volume, transform)
+        data = resample_to_template(volume, transform)
         data *= ndimage.binary_dilation(kit.brain, iterations=2)  # strip skull and neck
         coverage = _coverage(from_itk(sitk.Resample(to_itk(coverage_source, volume.affine), to_itk(
             np.zeros(shape, np.float32), affine), transform, sitk.sitkNearestNeighbor, 0.0)), kit)
@@ -225,7 +225,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     return Prepared(data=data, source=volume, transform=transform, quality=quality)
 
 
-def _resample_to_template(volume: Volume, transform: sitk.Transform) -> np.ndarray:
+def resample_to_template(volume: Volume, transform: sitk.Transform) -> np.ndarray:
     """The scan on the 2 mm MNI grid through ``transform``, anti-aliased like ``template.downsample``.
 
     The low-pass is scipy's truncated Gaussian, as in ``template.downsample``, not
@@ -244,7 +244,14 @@ def _resample_to_template(volume: Volume, transform: sitk.Transform) -> np.ndarr
     # youth (trilinear cost about 3.8 years on registered 1 mm scans, B-spline about 2).
     resampled = sitk.Resample(to_itk(data, volume.affine), reference, transform, sitk.sitkBSpline, 0.0,
                               sitk.sitkFloat32)
-    return np.maximum(from_itk(resampled), 0)  # B-spline overshoots a little below 0 at edges
+    # The B-spline's prefilter has infinite support too: it rings into the empty
+    # background with values around 1e-8, and the model's normalisation would
+    # count every one of them (on a skull-stripped scan, half the grid), doubling
+    # the intensities it sees. Keep the background exactly empty: a voxel is kept
+    # only where the (linearly resampled) support of the source covers it.
+    support = sitk.Resample(to_itk((data > 0).astype(np.float32), volume.affine), reference, transform,
+                            sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return np.where(from_itk(support) >= 0.5, np.maximum(from_itk(resampled), 0), 0).astype(np.float32)
 
 
 def _coverage(inside_fov: np.ndarray, kit: TemplateKit) -> float:
