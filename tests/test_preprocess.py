@@ -57,7 +57,10 @@ def _moved(volume: Volume, angles=(8.0, -6.0, 10.0), shift=(12.0, -9.0, 7.0), sc
     shape = (160, 150, 140)
     affine[:3, 3] = (move @ [*centre, 1])[:3] - affine[:3, :3] @ (np.array(shape) - 1) / 2
     data = resample(volume.data, volume.affine, shape, np.linalg.inv(move) @ affine)
-    return Volume(data, affine), move
+    # Skull-stripped like the original: a hard brain edge on the new grid, not a
+    # rim of partial voxels left by interpolation.
+    brain = resample((volume.data > 0).astype(np.float32), volume.affine, shape, np.linalg.inv(move) @ affine)
+    return Volume(np.where(brain >= 0.5, data, 0).astype(np.float32), affine), move
 
 
 @pytest.fixture(scope="module")
