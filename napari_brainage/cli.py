@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="what the noisy prediction must match (default: prediction)")
             sub.add_argument("--relative-noise", action="store_true",
                              help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
+            sub.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                             help="learning rate kept, or annealed to 0 over the epochs (default: constant)")
             sub.add_argument("--full-resolution-head", action="store_true",
                              help="refine the 4 mm mask at 2 mm with a light convolution (2x slower to train)")
         if part == "predictor":
@@ -106,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--limit", type=int, help="use only the first N participants")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+        sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+                         help="bring scans to the model's space as inference does (default: auto: register "
+                              "scans not already on an MNI grid)")
+        sub.add_argument("--workers", type=int, default=1,
+                         help="processes preparing the scans (registration takes seconds a scan; default: 1)")
 
     for name, text in [("predict", "predict brain age (and gaps, when ages are given) for scans"),
                        ("explain", "write voxel importance maps (1 - noise mask) on each scan's grid"),
@@ -204,7 +211,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .models import NoiseSpec
     from .training import TrainConfig, load_cohort, train_noise_model, train_predictor
 
-    for flag in ("epochs", "batch_size"):
+    for flag in ("epochs", "batch_size", "workers"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if not 0 < args.val_fraction < 1:
@@ -215,9 +222,11 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                          resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),
-                         blur_augment=getattr(args, "blur_augment", 0.0), init_from=getattr(args, "init", None))
+                         blur_augment=getattr(args, "blur_augment", 0.0), init_from=getattr(args, "init", None),
+                         lr_schedule=getattr(args, "lr_schedule", "cosine"))
     try:
-        cohort = load_cohort(args.data, limit=args.limit, progress=print)
+        cohort = load_cohort(args.data, limit=args.limit, progress=print, preprocessing=args.preprocess,
+                             workers=args.workers)
     except ValueError as err:
         parser.error(str(err))
     if args.part == "predictor":

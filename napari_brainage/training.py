@@ -30,7 +30,6 @@ from .models import (
     NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
     SFCNRegressor, load_weights, pick_device, read_card, save_weights, sha256, write_card,
 )
-from .spaces import to_model_input
 
 Progress = Callable[[str], None]
 
@@ -57,6 +56,9 @@ class TrainConfig:
     #: Predictor only: start from this model folder's predictor (fine-tuning),
     #: keeping its age standardisation; None trains from scratch.
     init_from: str | None = None
+    #: "cosine" anneals the learning rate to 0 over the epochs (stepped once per
+    #: epoch); "constant" keeps it. The predictor always anneals.
+    lr_schedule: str = "cosine"
 
 
 @dataclass
@@ -85,17 +87,66 @@ def read_participants(path: str | Path) -> list[dict]:
 
 
 def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int | None = None,
-                progress: Progress | None = None) -> Cohort:
+                progress: Progress | None = None, preprocessing: str = "auto", workers: int = 1) -> Cohort:
+    """Every participant's scan as model input, prepared exactly as inference prepares it.
+
+    ``preprocessing`` is inference's choice ("auto": scans already on an MNI grid are
+    used as they are, others registered to the template; "register"; "none"), so a
+    model trained on raw scans sees what it will be given. Registration takes a few
+    seconds a scan: ``workers`` processes share the work. Scans that fail quality
+    control are reported through ``progress`` (not dropped: the caller decides).
+    """
     rows = read_participants(csv_path)[:limit]
     if "age" not in rows[0]:
         raise ValueError(f"{csv_path}: training needs an 'age' column")
+    if preprocessing not in ("auto", "register", "none"):
+        raise ValueError(f"preprocessing must be auto, register or none, not {preprocessing!r}")
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
-    for i, row in enumerate(rows):
-        scans[i] = to_model_input(load_volume(row["path"]), spec)
-        if progress and (i + 1) % 200 == 0:
+    jobs = [(row["path"], spec, preprocessing) for row in rows]
+    flagged = 0
+    for i, (scan, warnings) in enumerate(_map(_model_input, jobs, workers)):
+        scans[i] = scan
+        if warnings:
+            flagged += 1
+            if progress:
+                progress(f"{rows[i]['subject']}: {'; '.join(warnings)}")
+        if progress and ((i + 1) % 200 == 0 or i + 1 == len(rows)):
             progress(f"loaded {i + 1}/{len(rows)} scans")
+    if flagged and progress:
+        progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
     return Cohort([r["subject"] for r in rows], scans, np.array([float(r["age"]) for r in rows]),
                   str(csv_path))
+
+
+def _model_input(job) -> tuple[np.ndarray, list[str]]:
+    from .models import normalise
+    from .preprocess import prepare
+    from .spaces import crop
+
+    path, spec, preprocessing = job
+    prepared = prepare(load_volume(path), preprocessing)
+    return normalise(crop(prepared.data, spec)), prepared.quality.warnings
+
+
+def _map(function, jobs: list, workers: int):
+    """``map`` in order, in ``workers`` single-threaded processes when more than 1."""
+    if workers <= 1 or len(jobs) < 2:
+        yield from map(function, jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Spawned, not forked: the parent may already have run torch or ITK threads.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        yield from pool.map(function, jobs, chunksize=4)
+
+
+def _one_thread() -> None:
+    import SimpleITK as sitk
+
+    torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -320,7 +371,8 @@ def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, sp
 
 
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
-                      config: TrainConfig = TrainConfig(epochs=6, batch_size=2, learning_rate=3e-3),
+                      config: TrainConfig = TrainConfig(epochs=6, batch_size=2, learning_rate=3e-3,
+                                                        lr_schedule="constant"),
                       spec: NoiseSpec = NoiseSpec(),
                       progress: Progress = print, full_resolution_head: bool = False) -> ModelCard:
     predictor_dir, out = Path(predictor_dir), Path(out)
@@ -338,9 +390,13 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     predictor.to(device).eval().requires_grad_(False)
     model = NoiseUNet(card.noise_channels, card.noise_full_resolution_head).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise ValueError(f"learning-rate schedule must be cosine or constant, not {config.lr_schedule!r}")
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+                 if config.lr_schedule == "cosine" else None)
     checkpoint = _Checkpoint(out, "noise_model")
     start, best = 0, np.inf
-    if config.resume and (state := checkpoint.load(model, optimiser)):
+    if config.resume and (state := checkpoint.load(model, optimiser, scheduler)):
         start, best = state
         _adopt_best_weights(out, NOISE_MODEL_FILE, card)
         progress(f"resuming noise-model training after epoch {start} (best validation loss {best:.4f})")
@@ -355,13 +411,15 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
         train_loss = _train_epoch(
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
             loss_of=lambda x, y: noise_loss(predictor, model, x, y, spec, card.age_sd))
+        if scheduler is not None:
+            scheduler.step()
         val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec,
                                               card.age_sd, device)
         improved = val_loss < best
         if improved:
             best = val_loss
             save_weights(model, out, NOISE_MODEL_FILE, card)
-        checkpoint.save(model, optimiser, epoch + 1, best)
+        checkpoint.save(model, optimiser, epoch + 1, best, scheduler)
         progress(f"noise model epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, "
                  f"validation loss {val_loss:.4f}, mean B {mean_mask:.3f}"
                  f"{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")

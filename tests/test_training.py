@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_brainage.models import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, read_card, sha256
+from napari_brainage.models import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, read_card, sha256
 from napari_brainage.training import TrainConfig, load_cohort, split_by_subject, train_predictor
 
 
@@ -178,3 +178,44 @@ def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
     assert 0.3 < float(noise[..., 7:9, :, :].std()) < 0.3 * float(contrast.max()) * 1.2
     absolute = noisy_input(x, mask, NoiseSpec(max_sd=0.3), torch.Generator().manual_seed(0)) - x
     assert float(absolute[..., 2:6, :, :].std()) == pytest.approx(0.3, rel=0.1)
+
+
+def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported(tmp_path):
+    """A raw (moved) scan is registered before training sees it, as inference would;
+    trusting its header instead gives a different input; a non-brain volume is
+    reported, not silently learnt from; worker processes give the same arrays."""
+    from scipy import ndimage
+    from test_preprocess import _moved
+
+    from napari_brainage.io import Volume, load_volume, save_volume
+    from napari_brainage.samples import sample_path
+    from napari_brainage.spaces import to_model_input
+
+    aligned = load_volume(sample_path("synthetic_age80"))
+    moved, _ = _moved(aligned)
+    junk = ndimage.gaussian_filter(np.random.default_rng(0).random((80, 80, 80)), 4).astype(np.float32) * 300
+    save_volume(moved, tmp_path / "moved.nii.gz")
+    save_volume(Volume(junk, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "junk.nii.gz")
+    (tmp_path / "participants.csv").write_text("subject,path,age\nmoved,moved.nii.gz,80\njunk,junk.nii.gz,60\n")
+
+    messages: list[str] = []
+    cohort = load_cohort(tmp_path / "participants.csv", progress=messages.append)
+    reference = to_model_input(aligned, InputSpec())
+    brain = reference > 0
+
+    def agreement(scan):
+        return np.corrcoef(scan[brain], reference[brain])[0, 1]
+
+    trusted = load_cohort(tmp_path / "participants.csv", preprocessing="none")
+    assert agreement(cohort.scans[0]) > 0.85 and agreement(cohort.scans[0]) > agreement(trusted.scans[0]) + 0.3
+    assert any(m.startswith("junk: registration looks failed") for m in messages), messages
+    assert not any(m.startswith("moved:") for m in messages)
+    assert "quality control flagged 1 of 2 scans" in messages[-1]
+
+    # Same scans, same order, from worker processes (ITK's single-threaded
+    # registration there differs from the multi-threaded one in the last digits).
+    in_workers = load_cohort(tmp_path / "participants.csv", workers=2)
+    assert in_workers.subjects == cohort.subjects
+    assert np.corrcoef(in_workers.scans[0].ravel(), cohort.scans[0].ravel())[0, 1] > 0.99
+    with pytest.raises(ValueError, match="auto, register or none"):
+        load_cohort(tmp_path / "participants.csv", preprocessing="maybe")
