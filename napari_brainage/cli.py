@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="what the noisy prediction must match (default: prediction)")
             sub.add_argument("--relative-noise", action="store_true",
                              help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
+            sub.add_argument("--brain-only", action="store_true",
+                             help="add and reward noise only inside the brain (non-zero voxels)")
             sub.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                              help="learning rate kept, or annealed to 0 over the epochs (default: constant)")
             sub.add_argument("--full-resolution-head", action="store_true",
@@ -235,7 +237,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.max_sd <= args.min_sd or args.min_sd < 0:
             parser.error("noise sds must satisfy 0 <= --min-sd < --max-sd")
         spec = NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
-                         relative_to_contrast=args.relative_noise)
+                         relative_to_contrast=args.relative_noise, brain_only=args.brain_only)
         train_noise_model(cohort, args.predictor, args.out, config, spec,
                           full_resolution_head=args.full_resolution_head)
     return 0

@@ -144,6 +144,10 @@ class NoiseSpec:
     #: mean 1 over the brain): noise in flat white matter then costs nothing,
     #: noise on an edge costs what moving that edge would.
     relative_to_contrast: bool = False
+    #: Add noise, and reward it, only inside the brain (non-zero input voxels).
+    #: The background is empty in every training scan, so noise there says
+    #: nothing about anatomy; maps are shown inside the brain only anyway.
+    brain_only: bool = False
 
 
 @dataclass

@@ -353,8 +353,19 @@ def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=
     sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
     if spec.relative_to_contrast:
         sd = sd * local_contrast(x)
+    if spec.brain_only:
+        sd = sd * (x != 0)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + eps * sd
+
+
+def noise_reward(mask: torch.Tensor, x: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
+    """mean(log B) per scan: over the whole input, or over the brain with ``brain_only``."""
+    log_mask = torch.log(mask.clamp_min(1e-6))
+    if not spec.brain_only:
+        return log_mask.mean(dim=(1, 2, 3, 4))
+    inside = (x != 0).to(log_mask.dtype)
+    return (log_mask * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)
 
 
 def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
@@ -367,7 +378,7 @@ def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, sp
     """
     mask = noise_model(x)
     prediction = predictor(noisy_input(x, mask, spec))
-    return years_per_unit * F.l1_loss(prediction, target) - spec.lam * torch.log(mask.clamp_min(1e-6)).mean()
+    return years_per_unit * F.l1_loss(prediction, target) - spec.lam * noise_reward(mask, x, spec).mean()
 
 
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
@@ -444,8 +455,9 @@ def _validate_noise(predictor, model, scans, targets, spec, years_per_unit, devi
         mask = model(x)
         prediction = predictor(noisy_input(x, mask, spec, generator))
         y = torch.from_numpy(targets[i:i + batch_size]).float().to(device)
-        noise_reward = torch.log(mask.clamp_min(1e-6)).mean(dim=(1, 2, 3, 4)).sum()
-        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * noise_reward
+        reward = noise_reward(mask, x, spec).sum()
+        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * reward
         losses.append(loss.item())
-        masks.append(mask.mean().item() * len(x))
+        inside = (x != 0).float()  # the mask's mean over the brain: the background is not mapped
+        masks.append(((mask * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)).sum().item())
     return sum(losses) / len(scans), sum(masks) / len(scans)

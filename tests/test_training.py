@@ -180,6 +180,26 @@ def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
     assert float(absolute[..., 2:6, :, :].std()) == pytest.approx(0.3, rel=0.1)
 
 
+def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
+    import torch
+
+    from napari_brainage.models import NoiseSpec
+    from napari_brainage.training import noise_reward, noisy_input
+
+    x = torch.zeros(2, 1, 8, 8, 8)
+    x[:, :, 2:6, 2:6, 2:6] = 1.0                  # a brain of 64 voxels in an empty box
+    mask = torch.full_like(x, 0.5)
+    mask[x == 0] = 1e-3                           # little noise outside: no matter with brain_only
+    spec = NoiseSpec(max_sd=0.3, brain_only=True)
+    noisy = noisy_input(x, mask, spec, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy[x == 0], x[x == 0])
+    assert float((noisy - x)[x != 0].std()) == pytest.approx(0.15, rel=0.2)
+    np.testing.assert_allclose(noise_reward(mask, x, spec).numpy(), np.log(0.5), rtol=1e-5)
+    everywhere = noise_reward(mask, x, NoiseSpec())  # the background's log(1e-3) drags it down
+    assert float(everywhere[0]) < np.log(0.5) - 1
+    assert float((noisy_input(x, mask, NoiseSpec(), torch.Generator().manual_seed(0)) - x)[x == 0].abs().max()) > 0
+
+
 def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported(tmp_path):
     """A raw (moved) scan is registered before training sees it, as inference would;
     trusting its header instead gives a different input; a non-brain volume is
