@@ -46,6 +46,12 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 MIN_TEMPLATE_CORRELATION = 0.75
 MIN_ALIGNED_CORRELATION = 0.4
 MIN_BRAIN_COVERAGE = 0.95
+#: Share of the template brain that may be empty (0) after preprocessing. Held-out
+#: synthetic scans, whose head size and pose vary (+-2 %, +-2 mm), leave a median
+#: 4.5 % empty, 12 % at the 99th percentile and 16 % at most (200 subjects); 10 %
+#: flagged one healthy scan in twelve. A missing lobe or a failed skull strip
+#: empties far more.
+MAX_EMPTY_BRAIN_SHARE = 0.25
 #: Registration's working resolution (mm) and its random sampling share.
 WORKING_RESOLUTION_MM = 2.0
 SAMPLING_PERCENTAGE = 0.25
@@ -268,6 +274,6 @@ def _warnings(quality: QualityReport, data: np.ndarray, kit: TemplateKit) -> lis
     if quality.brain_coverage < MIN_BRAIN_COVERAGE:
         found.append(f"the field of view covers only {100 * quality.brain_coverage:.0f} % of the brain")
     brain = data[kit.brain]
-    if (brain > 0).mean() < 0.9:
+    if (brain <= 0).mean() > MAX_EMPTY_BRAIN_SHARE:
         found.append(f"{100 * (brain <= 0).mean():.0f} % of the brain is empty after preprocessing")
     return found

@@ -133,6 +133,17 @@ def test_a_moved_scan_is_registered_and_its_map_comes_back_onto_its_voxels(bundl
     assert right > agreement(shifted) + 0.2 and right > agreement(swapped) + 0.1
 
 
+def test_qc_flags_a_scan_with_a_third_of_the_brain_missing_but_not_a_healthy_one():
+    scan = load_volume(sample_path("synthetic_age80"))
+    assert prepare(scan).quality.warnings == []
+    kit = load_template(2)
+    cut = np.array(scan.data, dtype=np.float32)
+    top = np.argwhere(kit.brain)[:, 2]
+    cut[:, :, int(np.percentile(top, 60)):] = 0   # the upper 40 % of the brain gone
+    warnings = prepare(Volume(cut, scan.affine)).quality.warnings
+    assert any("of the brain is empty after preprocessing" in w for w in warnings), warnings
+
+
 def test_qc_flags_a_non_brain_volume_and_a_cut_field_of_view(bundled):
     model, device = bundled
     rng = np.random.default_rng(0)
