@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from pathlib import Path
 
 from .cohort import RunningStats, effect_size, population_stats, predict_cohort
 from .inference import collect_inputs, importance_map, load_model
-from .io import load_volume, save_volume
+from .io import atomic_path, load_volume, save_volume
 from .population import rank_regions, template_volume, write_region_table
 from .template import mni_grid
 
@@ -125,3 +126,61 @@ def population(args) -> int:
 def _safe(name: str) -> str:
     """A group value usable in a file name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "empty"
+
+
+def preprocess(args) -> int:
+    """Scans onto the model's 2 mm MNI grid, with a QC table that is also a participants CSV."""
+    from .parallel import ordered_map
+    from .preprocess import EXPORT_FIELDS
+
+    out = Path(args.out)
+    table = out / "participants.csv"
+    inputs = collect_inputs(args.inputs)
+    targets = {item.subject: out / f"{item.subject}.nii.gz" for item in inputs}
+    done: dict[str, dict] = {}
+    if args.resume and table.exists():  # scans are written atomically: a listed, existing one is complete
+        with open(table, newline="") as handle:
+            done = {row["subject"]: row for row in csv.DictReader(handle)
+                    if row["subject"] in targets and targets[row["subject"]].exists()}
+        _say(f"preprocess: resuming; already done: {len(done)} of {len(inputs)} scans")
+    else:
+        for path in (table, *targets.values()):
+            _refuse_existing(path, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(item.subject, str(item.path), item.age, str(targets[item.subject]), args.preprocess)
+            for item in inputs if item.subject not in done]
+    report, failed = _progress("preprocess"), []
+    # Rows are appended as scans finish, so an interrupted run can resume; the
+    # table is rewritten in input order at the end.
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, EXPORT_FIELDS)
+        writer.writeheader()
+        writer.writerows(done.values())
+        for i, row in enumerate(ordered_map(_export_or_error, jobs, args.workers), 1):
+            if "error" in row:
+                failed.append(row["subject"])
+                _say(f"preprocess {row['subject']}: error: {row['error']}")
+            else:
+                writer.writerow(row)
+                handle.flush()
+                done[row["subject"]] = row
+                if row["qc"] != "ok":
+                    _say(f"preprocess {row['subject']}: QC: {row['qc']}")
+            report(i, len(jobs))
+    with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, EXPORT_FIELDS)
+        writer.writeheader()
+        writer.writerows(done[item.subject] for item in inputs if item.subject in done)
+    flagged = sum(row["qc"] != "ok" for row in done.values())
+    print(f"napari-brainage preprocess: {len(done)} of {len(inputs)} scans on the 2 mm MNI grid in {out} "
+          f"(table: {table}); {flagged} flagged by QC, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _export_or_error(job) -> dict:
+    from .preprocess import export_prepared
+
+    try:
+        return export_prepared(job)
+    except (ValueError, OSError) as err:
+        return {"subject": job[0], "error": str(err)}

@@ -147,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--regions", metavar="CSV",
                              help="region ranking CSV (default: OUT with _regions.csv)")
 
+    text = "bring scans onto the model's 2 mm MNI grid (registered unless already in MNI space), with QC"
+    prep = commands.add_parser("preprocess", help=text, description=text + ". Writes OUT/SUBJECT.nii.gz and "
+                               "OUT/participants.csv (subject, path, age, QC): inspect the registrations, or "
+                               "train on the result. INPUT: scan files, folders of scans, or participants CSVs.")
+    prep.add_argument("inputs", nargs="+", metavar="INPUT")
+    prep.add_argument("--out", required=True, metavar="DIR")
+    prep.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+                      help="auto: register unless already in MNI space (default); register: always; none: "
+                           "resample through the affine")
+    prep.add_argument("--workers", type=int, default=1, help="processes (registration takes seconds a scan)")
+    prep.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    prep.add_argument("--resume", action="store_true", help="continue an interrupted run")
+
     info = commands.add_parser(
         "info",
         help="describe scans' geometry and intensities",
@@ -172,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _synth(parser, args)
         if args.command == "train":
             return _train(parser, args)
-        if args.command in ("predict", "explain", "population"):
+        if args.command in ("predict", "explain", "population", "preprocess"):
+            if getattr(args, "workers", 1) < 1:
+                parser.error("--workers must be at least 1")
             from . import _cli_inference
 
             return getattr(_cli_inference, args.command)(args)

@@ -30,6 +30,7 @@ ITK works in LPS millimetres; NIfTI affines are RAS: ``to_itk`` converts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -277,3 +278,29 @@ def _warnings(quality: QualityReport, data: np.ndarray, kit: TemplateKit) -> lis
     if (brain <= 0).mean() > MAX_EMPTY_BRAIN_SHARE:
         found.append(f"{100 * (brain <= 0).mean():.0f} % of the brain is empty after preprocessing")
     return found
+
+
+#: Columns of the table ``export_prepared`` rows fill (``napari-brainage preprocess``).
+EXPORT_FIELDS = ("subject", "path", "age", "registered", "template_correlation", "brain_coverage", "seconds", "qc")
+
+
+def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
+    """Prepare one scan and write it on the 2 mm MNI grid; its row for the QC table.
+
+    ``job``: (subject, source path, age or None, target path, preprocessing mode).
+    A module-level function of one argument, so worker processes can run it.
+    The written scan is what the model is given (before cropping and
+    normalisation): check a registration in any viewer, or train on it.
+    """
+    from .io import load_volume, save_volume
+
+    subject, source, age, target, mode = job
+    prepared = prepare(load_volume(source), mode)
+    _, affine = mni_grid(2)
+    save_volume(Volume(prepared.data, affine), target, overwrite=True,
+                description=f"napari-brainage preprocess ({mode}) of {Path(source).name}")
+    quality = prepared.quality
+    return {"subject": subject, "path": Path(target).name, "age": "" if age is None else f"{age:g}",
+            "registered": int(quality.registered), "template_correlation": f"{quality.template_correlation:.3f}",
+            "brain_coverage": f"{quality.brain_coverage:.3f}", "seconds": f"{quality.seconds:.2f}",
+            "qc": quality.summary()}

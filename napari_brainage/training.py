@@ -30,6 +30,7 @@ from .models import (
     NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
     SFCNRegressor, load_weights, pick_device, read_card, save_weights, sha256, write_card,
 )
+from .parallel import ordered_map
 
 Progress = Callable[[str], None]
 
@@ -104,7 +105,7 @@ def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int 
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
     jobs = [(row["path"], spec, preprocessing) for row in rows]
     flagged = 0
-    for i, (scan, warnings) in enumerate(_map(_model_input, jobs, workers)):
+    for i, (scan, warnings) in enumerate(ordered_map(_model_input, jobs, workers)):
         scans[i] = scan
         if warnings:
             flagged += 1
@@ -126,27 +127,6 @@ def _model_input(job) -> tuple[np.ndarray, list[str]]:
     path, spec, preprocessing = job
     prepared = prepare(load_volume(path), preprocessing)
     return normalise(crop(prepared.data, spec)), prepared.quality.warnings
-
-
-def _map(function, jobs: list, workers: int):
-    """``map`` in order, in ``workers`` single-threaded processes when more than 1."""
-    if workers <= 1 or len(jobs) < 2:
-        yield from map(function, jobs)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Spawned, not forked: the parent may already have run torch or ITK threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
-        yield from pool.map(function, jobs, chunksize=4)
-
-
-def _one_thread() -> None:
-    import SimpleITK as sitk
-
-    torch.set_num_threads(1)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -85,3 +85,52 @@ def test_demo_renders_a_non_blank_screenshot(tmp_path):
     again = run("demo", "--screenshot", str(target))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert list(tmp_path.iterdir()) == [target]  # and leaves no partial file behind
+
+
+def test_preprocess_writes_registered_scans_and_a_qc_table_that_training_reads(tmp_path):
+    """Raw scans in; scans on the 2 mm MNI grid and a participants CSV with QC out.
+    A broken file is reported and left out; nothing is overwritten without asking;
+    --resume redoes only what is missing."""
+    import csv
+
+    from test_preprocess import _moved
+
+    from napari_brainage.io import load_volume, save_volume
+    from napari_brainage.spaces import to_mni_grid
+    from napari_brainage.template import mni_grid
+    from napari_brainage.training import load_cohort
+
+    aligned = load_volume(sample_path("synthetic_age80"))
+    save_volume(_moved(aligned)[0], tmp_path / "moved.nii.gz")
+    shutil.copy(sample_path("synthetic_age80"), tmp_path / "aligned.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a scan")
+    (tmp_path / "cohort.csv").write_text(
+        "subject,path,age\nmoved,moved.nii.gz,80\naligned,aligned.nii.gz,80\nbroken,broken.nii.gz,70\n")
+    out = tmp_path / "mni"
+
+    first = run("preprocess", str(tmp_path / "cohort.csv"), "--out", str(out))
+    assert first.returncode == 1, first.stderr              # one scan failed
+    assert "broken: error:" in first.stderr and "Traceback" not in first.stderr
+    with open(out / "participants.csv", newline="") as handle:
+        rows = {row["subject"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"moved", "aligned"}
+    assert rows["moved"]["registered"] == "1" and rows["aligned"]["registered"] == "0"
+    assert rows["moved"]["qc"] == "ok" and float(rows["moved"]["template_correlation"]) > 0.85
+    written = load_volume(out / "moved.nii.gz")
+    shape, affine = mni_grid(2)
+    assert written.shape == shape and np.allclose(written.affine, affine)
+    reference = to_mni_grid(aligned, 2)
+    brain = reference > 0
+    assert np.corrcoef(written.data[brain], reference[brain])[0, 1] > 0.85
+
+    cohort = load_cohort(out / "participants.csv")   # the table is a training CSV
+    assert cohort.subjects == ["moved", "aligned"] and list(cohort.ages) == [80.0, 80.0]
+
+    again = run("preprocess", str(tmp_path / "cohort.csv"), "--out", str(out))
+    assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
+    (out / "moved.nii.gz").unlink()
+    resumed = run("preprocess", str(tmp_path / "cohort.csv"), "--out", str(out), "--resume")
+    assert "resuming; already done: 1 of 3 scans" in resumed.stderr
+    assert (out / "moved.nii.gz").exists()
+    with open(out / "participants.csv", newline="") as handle:
+        assert [row["subject"] for row in csv.DictReader(handle)] == ["moved", "aligned"]
