@@ -32,6 +32,3 @@ def _one_thread() -> None:
 
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-
