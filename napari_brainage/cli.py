@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("noise-model", "train the noise model (U-Noise) against a trained predictor")]:
         sub = parts.add_parser(part, help=text, description=text + ". Resumable; keeps the weights "
                                "of the best validation epoch; uses CUDA when present.")
-        sub.add_argument("--data", required=True, metavar="CSV", help="participants.csv (subject, path, age)")
+        sub.add_argument("--data", required=True, nargs="+", metavar="CSV",
+                         help="participants CSV(s) (subject, path, age); several are trained on together")
         sub.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
         if part == "noise-model":
             sub.add_argument("--predictor", required=True, metavar="DIR", help="model folder with predictor.pt")

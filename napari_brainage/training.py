@@ -17,7 +17,7 @@ import csv
 import hashlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,9 +87,13 @@ def read_participants(path: str | Path) -> list[dict]:
     return rows
 
 
-def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int | None = None,
-                progress: Progress | None = None, preprocessing: str = "auto", workers: int = 1) -> Cohort:
+def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = InputSpec(),
+                limit: int | None = None, progress: Progress | None = None, preprocessing: str = "auto",
+                workers: int = 1) -> Cohort:
     """Every participant's scan as model input, prepared exactly as inference prepares it.
+
+    ``csv_path``: one participants CSV, or several (cohorts trained on together;
+    the same subject id in two tables is one person, kept on one side of the split).
 
     ``preprocessing`` is inference's choice ("auto": scans already on an MNI grid are
     used as they are, others registered to the template; "register"; "none"), so a
@@ -97,9 +101,14 @@ def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int 
     seconds a scan: ``workers`` processes share the work. Scans that fail quality
     control are reported through ``progress`` (not dropped: the caller decides).
     """
-    rows = read_participants(csv_path)[:limit]
-    if "age" not in rows[0]:
-        raise ValueError(f"{csv_path}: training needs an 'age' column")
+    tables = [csv_path] if isinstance(csv_path, (str, Path)) else list(csv_path)
+    rows = []
+    for table in tables:
+        table_rows = read_participants(table)
+        if "age" not in table_rows[0]:
+            raise ValueError(f"{table}: training needs an 'age' column")
+        rows += table_rows
+    rows = rows[:limit]
     if preprocessing not in ("auto", "register", "none"):
         raise ValueError(f"preprocessing must be auto, register or none, not {preprocessing!r}")
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
@@ -116,7 +125,7 @@ def load_cohort(csv_path: str | Path, spec: InputSpec = InputSpec(), limit: int 
     if flagged and progress:
         progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
     return Cohort([r["subject"] for r in rows], scans, np.array([float(r["age"]) for r in rows]),
-                  str(csv_path))
+                  " + ".join(str(t) for t in tables))
 
 
 def _model_input(job) -> tuple[np.ndarray, list[str]]:

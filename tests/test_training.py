@@ -239,3 +239,17 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
     assert np.corrcoef(in_workers.scans[0].ravel(), cohort.scans[0].ravel())[0, 1] > 0.99
     with pytest.raises(ValueError, match="auto, register or none"):
         load_cohort(tmp_path / "participants.csv", preprocessing="maybe")
+
+
+def test_several_participant_tables_are_trained_on_together(tiny_cohort, tmp_path):
+    one = load_cohort(tiny_cohort)
+    both = load_cohort([tiny_cohort, tiny_cohort])
+    assert len(both.subjects) == 2 * len(one.subjects) and str(tiny_cohort) in both.source
+    np.testing.assert_array_equal(both.scans[len(one.subjects):], one.scans)
+    # The same id in two tables is one person: one side of the split.
+    train, val = split_by_subject(both.subjects, 0.25, seed=0)
+    assert {both.subjects[i] for i in train}.isdisjoint({both.subjects[i] for i in val})
+    no_age = tmp_path / "no_age.csv"
+    no_age.write_text("subject,path\nx,x.nii.gz\n")
+    with pytest.raises(ValueError, match="no_age.csv: training needs an 'age' column"):
+        load_cohort([tiny_cohort, no_age])
