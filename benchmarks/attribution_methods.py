@@ -94,10 +94,13 @@ def main() -> None:
     brain = kit.brain & (uncrop(np.ones(spec.crop_shape), spec) > 0)
     brain_crop = crop(brain, spec)
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
-    described = f"{len(inputs)} held-out subjects of {args.cohort.name};"
+    # The baselines' maps depend on the predictor and the subjects: a merge must keep both.
+    predictor_id = model.card.weights["predictor.pt"][:12]
+    described = f"{len(inputs)} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..;"
     if args.merge and described not in args.table.read_text():
-        parser.error(f"--merge: {args.table} was not measured on the same subjects ({described[:-1]})")
-    previous = read_table(args.table) if args.merge else {}  # rows kept from the last full run
+        parser.error(f"--merge: {args.table} was not measured with the same predictor and subjects "
+                     f"({described[:-1]})")
+    previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
     rng = np.random.default_rng(0)
 
     def report(done: int):
@@ -115,7 +118,8 @@ def main() -> None:
             rows += [r for label, r in measured.items() if label not in previous]
         seconds_of = {r[0]: r[6] for r in rows}
         noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))
-        lines = [f"{done} held-out subjects of {args.cohort.name}; ground truth: the ageing union; "
+        lines = [f"{done} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..; "
+                 "ground truth: the ageing union; "
                  f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
                  "| method | population AUROC | subject AUROC, mean (min) | relevance mass | deletion AUC / random "
                  "| s per map | time vs noise model |",
@@ -129,7 +133,7 @@ def main() -> None:
             lines.append("")
             lines.append(f"Rows re-measured in this run ({time.strftime('%Y-%m-%d')}, with `--methods "
                          f"{' '.join(methods)} --merge`): {', '.join(sorted(fresh))}; the others are from the "
-                         "previous full run on the same predictor and subjects.")
+                         "run that wrote this table, on the same predictor and subjects.")
         text = "\n".join(lines)
         print()
         print(text)
