@@ -23,7 +23,7 @@ benchmark reports
 A non-brain volume (smooth noise in a box) is also run, to show the QC warning.
 
 Usage: python benchmarks/registration.py --cohort DIR [--limit N] [--seed 0]
-(DIR from `napari-brainage synth DIR --n 10 --seed 8888 --res 1`).
+(DIR from `napari-brainage synth DIR --n 30 --seed 8888 --res 1`).
 """
 
 from __future__ import annotations
