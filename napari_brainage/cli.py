@@ -18,6 +18,10 @@ from .io import VolumeError, load_volume
 from .models import ModelError
 from .synthetic import DEFAULT_REGIONS, REGION_PRESETS
 
+#: ``preprocess.PREPROCESSING_MODES``, spelt out so that starting the command does
+#: not load SimpleITK (a test keeps the two equal).
+PREPROCESSING_MODES = ("auto", "register", "none")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--limit", type=int, help="use only the first N participants")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
-        sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+        sub.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
                          help="bring scans to the model's space as inference does (default: auto: register "
                               "scans not already on an MNI grid)")
         sub.add_argument("--workers", type=int, default=1,
@@ -128,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-        sub.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+        sub.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
                          help="auto: register each scan to the template unless it is already in MNI space "
                               "(default); register: always; none: trust the scan's affine")
         sub.add_argument("--resume", action="store_true",
@@ -154,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "train on the result. INPUT: scan files, folders of scans, or participants CSVs.")
     prep.add_argument("inputs", nargs="+", metavar="INPUT")
     prep.add_argument("--out", required=True, metavar="DIR")
-    prep.add_argument("--preprocess", default="auto", choices=("auto", "register", "none"),
+    prep.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
                       help="auto: register unless already in MNI space (default); register: always; none: "
                            "resample through the affine")
     prep.add_argument("--workers", type=int, default=1, help="processes (registration takes seconds a scan)")

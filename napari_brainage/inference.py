@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
-from .models import BrainAgeModel, ModelCard, bundled_model_dir, normalise, pick_device
+from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
 from .preprocess import Prepared, prepare
-from .spaces import crop, uncrop
+from .spaces import uncrop
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,7 @@ def prepare_input(volume: Volume, preprocessing: str = "auto") -> Prepared:
 
 
 def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
-    data = crop(prepared.data, model.card.input)
-    x = normalise(data)
+    x = prepared.model_input(model.card.input)
     return x, torch.from_numpy(x)[None, None].to(device)
 
 

@@ -53,6 +53,9 @@ MIN_BRAIN_COVERAGE = 0.95
 #: flagged one healthy scan in twelve. A missing lobe or a failed skull strip
 #: empties far more.
 MAX_EMPTY_BRAIN_SHARE = 0.25
+#: How a scan reaches the model's grid: register unless already in MNI space,
+#: always register, or trust the affine.
+PREPROCESSING_MODES = ("auto", "register", "none")
 #: Registration's working resolution (mm) and its random sampling share.
 WORKING_RESOLUTION_MM = 2.0
 SAMPLING_PERCENTAGE = 0.25
@@ -82,6 +85,14 @@ class Prepared:
     source: Volume                             #: the scan as given
     transform: sitk.Transform | None           #: template (LPS mm) -> scan (LPS mm); None: used as is
     quality: QualityReport
+
+    def model_input(self, spec) -> np.ndarray:
+        """Cropped and normalised as ``spec`` says: what the networks are given, in
+        inference and in training alike."""
+        from .models import normalise
+        from .spaces import crop
+
+        return normalise(crop(self.data, spec))
 
     def to_scan_grid(self, template_map: np.ndarray, order: int = 1) -> np.ndarray:
         """A map on the 2 mm MNI grid resampled onto the source scan's voxels."""
@@ -199,6 +210,11 @@ def _template_correlation(data: np.ndarray, kit: TemplateKit) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def check_preprocessing(mode: str) -> None:
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"preprocessing must be auto, register or none, not {mode!r}")
+
+
 def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) -> Prepared:
     """``volume`` on the 2 mm MNI grid. ``mode``: "auto" (register unless the scan
     is already in MNI space), "register" (always) or "none" (trust the affine)."""
@@ -206,8 +222,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
 
     from .spaces import to_mni_grid
 
-    if mode not in ("auto", "register", "none"):
-        raise ValueError(f"preprocessing must be auto, register or none, not {mode!r}")
+    check_preprocessing(mode)
     kit = kit or load_template(2)
     tic = time.perf_counter()
     # Through the affine alone: what "none" uses, and what "auto" judges by.

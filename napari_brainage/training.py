@@ -109,8 +109,9 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
             raise ValueError(f"{table}: training needs an 'age' column")
         rows += table_rows
     rows = rows[:limit]
-    if preprocessing not in ("auto", "register", "none"):
-        raise ValueError(f"preprocessing must be auto, register or none, not {preprocessing!r}")
+    from .preprocess import check_preprocessing
+
+    check_preprocessing(preprocessing)  # before any worker starts
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
     jobs = [(row["path"], spec, preprocessing) for row in rows]
     flagged = 0
@@ -129,13 +130,11 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
 
 
 def _model_input(job) -> tuple[np.ndarray, list[str]]:
-    from .models import normalise
     from .preprocess import prepare
-    from .spaces import crop
 
     path, spec, preprocessing = job
     prepared = prepare(load_volume(path), preprocessing)
-    return normalise(crop(prepared.data, spec)), prepared.quality.warnings
+    return prepared.model_input(spec), prepared.quality.warnings
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,13 +347,16 @@ def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=
     return x + eps * sd
 
 
+def brain_mean(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over each scan's brain (non-zero voxels of ``x``), per scan."""
+    inside = (x != 0).to(values.dtype)
+    return (values * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)
+
+
 def noise_reward(mask: torch.Tensor, x: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
     """mean(log B) per scan: over the whole input, or over the brain with ``brain_only``."""
     log_mask = torch.log(mask.clamp_min(1e-6))
-    if not spec.brain_only:
-        return log_mask.mean(dim=(1, 2, 3, 4))
-    inside = (x != 0).to(log_mask.dtype)
-    return (log_mask * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)
+    return brain_mean(log_mask, x) if spec.brain_only else log_mask.mean(dim=(1, 2, 3, 4))
 
 
 def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
@@ -447,6 +449,5 @@ def _validate_noise(predictor, model, scans, targets, spec, years_per_unit, devi
         reward = noise_reward(mask, x, spec).sum()
         loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * reward
         losses.append(loss.item())
-        inside = (x != 0).float()  # the mask's mean over the brain: the background is not mapped
-        masks.append(((mask * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)).sum().item())
+        masks.append(brain_mean(mask, x).sum().item())  # over the brain: the background is not mapped
     return sum(losses) / len(scans), sum(masks) / len(scans)

@@ -25,6 +25,10 @@ def run(*args, env=None, timeout=180):
 
 
 def test_version():
+    from napari_brainage.cli import PREPROCESSING_MODES
+    from napari_brainage.preprocess import PREPROCESSING_MODES as CORE_MODES
+
+    assert PREPROCESSING_MODES == CORE_MODES  # the CLI spells them out to start without SimpleITK
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"napari-brainage {napari_brainage.__version__}"

@@ -20,6 +20,7 @@ from .._viewer import show_anatomically
 from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
 from ..explain import LABELS, METHODS
 from ..io import Volume, save_volume
+from ..preprocess import PREPROCESSING_MODES
 from ..report import captioned, save_png
 from ._common import (
     IMPORTANCE, confirm_overwrite, layer_volume, map_contrast_limits, overlay_colormap, scan_layers, show_volume,
@@ -56,7 +57,7 @@ class BrainAgeWidget(Container):
                               tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
                                tooltip="auto: the GPU when torch sees one, else the CPU.")
-        self.preprocess = ComboBox(label="preprocessing", choices=["auto", "register", "none"], value="auto",
+        self.preprocess = ComboBox(label="preprocessing", choices=list(PREPROCESSING_MODES), value="auto",
                                    tooltip="auto: register the scan to the MNI template unless it is already in "
                                            "MNI space; register: always; none: trust the scan's affine.")
         self.method = ComboBox(label="method", choices=[(LABELS[m], m) for m in METHODS], value="noise",
