@@ -14,6 +14,11 @@ For each held-out synthetic subject and each method (``explain.METHODS``):
   means the map found voxels the prediction depends on;
 * seconds per map (model space, model loaded, this CPU).
 
+Each method runs as the plugin runs it: the noise model's map averaged over the
+scan and its mirror image, the baselines single-pass as published. ``--mirror
+on`` mirror-averages the baselines too (rows labelled so), ``--mirror off``
+runs the noise model single-pass: with ``--merge`` these add like-for-like rows.
+
 Writes a markdown table (stdout and --table) and a bar plot (--plot).
 
 Usage: python benchmarks/attribution_methods.py --cohort HELDOUT [--limit 100] \
@@ -70,6 +75,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--merge", action="store_true",
                         help="replace only the rows of --methods in the existing --table")
+    parser.add_argument("--mirror", choices=("default", "on", "off"), default="default",
+                        help="average maps with the mirrored map of the mirrored scan: the plugin's default "
+                             "(noise model only), every method, or none")
     args = parser.parse_args()
     if args.merge and not (args.table and args.table.is_file() and args.methods):
         parser.error("--merge needs --methods and an existing --table")
@@ -77,7 +85,7 @@ def main() -> None:
     import torch
     from scipy import ndimage
 
-    from napari_brainage.explain import LABELS, METHODS, attribution
+    from napari_brainage.explain import LABELS, METHODS, MethodSettings, attribution
     from napari_brainage.inference import collect_inputs, load_model
     from napari_brainage.io import load_volume
     from napari_brainage.metrics import auroc, relevance_mass
@@ -87,6 +95,15 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     methods = args.methods or list(METHODS)
+    settings = MethodSettings(mirror_average={"default": None, "on": True, "off": False}[args.mirror])
+
+    def label_of(method: str) -> str:
+        if args.mirror == "on" and method != "noise":
+            return f"{LABELS[method]}, mirror-averaged"
+        if args.mirror == "off" and method == "noise":
+            return f"{LABELS[method]}, single pass"
+        return LABELS[method]
+
     model, _ = load_model(args.model, "cpu", need_noise_model=True)
     spec = model.card.input
     kit = load_template(2)
@@ -101,6 +118,8 @@ def main() -> None:
         parser.error(f"--merge: {args.table} was not measured with the same predictor and subjects "
                      f"({described[:-1]})")
     previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
+    earlier_merges = ([line for line in args.table.read_text().splitlines() if line.startswith("Rows re-measured")]
+                      if args.merge else [])
     rng = np.random.default_rng(0)
 
     def report(done: int):
@@ -108,7 +127,7 @@ def main() -> None:
         rows = []
         for method in methods:
             s = scores[method]
-            rows.append((LABELS[method], auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
+            rows.append((label_of(method), auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
                          float(np.min(s["auroc"])), float(np.mean(s["mass"])),
                          float(np.mean(s["deletion"])) / random_area, float(np.median(s["seconds"]))))
         if previous:
@@ -117,7 +136,7 @@ def main() -> None:
             rows = [measured.get(label, old) for label, old in previous.items()]
             rows += [r for label, r in measured.items() if label not in previous]
         seconds_of = {r[0]: r[6] for r in rows}
-        noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))
+        noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))  # the plugin's noise map
         lines = [f"{done} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..; "
                  "ground truth: the ageing union; "
                  f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
@@ -131,8 +150,11 @@ def main() -> None:
         lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
         if previous:
             lines.append("")
-            lines.append(f"Rows re-measured in this run ({time.strftime('%Y-%m-%d')}, with `--methods "
-                         f"{' '.join(methods)} --merge`): {', '.join(sorted(fresh))}; the others are from the "
+            for note in earlier_merges:  # what earlier merges replaced, still true of their rows
+                lines += [note, ""]
+            lines.append(f"Rows re-measured on {time.strftime('%Y-%m-%d')} (with `--methods "
+                         f"{' '.join(methods)}{'' if args.mirror == 'default' else ' --mirror ' + args.mirror}"
+                         f" --merge`): {', '.join(sorted(fresh))}; rows not re-measured are from the "
                          "run that wrote this table, on the same predictor and subjects.")
         text = "\n".join(lines)
         print()
@@ -157,7 +179,7 @@ def main() -> None:
         random_deletion.append(deletion_curve(x, rng.random(x_np.shape), model.predictor, blurred, inside))
         for method in methods:
             tic = time.perf_counter()
-            values = attribution(x, model, method)
+            values = attribution(x, model, method, settings)
             scores[method]["seconds"].append(time.perf_counter() - tic)
             full = uncrop(values, spec)
             population[method].add(full)

@@ -96,14 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
                              help="learning rate kept, or annealed to 0 over the epochs (default: constant)")
             sub.add_argument("--full-resolution-head", action="store_true",
                              help="refine the 4 mm mask at 2 mm with a light convolution (2x slower to train)")
+            sub.add_argument("--flip", action="store_true",
+                             help="flip half the batches left-right, as the predictor's training does")
         if part == "predictor":
             sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
                              help="train with random patchy noise of up to this sd (default: 0, off)")
             sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",
                              help="train with random Gaussian blur of sd up to this many voxels, so that "
                                   "resampled (registered) scans are read like aligned ones (default: 0, off)")
-            sub.add_argument("--init", metavar="DIR",
-                             help="fine-tune the predictor of this model folder instead of starting from scratch")
+        sub.add_argument("--init", metavar="DIR",
+                         help=f"fine-tune the {part.replace('-', ' ')} of this model folder instead of starting "
+                              "from scratch")
         sub.add_argument("--epochs", type=int, default=12 if part == "predictor" else 6)
         # The noise model needs many small steps: batch 2 at lr 3e-3 localised far better
         # than batch 8 at 1e-3 for the same compute (README, "Noise-model settings").
@@ -244,7 +247,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                          val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                          resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),
-                         blur_augment=getattr(args, "blur_augment", 0.0), init_from=getattr(args, "init", None),
+                         blur_augment=getattr(args, "blur_augment", 0.0), init_from=args.init,
+                         flip=getattr(args, "flip", False),
                          lr_schedule=getattr(args, "lr_schedule", "cosine"))
     try:
         cohort = load_cohort(args.data, limit=args.limit, progress=print, preprocessing=args.preprocess,

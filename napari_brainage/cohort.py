@@ -206,6 +206,7 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     """(item, template-space noise-model map) for ``items``, the network run on batches."""
     import torch
 
+    from .explain import noise_importance
     from .inference import prepare_input
     from .io import load_volume
     from .models import normalise
@@ -221,10 +222,8 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     for start in range(0, len(ready), batch_size):
         batch = ready[start:start + batch_size]
         x = torch.from_numpy(np.stack([array for _, array in batch]))[:, None].to(device)
-        with torch.no_grad():
-            masks = model.noise_model(x)[:, 0].cpu().numpy()
-        for (item, array), mask in zip(batch, masks):
-            yield item, uncrop(np.where(array > 0, 1.0 - mask, 0.0).astype(np.float32), spec)
+        for (item, _), values in zip(batch, noise_importance(x, model.noise_model)):
+            yield item, uncrop(values, spec)
 
 
 @contextmanager

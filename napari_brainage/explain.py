@@ -4,7 +4,8 @@ Every method takes the model input (1, 1, X, Y, Z) and returns a map of the same
 grid in [0, 1], 0 outside the scan, so maps of different methods can be shown,
 averaged and scored alike:
 
-* ``noise``: 1 - B, the U-Noise mask (the plugin's method; no gradients).
+* ``noise``: 1 - B, the U-Noise mask (the plugin's method; no gradients),
+  averaged over the scan and its mirror image (``noise_importance``).
 * ``saliency``: |d age / d x| (Simonyan et al. 2014).
 * ``integrated_gradients``: |IG| from a black (all-zero) baseline, 50 steps
   (Sundararajan et al. 2017).
@@ -43,6 +44,36 @@ class MethodSettings:
     occlusion_window: int = 16
     occlusion_stride: int = 16
     occlusion_batch: int = 16
+    #: Average each map with the mirrored map of the mirrored scan. None: the
+    #: method's default, on for the noise model only (the baselines as published).
+    mirror_average: bool | None = None
+
+
+#: The model input's left-right axis in (batch, channel, X, Y, Z): X on the LAS MNI grid.
+LEFT_RIGHT = 2
+
+
+def noise_importance(x: torch.Tensor, noise_model: torch.nn.Module, mirror_average: bool = True) -> np.ndarray:
+    """1 - B for a batch ``x`` (N, 1, X, Y, Z) -> (N, X, Y, Z), 0 outside the scan.
+
+    Why the mirror average: the predictor was trained on left-right flipped scans
+    too, so it ages a scan and its mirror image alike, but its sensitivity is
+    lateralised (it may read one hemisphere's ventricle more than the other's),
+    and the noise model, fitted to it on unflipped scans, inherits an arbitrary
+    side. Averaging the mask of the scan with the mirrored mask of the mirrored
+    scan explains the predictor on both orientations it was trained to treat
+    alike; the map keeps the subject's own asymmetries (each half comes from the
+    scan as it is). It raised subject / population AUROC from 0.913 / 0.917 to
+    0.937 / 0.939 on 12 held-out subjects (README) for twice the compute.
+    """
+    with torch.no_grad():
+        if mirror_average:
+            both = noise_model(torch.cat([x, torch.flip(x, dims=[LEFT_RIGHT])]))
+            mask = (both[: len(x)] + torch.flip(both[len(x):], dims=[LEFT_RIGHT])) / 2
+        else:
+            mask = noise_model(x)
+    values = 1.0 - mask[:, 0].cpu().numpy()
+    return np.where(x[:, 0].cpu().numpy() > 0, values, 0.0).astype(np.float32)
 
 
 def attribution(x: torch.Tensor, model, method: str = "noise", settings: MethodSettings | None = None
@@ -51,15 +82,17 @@ def attribution(x: torch.Tensor, model, method: str = "noise", settings: MethodS
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     settings = settings or MethodSettings()
-    inside = (x[0, 0] > 0).cpu().numpy()
+    mirror = settings.mirror_average if settings.mirror_average is not None else method == "noise"
     if method == "noise":
         if model.noise_model is None:
             raise ValueError(f"{model.folder}: this model folder has no noise model")
-        with torch.no_grad():
-            values = 1.0 - model.noise_model(x)[0, 0].cpu().numpy()
-        return np.where(inside, values, 0.0).astype(np.float32)
-    raw = _captum(x, model.predictor, method, settings)
-    return _scaled(np.abs(raw), inside)
+        return noise_importance(x, model.noise_model, mirror)[0]
+    inside = (x[0, 0] > 0).cpu().numpy()
+    raw = np.abs(_captum(x, model.predictor, method, settings))
+    if mirror:
+        raw = (raw + np.flip(np.abs(_captum(torch.flip(x, dims=[LEFT_RIGHT]), model.predictor, method, settings)),
+                             axis=LEFT_RIGHT - 2)) / 2
+    return _scaled(raw, inside)
 
 
 def _captum(x: torch.Tensor, predictor: torch.nn.Module, method: str, settings: MethodSettings) -> np.ndarray:

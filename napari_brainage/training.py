@@ -54,9 +54,13 @@ class TrainConfig:
     #: training data. Measured: it narrows the registered-vs-aligned age gap only
     #: a little and costs accuracy (docs/benchmarks.md), so it is off by default.
     blur_augment: float = 0.0
-    #: Predictor only: start from this model folder's predictor (fine-tuning),
-    #: keeping its age standardisation; None trains from scratch.
+    #: Start from this model folder's predictor (fine-tuning, keeping its age
+    #: standardisation) or, for the noise model, its noise model; None trains from scratch.
     init_from: str | None = None
+    #: Noise model only: flip half the batches left-right, as the predictor's
+    #: training does, so the mask does not favour one side (the predictor ages a
+    #: scan and its mirror image alike). The predictor always flips.
+    flip: bool = False
     #: "cosine" anneals the learning rate to 0 over the epochs (stepped once per
     #: epoch); "constant" keeps it. The predictor always anneals.
     lr_schedule: str = "cosine"
@@ -390,7 +394,11 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     predictor.to(device).eval().requires_grad_(False)
-    model = NoiseUNet(card.noise_channels, card.noise_full_resolution_head).to(device)
+    model = NoiseUNet(card.noise_channels, card.noise_full_resolution_head)
+    if config.init_from:
+        model = load_weights(model, config.init_from, NOISE_MODEL_FILE, read_card(config.init_from))
+        progress(f"noise model: fine-tuning the noise model of {config.init_from}")
+    model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if config.lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"learning-rate schedule must be cosine or constant, not {config.lr_schedule!r}")
@@ -408,11 +416,21 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     targets = (source - card.age_mean) / card.age_sd
     progress(f"noise model: {len(train)} training / {len(val)} validation subjects on {device}, "
              f"lambda {spec.lam}, noise sd {spec.min_sd}-{spec.max_sd}, target {spec.target}")
+
+    def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        return torch.flip(x, dims=[2]) if config.flip and rng.random() < 0.5 else x
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if config.flip and spec.target == "prediction":
+            with torch.no_grad():  # the clean output of the scan as flipped, not of the original
+                y = predictor(x)
+        return noise_loss(predictor, model, x, y, spec, card.age_sd)
+
     for epoch in range(start, config.epochs):
         tic = time.monotonic()
         train_loss = _train_epoch(
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
-            loss_of=lambda x, y: noise_loss(predictor, model, x, y, spec, card.age_sd))
+            loss_of=loss_of, augment=augment)
         if scheduler is not None:
             scheduler.step()
         val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec,

@@ -67,3 +67,28 @@ def test_methods_reach_the_scan_grid_and_bad_names_are_refused(tiny_model):
     np.testing.assert_array_equal(saliency.affine, volume.affine)
     with pytest.raises(ValueError, match="unknown method 'lime'"):
         importance_map(volume, model, device, method="lime")
+
+
+def test_noise_map_is_the_mean_over_the_scan_and_its_mirror_image(model_and_input):
+    model, x = model_and_input
+    mirrored = torch.flip(x, dims=[2])
+    single = attribution(x, model, "noise", MethodSettings(mirror_average=False))
+    single_of_mirror = attribution(mirrored, model, "noise", MethodSettings(mirror_average=False))
+    averaged = attribution(x, model, "noise")  # the default
+    inside = x[0, 0].numpy() > 0
+    expected = np.where(inside, (single + single_of_mirror[::-1]) / 2, 0)
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    # So the map of the mirrored scan is exactly the mirrored map, whatever side the model favours...
+    np.testing.assert_allclose(attribution(mirrored, model, "noise")[::-1], averaged, atol=1e-5)
+    # ...which a single pass does not give.
+    assert np.abs(single_of_mirror[::-1] - single)[inside].max() > 1e-3
+
+
+def test_baselines_stay_single_pass_unless_mirror_averaging_is_asked_for(model_and_input):
+    model, x = model_and_input
+    mirrored = torch.flip(x, dims=[2])
+    plain = attribution(x, model, "saliency")
+    assert not np.allclose(attribution(mirrored, model, "saliency")[::-1], plain, atol=1e-4)
+    both = MethodSettings(mirror_average=True)
+    np.testing.assert_allclose(attribution(mirrored, model, "saliency", both)[::-1],
+                               attribution(x, model, "saliency", both), atol=1e-5)

@@ -94,6 +94,23 @@ def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_
     assert (tmp_path / PREDICTOR_FILE).read_bytes() == (tiny_model / PREDICTOR_FILE).read_bytes()
 
 
+def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, tiny_model, tmp_path):
+    import torch
+
+    from napari_brainage.training import train_noise_model
+
+    # With a learning rate of 0 the saved weights are the starting weights, bit for bit;
+    # flipped batches (and their recomputed targets) must run without error on the way.
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, learning_rate=0.0,
+                         init_from=str(tiny_model), flip=True)
+    train_noise_model(load_cohort(tiny_cohort), tiny_model, tmp_path, config, progress=lambda _: None)
+    start = torch.load(tiny_model / NOISE_MODEL_FILE, weights_only=True)
+    tuned = torch.load(tmp_path / NOISE_MODEL_FILE, weights_only=True)
+    assert start.keys() == tuned.keys() and all(torch.equal(start[k], tuned[k]) for k in start)
+    recorded = read_card(tmp_path).training["noise_model"]
+    assert recorded["flip"] is True and recorded["init_from"] == str(tiny_model)
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "napari_brainage.cli", *args],
                           capture_output=True, text=True, timeout=600)
