@@ -135,6 +135,7 @@ def main() -> None:
             fresh = set(measured)
             rows = [measured.get(label, old) for label, old in previous.items()]
             rows += [r for label, r in measured.items() if label not in previous]
+            rows.sort(key=lambda r: table_order(r[0]))
         seconds_of = {r[0]: r[6] for r in rows}
         noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))  # the plugin's noise map
         lines = [f"{done} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..; "
@@ -194,6 +195,14 @@ def main() -> None:
         plot(rows, args.plot)
 
 
+def table_order(label: str) -> tuple[int, bool]:
+    """Rows in ``explain.METHODS`` order, each method as the plugin runs it before its variants."""
+    from napari_brainage.explain import LABELS, METHODS
+
+    method = next((m for m in METHODS if label.startswith(LABELS[m])), None)
+    return (METHODS.index(method) if method else len(METHODS), label != LABELS.get(method))
+
+
 def read_table(path: Path) -> dict[str, tuple]:
     """Rows of a table this script wrote, by method label (the same tuples report() makes)."""
     rows = {}
@@ -217,11 +226,16 @@ def plot(rows, path: Path) -> None:
     labels = [r[0] for r in rows]
     for ax, column, title in zip(axes, (1, 2, 5), ("population AUROC", "subject AUROC (mean)",
                                                     "deletion AUC / random")):
-        ax.barh(labels, [r[column] for r in rows], color=["#d95f02" if r[0].startswith("noise") else "#7570b3"
-                                                          for r in rows])
+        # Variants (single pass, mirror-averaged) paler than the methods as the plugin runs them.
+        colours = [("#d95f02" if r[0].startswith("noise") else "#7570b3") + ("80" if "," in r[0] else "")
+                   for r in rows]
+        bars = ax.barh(labels, [r[column] for r in rows], color=colours)
+        ax.bar_label(bars, fmt="%.3f" if column in (1, 2) else "%.2f", padding=2, fontsize=8)
         ax.set_title(title)
         if column in (1, 2):
-            ax.set_xlim(0.5, 1.0)
+            ax.set_xlim(0.5, 1.06)  # room for the labels; the AUROCs that matter differ in the 3rd decimal
+        else:
+            ax.set_xlim(0, max(r[column] for r in rows) * 1.18)
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

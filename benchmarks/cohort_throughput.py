@@ -32,9 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def bare_seconds(inputs) -> float:
-    """Forward passes only: predictor and noise model, inputs prepared beforehand."""
+    """Forward passes only: predictor and noise model (with its mirror pass, as the
+    plugin maps), inputs prepared beforehand."""
     import torch
 
+    from napari_brainage.explain import noise_importance
     from napari_brainage.inference import load_model
     from napari_brainage.io import load_volume
     from napari_brainage.spaces import to_model_input
@@ -43,11 +45,11 @@ def bare_seconds(inputs) -> float:
     tensors = [torch.from_numpy(to_model_input(load_volume(item.path), model.card.input))[None, None]
                for item in inputs]
     with torch.no_grad():
-        model.predictor(tensors[0]), model.noise_model(tensors[0])  # warm-up
+        model.predictor(tensors[0]), noise_importance(tensors[0], model.noise_model)  # warm-up
         tic = time.perf_counter()
         for x in tensors:
             model.predictor(x)
-            model.noise_model(x)
+            noise_importance(x, model.noise_model)
         return time.perf_counter() - tic
 
 

@@ -58,13 +58,12 @@ def noise_importance(x: torch.Tensor, noise_model: torch.nn.Module, mirror_avera
 
     Why the mirror average: the predictor was trained on left-right flipped scans
     too, so it ages a scan and its mirror image alike, but its sensitivity is
-    lateralised (it may read one hemisphere's ventricle more than the other's),
-    and the noise model, fitted to it on unflipped scans, inherits an arbitrary
-    side. Averaging the mask of the scan with the mirrored mask of the mirrored
-    scan explains the predictor on both orientations it was trained to treat
-    alike; the map keeps the subject's own asymmetries (each half comes from the
-    scan as it is). It raised subject / population AUROC from 0.913 / 0.917 to
-    0.937 / 0.939 on 12 held-out subjects (README) for twice the compute.
+    not left-right symmetric (its gradient maps are not either), and the noise
+    model, fitted to it on unflipped scans, inherits that bias. Averaging the
+    mask of the scan with the mirrored mask of the mirrored scan explains the
+    predictor on both orientations it was trained to treat alike; the map keeps
+    the subject's own asymmetries (each half comes from the scan as it is).
+    Measured gains and costs: README, "Importance methods compared".
     """
     with torch.no_grad():
         if mirror_average:

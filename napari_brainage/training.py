@@ -386,18 +386,22 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
         raise ValueError(f"noise target must be 'prediction' or 'age', got {spec.target!r}")
     card = read_card(predictor_dir)
     predictor = load_weights(SFCNRegressor(card.predictor_channels), predictor_dir, PREDICTOR_FILE, card)
+    torch.manual_seed(config.seed)  # before the network's random initial weights
+    model = NoiseUNet(card.noise_channels, full_resolution_head)
+    if config.init_from:  # before anything is written: a wrong --init leaves no folder behind
+        start_card = read_card(config.init_from)
+        model = load_weights(model, config.init_from, NOISE_MODEL_FILE, start_card)
+        card.training["noise_model_start"] = start_card.training.get("noise_model", {"data": "unknown"})
+        progress(f"noise model: fine-tuning the noise model of {config.init_from}")
+    else:  # the predictor's folder may describe an earlier noise model's start
+        card.training.pop("noise_model_start", None)
     _prepare_out(out, "noise_model", config.resume)
     if out.resolve() != predictor_dir.resolve():
         shutil.copy2(predictor_dir / PREDICTOR_FILE, out / PREDICTOR_FILE)
     card.noise = spec
     card.noise_full_resolution_head = full_resolution_head
-    torch.manual_seed(config.seed)
     device = pick_device(config.device)
     predictor.to(device).eval().requires_grad_(False)
-    model = NoiseUNet(card.noise_channels, card.noise_full_resolution_head)
-    if config.init_from:
-        model = load_weights(model, config.init_from, NOISE_MODEL_FILE, read_card(config.init_from))
-        progress(f"noise model: fine-tuning the noise model of {config.init_from}")
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if config.lr_schedule not in ("cosine", "constant"):

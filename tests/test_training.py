@@ -107,8 +107,10 @@ def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, 
     start = torch.load(tiny_model / NOISE_MODEL_FILE, weights_only=True)
     tuned = torch.load(tmp_path / NOISE_MODEL_FILE, weights_only=True)
     assert start.keys() == tuned.keys() and all(torch.equal(start[k], tuned[k]) for k in start)
-    recorded = read_card(tmp_path).training["noise_model"]
-    assert recorded["flip"] is True and recorded["init_from"] == str(tiny_model)
+    training = read_card(tmp_path).training
+    assert training["noise_model"]["flip"] is True and training["noise_model"]["init_from"] == str(tiny_model)
+    # The starting model's own training is kept, so the card still says how the whole model was made.
+    assert training["noise_model_start"] == read_card(tiny_model).training["noise_model"]
 
 
 def run_cli(*args):
