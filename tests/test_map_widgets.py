@@ -177,12 +177,16 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
 
     widget.mode.value = "above value"
     assert not widget.value.native.isHidden() and widget.percent.native.isHidden()
-    widget.value.value = 0.6
+    # Values inside the slider's range, which is the map's own (whatever the model gives).
+    def within(fraction: float) -> float:
+        return round(widget.value.min + fraction * (widget.value.max - widget.value.min), 3)
+
+    widget.value.value = within(0.4)
     np.testing.assert_array_equal(mask_layer.data.astype(bool), overlay.data >= widget.value.value)
 
     kept_layer = widget.keep_layer()
     np.testing.assert_array_equal(kept_layer.data, mask_layer.data)
-    assert kept_layer.data is not mask_layer.data and ">= 0.600" in kept_layer.name
+    assert kept_layer.data is not mask_layer.data and f">= {widget.value.value:.3f}" in kept_layer.name
 
     # Saved on the source scan's grid, as 0/1, where the map is >= the threshold.
     target = tmp_path / "mask.nii.gz"
@@ -195,11 +199,11 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
                                   np.asarray(_common.layer_volume(overlay).data) >= widget.value.value)
     before = target.read_bytes()
     monkeypatch.setattr("napari_brainage._widgets.threshold.confirm_overwrite", lambda paths, parent: False)
-    widget.value.value = 0.9
+    widget.value.value = within(0.9)
     assert widget.save_mask() is None and target.read_bytes() == before  # the user said no
 
     viewer.layers.remove(mask_layer)  # deleting the live layer: the next move makes a new one
-    widget.value.value = 0.8
+    widget.value.value = within(0.7)
     assert f"threshold ({overlay.name})" in viewer.layers
 
 

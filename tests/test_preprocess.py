@@ -125,11 +125,13 @@ def test_a_moved_scan_is_registered_and_its_map_comes_back_onto_its_voxels(bundl
 
     # The noise model's maps change with interpolation (this 2 mm scan is resampled
     # twice), so the agreement is judged against wrong geometries: 8 mm off, or
-    # left and right swapped, must agree clearly worse than the true one.
+    # left and right swapped, must agree clearly worse than the true one. (The
+    # longer-trained noise model's finer maps agree less in absolute terms, 0.63
+    # here against above 0.7 before; docs/benchmarks.md measures it on 1 mm scans.)
     shifted, swapped = np.eye(4), np.diag([-1.0, 1, 1, 1])
     shifted[:3, 3] = [0, 8, 0]
     right = agreement(np.eye(4))
-    assert right > 0.7
+    assert right > 0.55
     assert right > agreement(shifted) + 0.2 and right > agreement(swapped) + 0.1
 
 
