@@ -114,12 +114,12 @@ def main() -> None:
     # The baselines' maps depend on the predictor and the subjects: a merge must keep both.
     predictor_id = model.card.weights["predictor.pt"][:12]
     described = f"{len(inputs)} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..;"
-    if args.merge and described not in args.table.read_text():
+    existing = args.table.read_text() if args.merge else ""
+    if args.merge and described not in existing:
         parser.error(f"--merge: {args.table} was not measured with the same predictor and subjects "
                      f"({described[:-1]})")
     previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
-    earlier_merges = ([line for line in args.table.read_text().splitlines() if line.startswith("Rows re-measured")]
-                      if args.merge else [])
+    earlier_merges = [line for line in existing.splitlines() if line.startswith("Rows re-measured")]
     rng = np.random.default_rng(0)
 
     def report(done: int):
@@ -227,7 +227,7 @@ def plot(rows, path: Path) -> None:
     for ax, column, title in zip(axes, (1, 2, 5), ("population AUROC", "subject AUROC (mean)",
                                                     "deletion AUC / random")):
         # Variants (single pass, mirror-averaged) paler than the methods as the plugin runs them.
-        colours = [("#d95f02" if r[0].startswith("noise") else "#7570b3") + ("80" if "," in r[0] else "")
+        colours = [("#d95f02" if r[0].startswith("noise") else "#7570b3") + ("80" if table_order(r[0])[1] else "")
                    for r in rows]
         bars = ax.barh(labels, [r[column] for r in rows], color=colours)
         ax.bar_label(bars, fmt="%.3f" if column in (1, 2) else "%.2f", padding=2, fontsize=8)

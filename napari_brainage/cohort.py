@@ -209,14 +209,13 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     from .explain import noise_importance
     from .inference import prepare_input
     from .io import load_volume
-    from .models import normalise
-    from .spaces import crop, uncrop
+    from .spaces import uncrop
 
     spec = model.card.input
     ready = []
     for item in items:
         try:
-            ready.append((item, normalise(crop(prepare_input(load_volume(item.path), preprocessing).data, spec))))
+            ready.append((item, prepare_input(load_volume(item.path), preprocessing).model_input(spec)))
         except (ValueError, OSError) as err:
             failed.append((item.subject, str(err)))
     for start in range(0, len(ready), batch_size):

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .models import LEFT_RIGHT, mirror
+
 METHODS = ("noise", "saliency", "integrated_gradients", "smoothgrad", "occlusion", "gradcam")
 LABELS = {"noise": "noise model (U-Noise)", "saliency": "Saliency", "integrated_gradients": "Integrated Gradients",
           "smoothgrad": "SmoothGrad", "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
@@ -49,10 +51,6 @@ class MethodSettings:
     mirror_average: bool | None = None
 
 
-#: The model input's left-right axis in (batch, channel, X, Y, Z): X on the LAS MNI grid.
-LEFT_RIGHT = 2
-
-
 def noise_importance(x: torch.Tensor, noise_model: torch.nn.Module, mirror_average: bool = True) -> np.ndarray:
     """1 - B for a batch ``x`` (N, 1, X, Y, Z) -> (N, X, Y, Z), 0 outside the scan.
 
@@ -67,8 +65,8 @@ def noise_importance(x: torch.Tensor, noise_model: torch.nn.Module, mirror_avera
     """
     with torch.no_grad():
         if mirror_average:
-            both = noise_model(torch.cat([x, torch.flip(x, dims=[LEFT_RIGHT])]))
-            mask = (both[: len(x)] + torch.flip(both[len(x):], dims=[LEFT_RIGHT])) / 2
+            both = noise_model(torch.cat([x, mirror(x)]))
+            mask = (both[: len(x)] + mirror(both[len(x):])) / 2
         else:
             mask = noise_model(x)
     values = 1.0 - mask[:, 0].cpu().numpy()
@@ -81,16 +79,16 @@ def attribution(x: torch.Tensor, model, method: str = "noise", settings: MethodS
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     settings = settings or MethodSettings()
-    mirror = settings.mirror_average if settings.mirror_average is not None else method == "noise"
+    averaged = settings.mirror_average if settings.mirror_average is not None else method == "noise"
     if method == "noise":
         if model.noise_model is None:
             raise ValueError(f"{model.folder}: this model folder has no noise model")
-        return noise_importance(x, model.noise_model, mirror)[0]
+        return noise_importance(x, model.noise_model, averaged)[0]
     inside = (x[0, 0] > 0).cpu().numpy()
     raw = np.abs(_captum(x, model.predictor, method, settings))
-    if mirror:
-        raw = (raw + np.flip(np.abs(_captum(torch.flip(x, dims=[LEFT_RIGHT]), model.predictor, method, settings)),
-                             axis=LEFT_RIGHT - 2)) / 2
+    if averaged:
+        mirrored = np.abs(_captum(mirror(x), model.predictor, method, settings))
+        raw = (raw + np.flip(mirrored, axis=LEFT_RIGHT - 2)) / 2  # the map has no batch and channel axes
     return _scaled(raw, inside)
 
 

@@ -293,6 +293,15 @@ def pick_device(requested: str = "auto") -> torch.device:
     raise ModelError(f"unknown device {requested!r}; use auto, cpu or gpu")
 
 
+#: The left-right axis of the networks' input (batch, channel, X, Y, Z): X on the LAS MNI grid.
+LEFT_RIGHT = 2
+
+
+def mirror(x: torch.Tensor) -> torch.Tensor:
+    """Network input (or output) flipped left-right: the flip the predictor is trained with."""
+    return torch.flip(x, dims=[LEFT_RIGHT])
+
+
 def normalise(scans: np.ndarray) -> np.ndarray:
     """Divide each scan by the mean of its non-zero voxels (SFCN's normalisation)."""
     scans = np.asarray(scans, dtype=np.float32)

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from .io import atomic_path, load_volume
 from .models import (
     NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
-    SFCNRegressor, load_weights, pick_device, read_card, save_weights, sha256, write_card,
+    SFCNRegressor, load_weights, mirror, pick_device, read_card, save_weights, sha256, write_card,
 )
 from .parallel import ordered_map
 
@@ -280,7 +280,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
     progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
     def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
-            x = torch.flip(x, dims=[2])
+            x = mirror(x)
         if config.noise_augment and rng.random() < 0.5:
             x = patchy_noise(x, config.noise_augment)
         if config.blur_augment and rng.random() < 0.5:
@@ -422,7 +422,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
              f"lambda {spec.lam}, noise sd {spec.min_sd}-{spec.max_sd}, target {spec.target}")
 
     def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        return torch.flip(x, dims=[2]) if config.flip and rng.random() < 0.5 else x
+        return mirror(x) if config.flip and rng.random() < 0.5 else x
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if config.flip and spec.target == "prediction":
