@@ -61,11 +61,10 @@ def end_to_end_seconds(inputs, workers: int) -> tuple[float, float]:
 
     cluster, startup, scheduler = None, 0.0, None
     if workers > 1:
-        from dask.distributed import LocalCluster
+        from napari_brainage.cohort import local_cluster
 
         tic = time.perf_counter()
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               env={"OMP_NUM_THREADS": "1"})
+        cluster = local_cluster(workers)
         startup, scheduler = time.perf_counter() - tic, cluster.scheduler_address
     try:
         with tempfile.TemporaryDirectory() as folder:

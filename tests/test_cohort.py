@@ -147,6 +147,21 @@ def test_population_on_a_two_worker_local_cluster(tiny_cohort, tiny_model, tmp_p
     assert seen[-1] == (12, 12) and len(seen) == 3
 
 
+def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
+    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 made each worker's 3D
+    # convolutions 1.6x slower (docs/benchmarks.md, cohort runs).
+    pytest.importorskip("distributed")
+    from dask.distributed import Client
+
+    from napari_brainage.cohort import local_cluster
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        (environ,) = client.run(lambda: dict(os.environ)).values()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ
+    assert environ["OMP_NUM_THREADS"] == "1"
+
+
 def test_explain_resume_writes_only_the_missing_maps(tiny_cohort, tiny_model, tmp_path):
     model = ["--model", str(tiny_model), "--device", "cpu"]
     out = tmp_path / "maps"
