@@ -162,6 +162,22 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
     assert environ["OMP_NUM_THREADS"] == "1"
 
 
+def test_an_existing_cluster_with_dasks_malloc_trim_gets_a_warning(tiny_cohort, tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from dask.distributed import LocalCluster
+
+    # Absent at the start; monkeypatch removes it again afterwards (Dask's nanny
+    # also sets it in the process that starts the cluster).
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    inputs = collect_inputs([tiny_cohort])[:2]
+    # A cluster started with Dask's defaults, as a user's own would be.
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        with pytest.warns(UserWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
+            run = population_stats(inputs, tmp_path / "c.npz", mni_grid(2)[0], str(tiny_model), "cpu",
+                                   scheduler=cluster.scheduler_address)
+    assert run.groups[""].count == 2
+
+
 def test_explain_resume_writes_only_the_missing_maps(tiny_cohort, tiny_model, tmp_path):
     model = ["--model", str(tiny_model), "--device", "cpu"]
     out = tmp_path / "maps"
