@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SD of brain_age - age in years (default: 3)")
     synth.add_argument("--cortical-thinning", type=float, default=0.35,
                        help="diffuse cortical thinning, %% per year (default: 0.35; 0 turns it off)")
+    synth.add_argument("--region-age-sd", type=float, default=0.0,
+                       help="heterogeneous ageing: each region aged by its own age, brain_age + N(0, SD) "
+                            "years (default: 0, all regions at brain_age)")
     synth.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                        help="parallel processes (default: %(default)s)")
     synth.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
@@ -222,7 +225,7 @@ def _synth(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         config = CohortConfig(
             regions=tuple(parse_region(spec) for spec in args.regions),
             resolution_mm=args.res, age_range=tuple(args.age_range), gap_sd=args.gap_sd,
-            cortical_thinning=args.cortical_thinning,
+            cortical_thinning=args.cortical_thinning, region_age_sd=args.region_age_sd,
         )
     except ValueError as err:
         parser.error(str(err))
