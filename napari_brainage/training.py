@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from .io import atomic_path, load_volume
 from .models import (
-    NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, NoiseSpec, NoiseUNet,
+    NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, ModelError, NoiseSpec, NoiseUNet,
     SFCNRegressor, load_weights, mirror, pick_device, read_card, save_weights, sha256, write_card,
 )
 from .parallel import ordered_map
@@ -376,6 +376,19 @@ def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, sp
     return years_per_unit * F.l1_loss(prediction, target) - spec.lam * noise_reward(mask, x, spec).mean()
 
 
+def _check_same_noise_architecture(start: ModelCard, folder: str, channels: tuple[int, ...],
+                                   full_resolution_head: bool) -> None:
+    """Say in words why a noise model cannot be the start of this one (instead of
+    listing the state dict keys that do not match)."""
+    if tuple(start.noise_channels) != tuple(channels):
+        raise ModelError(f"--init {folder}: its noise model has channels {tuple(start.noise_channels)}, this "
+                         f"predictor's card asks for {tuple(channels)}; start from scratch (no --init)")
+    if start.noise_full_resolution_head != full_resolution_head:
+        given, fix = ("with", "add") if start.noise_full_resolution_head else ("without", "drop")
+        raise ModelError(f"--init {folder}: its noise model was trained {given} --full-resolution-head; "
+                         f"{fix} --full-resolution-head to fine-tune it, or start from scratch (no --init)")
+
+
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
                       config: TrainConfig = TrainConfig(epochs=6, batch_size=2, learning_rate=3e-3,
                                                         lr_schedule="constant"),
@@ -390,6 +403,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     model = NoiseUNet(card.noise_channels, full_resolution_head)
     if config.init_from:  # before anything is written: a wrong --init leaves no folder behind
         start_card = read_card(config.init_from)
+        _check_same_noise_architecture(start_card, config.init_from, card.noise_channels, full_resolution_head)
         model = load_weights(model, config.init_from, NOISE_MODEL_FILE, start_card)
         card.training["noise_model_start"] = start_card.training.get("noise_model", {"data": "unknown"})
         progress(f"noise model: fine-tuning the noise model of {config.init_from}")

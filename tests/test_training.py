@@ -113,6 +113,17 @@ def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, 
     assert training["noise_model_start"] == read_card(tiny_model).training["noise_model"]
 
 
+def test_noise_model_init_with_another_head_says_what_to_change(tiny_cohort, tiny_model, tmp_path):
+    from napari_brainage.models import ModelError
+    from napari_brainage.training import train_noise_model
+
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, init_from=str(tiny_model))
+    with pytest.raises(ModelError, match="trained without --full-resolution-head; drop --full-resolution-head"):
+        train_noise_model(load_cohort(tiny_cohort), tiny_model, tmp_path / "out", config,
+                          progress=lambda _: None, full_resolution_head=True)
+    assert not (tmp_path / "out").exists()
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "napari_brainage.cli", *args],
                           capture_output=True, text=True, timeout=600)
