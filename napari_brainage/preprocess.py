@@ -89,10 +89,9 @@ class Prepared:
     def model_input(self, spec) -> np.ndarray:
         """Cropped and normalised as ``spec`` says: what the networks are given, in
         inference and in training alike."""
-        from .models import normalise
-        from .spaces import crop
+        from .spaces import model_input
 
-        return normalise(crop(self.data, spec))
+        return model_input(self.data, spec)
 
     def to_scan_grid(self, template_map: np.ndarray, order: int = 1) -> np.ndarray:
         """A map on the 2 mm MNI grid resampled onto the source scan's voxels."""

@@ -59,8 +59,16 @@ def uncrop(data: np.ndarray, spec: InputSpec, fill: float = 0.0) -> np.ndarray:
     return full
 
 
-def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
-    """Cropped, normalised model input (float32, ``spec.crop_shape``)."""
-    data = to_mni_grid(volume, spec.resolution_mm)
-    data = np.where(np.isfinite(data), np.maximum(data, 0), 0)
+def model_input(grid_data: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """What the networks are given, from intensities on the full MNI grid: cropped
+    and normalised as ``spec`` says (float32, ``spec.crop_shape``). Non-finite and
+    negative intensities count as background."""
+    data = np.where(np.isfinite(grid_data), np.maximum(grid_data, 0), 0).astype(np.float32)
     return normalise(crop(data, spec))
+
+
+def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
+    """:func:`model_input` of a scan taken onto the grid through its affine alone:
+    ``preprocess.prepare(volume, "none").model_input(spec)`` without the quality
+    report (benchmarks and tests on scans known to be in MNI space)."""
+    return model_input(to_mni_grid(volume, spec.resolution_mm), spec)

@@ -10,7 +10,8 @@ from napari_brainage.inference import importance_map, load_model, predict_age, p
 from napari_brainage.io import Volume, load_volume
 from napari_brainage.preprocess import from_itk, needs_registration, prepare, resample_to_template, to_itk
 from napari_brainage.samples import sample_path
-from napari_brainage.spaces import resample, to_mni_grid
+from napari_brainage.models import InputSpec
+from napari_brainage.spaces import resample, to_mni_grid, to_model_input
 from napari_brainage.template import load_template
 
 from conftest import make_affine, phantom, rotation
@@ -74,6 +75,10 @@ def test_scans_in_mni_space_are_used_as_they_are():
     prepared = prepare(scan, "auto")
     assert not prepared.quality.registered and prepared.quality.ok and prepared.transform is None
     np.testing.assert_array_equal(prepared.data, to_mni_grid(scan, 2))
+    # The light path the benchmarks use gives the networks the same input.
+    spec = InputSpec()
+    np.testing.assert_array_equal(prepared.model_input(spec), to_model_input(scan, spec))
+    assert prepared.model_input(spec).shape == spec.crop_shape
     assert prepared.quality.brain_coverage == 1.0 and prepared.quality.template_correlation > 0.5
     with pytest.raises(ValueError, match="auto, register or none"):
         prepare(scan, "maybe")
