@@ -246,16 +246,23 @@ def local_cluster(workers: int):
                             env={"OMP_NUM_THREADS": "1"})
 
 
+def _malloc_trim_threshold() -> str | None:
+    # Runs on the worker: a module-level function travels by reference, while
+    # ``os.environ.get`` would carry a copy of *this* process's environment.
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 def _warn_about_malloc_trim(client) -> None:
     """Say so when an existing cluster's workers run with a malloc trim threshold
     (Dask's default), which slows the networks (see :func:`local_cluster`)."""
     import warnings
 
-    trimmed = {value for value in client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values() if value}
+    trimmed = {value for value in client.run(_malloc_trim_threshold).values() if value}
     if trimmed:
         warnings.warn(f"the cluster's workers run with MALLOC_TRIM_THRESHOLD_={', '.join(sorted(trimmed))} "
                       "(Dask's default), which made the 3D networks 1.6x slower here; start them with "
-                      "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ set to null", stacklevel=3)
+                      "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ set to null",
+                      stacklevel=4)  # the run that opened the executor (past contextlib)
 
 
 @contextmanager

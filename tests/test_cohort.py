@@ -157,7 +157,9 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with local_cluster(1) as cluster, Client(cluster) as client:
-        (environ,) = client.run(lambda: dict(os.environ)).values()
+        (seen,) = client.run(lambda: (os.getpid(), dict(os.environ))).values()
+    pid, environ = seen
+    assert pid != os.getpid()  # read in the worker, not in this process
     assert "MALLOC_TRIM_THRESHOLD_" not in environ
     assert environ["OMP_NUM_THREADS"] == "1"
 
@@ -172,6 +174,8 @@ def test_an_existing_cluster_with_dasks_malloc_trim_gets_a_warning(tiny_cohort, 
     inputs = collect_inputs([tiny_cohort])[:2]
     # A cluster started with Dask's defaults, as a user's own would be.
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        # Only the worker may have it: the nanny also put it into this process.
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
         with pytest.warns(UserWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
             run = population_stats(inputs, tmp_path / "c.npz", mni_grid(2)[0], str(tiny_model), "cpu",
                                    scheduler=cluster.scheduler_address)
