@@ -63,8 +63,10 @@ def model_input(grid_data: np.ndarray, spec: InputSpec) -> np.ndarray:
     """What the networks are given, from intensities on the full MNI grid: cropped
     and normalised as ``spec`` says (float32, ``spec.crop_shape``). Non-finite and
     negative intensities count as background."""
-    data = np.where(np.isfinite(grid_data), np.maximum(grid_data, 0), 0).astype(np.float32)
-    return normalise(crop(data, spec))
+    # Crop first: the clean-up is voxelwise, so only the cropped voxels need it
+    # (``prepare`` has already cleaned the full grid once).
+    data = crop(grid_data, spec)
+    return normalise(np.where(np.isfinite(data), np.maximum(data, 0), 0).astype(np.float32))
 
 
 def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:
