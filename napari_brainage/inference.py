@@ -27,6 +27,7 @@ import torch
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
 from .preprocess import Prepared, prepare
+from .quality import FAIL, WARN, QualityError
 from .spaces import uncrop
 
 
@@ -40,6 +41,13 @@ class ScanInput:
 
 @dataclass
 class AgeResult:
+    """One scan's brain age, gaps (years) and quality-control verdict: a row of a results CSV.
+
+    ``qc_status`` is "pass", "warn" (age kept; ``qc`` says why to be careful)
+    or "fail" (no age: ``predicted_age`` is None and ``error`` says why);
+    ``preprocessing`` says how the scan reached the model's grid.
+    """
+
     subject: str
     path: str
     predicted_age: float | None = None
@@ -48,9 +56,34 @@ class AgeResult:
     corrected_gap: float | None = None
     corrected_age: float | None = None
     error: str = ""
-    qc: str = ""  #: "ok", or why the number should not be trusted (see preprocess.QualityReport)
+    qc: str = ""  #: "ok", or every reason found (see quality.QualityReport)
+    qc_status: str = ""  #: pass | warn | fail
+    preprocessing: str = ""
 
-    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "error", "qc")
+    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "qc_status",
+              "error", "qc", "preprocessing")
+
+    def __post_init__(self) -> None:
+        if self.error and self.predicted_age is None:
+            self.qc_status = FAIL  # no age, whatever the reason
+
+    @classmethod
+    def failed(cls, subject: str, path: str | Path, age: float | None, err: Exception) -> AgeResult:
+        """The row of a scan that could not be analysed: no age, the reason in ``error``."""
+        from .errors import describe_error
+
+        result = cls(subject=subject, path=str(path), age=age, error=describe_error(err))
+        if isinstance(err, QualityError):
+            result.qc, result.preprocessing = err.quality.summary(), err.quality.route
+        return result
+
+    def verdict(self) -> str:
+        """One line for people: "QC pass", "QC warning: <reasons>" or "QC failed: <reason>"."""
+        if self.qc_status == FAIL:
+            return self.error if self.error.startswith("QC failed") else f"QC failed: {self.error}"
+        if self.qc_status == WARN:
+            return f"QC warning: {self.qc}"
+        return "QC pass"
 
     def row(self) -> list[str]:
         def fmt(value):
@@ -87,17 +120,19 @@ def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device
 def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
                 age: float | None = None, preprocessing: str = "auto",
                 prepared: Prepared | None = None) -> AgeResult:
-    """Predicted age (and gaps when ``age`` is known) for one scan.
+    """Predicted age (and gaps when ``age`` is known) for one scan, years.
 
-    ``preprocessing``: "auto" (register to the template unless the scan is already
-    in MNI space), "register" or "none"; pass ``prepared`` to reuse a registration.
+    ``preprocessing``: "auto", "register" or "none" (``preprocess.PREPROCESSING_MODES``);
+    pass ``prepared`` to reuse a registration. Raises ``quality.QualityError``
+    when the scan fails quality control (no age is made).
     """
     prepared = prepared or prepare_input(volume, preprocessing)
     _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
                        path=str(volume.path or ""), predicted_age=predicted, age=age,
-                       qc=prepared.quality.summary())
+                       qc=prepared.quality.summary(), qc_status=prepared.quality.status,
+                       preprocessing=prepared.quality.route)
     if age is not None:
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from .io import Volume
 from .models import InputSpec, normalise
-from .template import downsample, mni_grid
+from .template import downsample, load_template, mni_grid
 
 
 def on_mni_grid(volume: Volume, resolution_mm: int, atol: float = 1e-4) -> bool:
@@ -66,7 +66,8 @@ def model_input(grid_data: np.ndarray, spec: InputSpec) -> np.ndarray:
     # Crop first: the clean-up is voxelwise, so only the cropped voxels need it
     # (``prepare`` has already cleaned the full grid once).
     data = crop(grid_data, spec)
-    return normalise(np.where(np.isfinite(data), np.maximum(data, 0), 0).astype(np.float32))
+    brain = crop(load_template(spec.resolution_mm).brain, spec)
+    return normalise(np.where(np.isfinite(data), np.maximum(data, 0), 0).astype(np.float32), brain)
 
 
 def to_model_input(volume: Volume, spec: InputSpec) -> np.ndarray:

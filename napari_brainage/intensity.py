@@ -1,0 +1,114 @@
+"""A scan's stored intensities into the form the model was trained on.
+
+The predictor was trained on T1 scans whose background is exactly 0 and whose
+tissue is positive; its input is divided by the mean of the non-zero voxels
+(SFCN's normalisation, ``models.normalise``), so any global *scale* of the
+intensities (uint16 0-4095, a float scan, ``scl_slope``) cancels out. A global
+*offset* does not: a z-scored scan, an ``scl_inter`` or a constant added to
+every voxel moves the background away from 0 and would change the age. So
+before anything else:
+
+1. non-finite voxels are counted; a few (a NaN here and there) are filled with
+   the mean of their finite neighbours and reported as a QC warning; many (a
+   NaN background, as some pipelines write outside the brain) are background;
+2. the background level is found and moved back to 0: the most common value
+   when it fills a sizeable, dark part of the image (a constant background:
+   skull-stripped, z-scored or ``scl_inter``-shifted scans), else, when there
+   are negative values, the 0.5th percentile (a noisy background);
+3. what the model cannot read is refused in words: a label image (few distinct
+   integer values) or a signed image around a zero background (a statistical
+   map, or a scan z-scored inside a brain mask, whose offset cannot be told
+   apart from anatomy).
+
+Returns the cleaned voxels and what was found (:class:`IntensityCheck`), for
+``preprocess.prepare`` to turn into the quality report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from .quality import MAX_LABEL_VALUES
+
+#: A most-common value filling at least this share of the image is its background.
+CONSTANT_BACKGROUND_SHARE = 0.05
+#: Non-finite voxels above this share of the image are a NaN background, not damage.
+NONFINITE_BACKGROUND_SHARE = 0.01
+#: Negative voxels (after the background is moved to 0) above this share of the
+#: non-zero voxels make the image a signed map, not anatomy.
+MAX_NEGATIVE_SHARE = 0.05
+#: Every n-th voxel along each axis is enough to find levels and count values.
+_SAMPLE_STEP = 2
+
+
+@dataclass
+class IntensityCheck:
+    data: np.ndarray                     #: float32, finite, background 0, non-negative
+    background: float = 0.0              #: the stored value taken as background (subtracted)
+    nonfinite: int = 0                   #: NaN or infinite voxels found
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def standardise(stored: np.ndarray) -> IntensityCheck:
+    """``stored`` voxels (any dtype, shape (X, Y, Z)) cleaned as the module says.
+
+    The returned data are float32, finite and >= 0, with the background at 0;
+    when ``failures`` is not empty, the data are not fit for the model.
+    """
+    data = np.array(stored, dtype=np.float32)  # a copy: the caller's scan is left as it is
+    check = IntensityCheck(data=data)
+    finite = np.isfinite(data)
+    check.nonfinite = int(data.size - np.count_nonzero(finite))
+    if check.nonfinite:
+        _fill_nonfinite(check, finite)
+    sample = data[::_SAMPLE_STEP, ::_SAMPLE_STEP, ::_SAMPLE_STEP]
+    sample = sample[np.isfinite(sample)].ravel()
+    values, counts = np.unique(sample, return_counts=True)
+    if len(values) <= MAX_LABEL_VALUES and np.all(values == np.round(values)):
+        check.failures.append(f"not an anatomical image: it holds only {len(values)} distinct whole-number values, "
+                              "like a label or segmentation image")
+        return check
+    check.background = _background(sample, values, counts)
+    if check.background != 0:
+        check.notes.append(f"background at {check.background:.4g}, not 0 (offset intensities, e.g. z-scored or "
+                           "scl_inter): moved to 0")
+    data -= np.float32(check.background)
+    data[~np.isfinite(data)] = 0.0  # a NaN background
+    tissue = data[data != 0]
+    negative = float((tissue < 0).mean()) if tissue.size else 0.0
+    if negative > MAX_NEGATIVE_SHARE:
+        check.failures.append(f"not an anatomical image: {100 * negative:.0f} % of its non-zero voxels are negative "
+                              "around a zero background (a statistical map, or a scan z-scored inside a brain "
+                              "mask?); give the scan with its original, non-negative intensities")
+    np.maximum(data, 0, out=data)
+    return check
+
+
+def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray) -> None:
+    data = check.data
+    if check.nonfinite > NONFINITE_BACKGROUND_SHARE * data.size:
+        check.notes.append(f"{check.nonfinite} NaN or infinite voxels taken as background")
+        return  # left non-finite: set to 0 once the background level is known
+    # A few damaged voxels: the mean of their finite neighbours (3x3x3), which
+    # leaves the brain's intensities, and so the age, as they were.
+    filled = np.where(finite, data, 0.0).astype(np.float32)
+    weight = ndimage.uniform_filter(finite.astype(np.float32), size=3, mode="constant")
+    local = ndimage.uniform_filter(filled, size=3, mode="constant")
+    bad = ~finite
+    data[bad] = np.where(weight[bad] > 0, local[bad] / np.maximum(weight[bad], 1e-6), np.nan)
+    check.warnings.append(f"{check.nonfinite} voxels were NaN or infinite; filled in from their neighbours")
+
+
+def _background(sample: np.ndarray, values: np.ndarray, counts: np.ndarray) -> float:
+    """The stored value of 'no signal' (see the module docstring)."""
+    top = int(np.argmax(counts))
+    if counts[top] >= CONSTANT_BACKGROUND_SHARE * sample.size and values[top] <= np.percentile(sample, 10):
+        return float(values[top])
+    if sample.min() < 0:
+        return float(np.percentile(sample, 0.5))
+    return 0.0

@@ -1,0 +1,180 @@
+"""Quality control of a scan on its way into the model: what is wrong, in words.
+
+Every prepared scan carries a :class:`QualityReport` with a verdict:
+
+* ``pass``: nothing found;
+* ``warn``: an age and a map are still made, with the reasons beside them
+  (e.g. thick slices, a small part of the brain outside the field of view,
+  non-finite voxels that were filled in);
+* ``fail``: the scan is not what the model can read (not T1-weighted, not an
+  anatomical image, a failed registration, most of the brain missing); no age
+  or map is made, and :class:`QualityError` carries the reasons.
+
+The checks here look at the scan on the template grid (after registration)
+with the template's tissue maps, so they name the problem rather than a
+symptom: "CSF is brighter than white matter" rather than "low correlation".
+Thresholds were set on held-out synthetic scans and their real-world variants
+(``benchmarks/input_robustness.py``; figures in ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Verdicts, in order of severity.
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+#: Correlation with the template inside its brain after registration: a T1
+#: brain correlates at about 0.9 (held-out synthetic scans: 0.88-0.95; the ICBM
+#: template registered from a 40-degree tilt 0.96). Below the first, the result
+#: is flagged; below the second, registration failed.
+MIN_TEMPLATE_CORRELATION = 0.75
+MIN_REGISTERED_CORRELATION = 0.5
+#: The same for a scan used as it is (on the MNI grid, or with preprocessing
+#: "none"): held-out synthetic scans in MNI space correlate at 0.55-0.7 (they
+#: keep a residual misregistration and their ageing).
+MIN_ALIGNED_CORRELATION = 0.4
+MIN_ALIGNED_CORRELATION_TO_USE = 0.25
+#: Share of the template brain inside the scan's field of view.
+MIN_BRAIN_COVERAGE = 0.95        #: below: warning (part of the brain missing)
+MIN_BRAIN_COVERAGE_TO_USE = 0.80  #: below: failure (too much missing to read)
+#: Share of the template brain that may be empty (0) after preprocessing. Held-out
+#: synthetic scans, whose head size and pose vary (+-2 %, +-2 mm), leave a median
+#: 4.5 % empty, 12 % at the 99th percentile and 16 % at most (200 subjects).
+MAX_EMPTY_BRAIN_SHARE = 0.25
+MAX_EMPTY_BRAIN_SHARE_TO_USE = 0.5
+#: T1 contrast: white matter brighter than grey matter, grey matter brighter
+#: than CSF (medians over the template's tissue cores). Held-out synthetic
+#: scans: WM/GM 1.28-1.33; the ICBM T1 1.33. T2, PD and FLAIR scans invert one
+#: of the two orderings.
+MIN_WM_GM_RATIO = 1.08
+MIN_GM_CSF_RATIO = 1.1
+#: Slices thicker than this (mm) were never seen in training (1 and 2 mm scans).
+MAX_SLICE_MM = 2.5
+#: Distinct values that make an image a label map rather than intensities.
+MAX_LABEL_VALUES = 64
+
+
+@dataclass
+class QualityReport:
+    """What quality control found for one scan.
+
+    ``route`` says how the scan reached the model's grid ("on the 2 mm MNI
+    grid", "registered to the template", ...); the figures are NaN where a
+    check could not run (e.g. the scan failed before registration).
+    """
+
+    route: str = ""
+    registered: bool = False
+    template_correlation: float = float("nan")  #: Pearson r with the template, in its brain
+    brain_coverage: float = float("nan")        #: share of the template brain in the field of view
+    wm_gm_ratio: float = float("nan")           #: median WM / median GM intensity (T1: about 1.3)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``"pass"``, ``"warn"`` (age kept, flagged) or ``"fail"`` (no age)."""
+        return FAIL if self.failures else WARN if self.warnings else PASS
+
+    @property
+    def ok(self) -> bool:
+        return self.status == PASS
+
+    def summary(self) -> str:
+        """"ok", or every reason, failures first, joined by "; "."""
+        reasons = self.failures + self.warnings
+        return "; ".join(reasons) if reasons else "ok"
+
+
+class QualityError(ValueError):
+    """A scan failed quality control; ``quality`` holds the report. The message
+    starts with "QC failed:" and names every reason."""
+
+    def __init__(self, quality: QualityReport, name: str = ""):
+        self.quality = quality
+        where = f"{name}: " if name else ""
+        super().__init__(f"{where}QC failed: {'; '.join(quality.failures)}")
+
+
+def require_pass(quality: QualityReport, name: str = "") -> QualityReport:
+    """``quality`` unchanged, or :class:`QualityError` when it failed."""
+    if quality.failures:
+        raise QualityError(quality, name)
+    return quality
+
+
+# ------------------------------------------------------------------ checks
+def slice_thickness(voxel_sizes_mm) -> list[str]:
+    """A warning when the thickest voxel edge exceeds ``MAX_SLICE_MM``."""
+    sizes = np.asarray(voxel_sizes_mm, dtype=float)
+    if sizes.max() > MAX_SLICE_MM:
+        axis = "xyz"[int(np.argmax(sizes))] if np.ptp(sizes) > 0.1 else "every"
+        kind = "slices" if np.ptp(sizes) > 0.1 else "voxels"
+        return [f"{kind} {sizes.max():.1f} mm thick along the {axis} axis "
+                f"(voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm; the model was trained on 1-2 mm scans): "
+                "the age may be biased by a few years"]
+    return []
+
+
+def tissue_contrast(data: np.ndarray, kit) -> tuple[float, list[str]]:
+    """(WM/GM ratio, failures) of a scan on the template grid: T1 has WM > GM > CSF."""
+    wm = data[(kit.wm > 0.9) & kit.brain]
+    gm = data[(kit.gm > 0.7) & kit.brain]
+    csf = data[(kit.csf > 0.7) & kit.brain]
+    if min(wm.size, gm.size, csf.size) == 0:
+        return float("nan"), []
+    m_wm, m_gm, m_csf = (float(np.median(v)) for v in (wm, gm, csf))
+    if m_gm <= 0:
+        return float("nan"), ["grey matter is empty after preprocessing: no usable brain image"]
+    ratio = m_wm / m_gm
+    found = []
+    if m_csf >= m_wm:
+        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (median CSF / WM "
+                     f"{m_csf / max(m_wm, 1e-12):.2f}; T1 about 0.3): a T2- or PD-weighted scan? "
+                     "The model reads T1 contrast only")
+    elif ratio < MIN_WM_GM_RATIO:
+        found.append(f"not a T1-weighted scan: white matter is not brighter than grey matter (WM / GM "
+                     f"{ratio:.2f}; T1 about 1.3): a FLAIR, T2 or PD scan? The model reads T1 contrast only")
+    elif m_gm < MIN_GM_CSF_RATIO * m_csf:
+        found.append(f"not a T1-weighted scan: grey matter is not brighter than CSF (GM / CSF "
+                     f"{m_gm / max(m_csf, 1e-12):.2f}); the model reads T1 contrast only")
+    return ratio, found
+
+
+def template_match(correlation: float, registered: bool) -> tuple[list[str], list[str]]:
+    """(warnings, failures) from the correlation with the template after preprocessing."""
+    warn, fail = ((MIN_TEMPLATE_CORRELATION, MIN_REGISTERED_CORRELATION) if registered
+                  else (MIN_ALIGNED_CORRELATION, MIN_ALIGNED_CORRELATION_TO_USE))
+    what = "registration to the template" if registered else "the scan, through its affine,"
+    if correlation < fail:
+        return [], [f"{what} does not match the template: correlation {correlation:.2f} (expected >= {warn}); "
+                    "failed registration, or not a brain scan?"]
+    if correlation < warn:
+        return [f"{what} matches the template poorly: correlation {correlation:.2f} (expected >= {warn}); "
+                "check the alignment"], []
+    return [], []
+
+
+def field_of_view(coverage: float) -> tuple[list[str], list[str]]:
+    """(warnings, failures) from the share of the template brain inside the field of view."""
+    message = f"partial field of view: the scan covers only {100 * coverage:.0f} % of the brain"
+    if coverage < MIN_BRAIN_COVERAGE_TO_USE:
+        return [], [message]
+    if coverage < MIN_BRAIN_COVERAGE:
+        return [message], []
+    return [], []
+
+
+def empty_brain(data: np.ndarray, kit) -> tuple[list[str], list[str]]:
+    """(warnings, failures) from the share of the template brain left empty."""
+    share = float((data[kit.brain] <= 0).mean())
+    message = f"{100 * share:.0f} % of the brain is empty after preprocessing"
+    if share > MAX_EMPTY_BRAIN_SHARE_TO_USE:
+        return [], [message]
+    if share > MAX_EMPTY_BRAIN_SHARE:
+        return [message], []
+    return [], []
