@@ -77,3 +77,21 @@ def tiny_model(tiny_cohort, tmp_path_factory) -> Path:
     train_predictor(cohort, out, config, progress=lambda _: None)
     train_noise_model(cohort, out, out, config, NoiseSpec(), progress=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def variant_clean():
+    """The clean scan the ``variant_files`` are made from: the bundled synthetic 50-year-old
+    (2 mm MNI grid, skull-stripped, int16), small enough for fast tests."""
+    from napari_brainage.samples import load_sample
+
+    return load_sample("synthetic_age50")
+
+
+@pytest.fixture(scope="session")
+def variant_files(variant_clean, tmp_path_factory):
+    """Every kind of ``napari_brainage.variants`` variant of ``variant_clean`` (seed 0), written
+    once per session: a list of ``Variant`` (name, path, group, expected, geometry, intensity)."""
+    from napari_brainage.variants import write_variants
+
+    return write_variants(variant_clean, tmp_path_factory.mktemp("variants"), seed=0)
