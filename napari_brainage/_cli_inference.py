@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .cohort import RunningStats, effect_size, population_stats, predict_cohort
+from .errors import describe_error
 from .inference import collect_inputs, importance_map, load_model
 from .io import atomic_path, load_volume, save_volume
 from .population import rank_regions, template_volume, write_region_table
@@ -52,7 +53,8 @@ def predict(args) -> int:
         elif result.qc and result.qc != "ok":
             _say(f"predict {result.subject}: QC: {result.qc}")
     failed = sum(bool(r.error) for r in results)
-    print(f"napari-brainage predict: {len(results) - failed} of {len(results)} scans this run -> {out}")
+    print(f"napari-brainage predict: {len(results) - failed} of {len(results)} scans this run -> {out}; "
+          f"{failed} failed")
     return 1 if failed else 0
 
 
@@ -76,10 +78,10 @@ def explain(args) -> int:
                         target,
                         overwrite=args.overwrite)
             _say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
-        except (ValueError, OSError) as err:
+        except Exception as err:  # this scan's failure is logged; the others go on (Ctrl-C still stops)
             failed += 1
-            _say(f"explain {i}/{len(inputs)} {item.subject}: error: {err}")
-    print(f"napari-brainage explain: {len(inputs) - failed} of {len(inputs)} maps in {out}")
+            _say(f"explain {i}/{len(inputs)} {item.subject}: error: {describe_error(err)}")
+    print(f"napari-brainage explain: {len(inputs) - failed} of {len(inputs)} maps in {out}; {failed} failed")
     return 1 if failed else 0
 
 
@@ -108,18 +110,26 @@ def population(args) -> int:
     scores = rank_regions(total.mean)
     write_region_table(scores, regions)
     for group, path in group_paths.items():
-        save_volume(template_volume(run.groups[group].mean), path, overwrite=args.overwrite)
-    if extra:
+        if group in run.groups:
+            save_volume(template_volume(run.groups[group].mean), path, overwrite=args.overwrite)
+        else:  # every scan of this group failed (listed above)
+            _say(f"population: no map for group {group}: none of its scans could be mapped")
+    counts = {g: run.groups[g].count if g in run.groups else 0 for g in group_names}
+    if extra and min(counts.values()) >= 1:
         a, b = (run.groups[g] for g in group_names)
         save_volume(template_volume(b.mean - a.mean), extra[0], overwrite=args.overwrite,
                     description=f"importance difference: {group_names[1]} - {group_names[0]}")
+    if extra and min(counts.values()) >= 2:
         save_volume(template_volume(effect_size(a, b)), extra[1], overwrite=args.overwrite,
                     description=f"Cohen's d: {group_names[1]} vs {group_names[0]}")
+    elif extra:
+        _say("population: no effect-size map: each group needs at least two mapped scans "
+             f"({', '.join(f'{g}: {n}' for g, n in counts.items())})")
     checkpoint.unlink(missing_ok=True)
     top = ", ".join(f"{s.region} {s.mean_importance:.3f}" for s in scores[:3])
-    groups = f"; groups {', '.join(f'{g} (n={run.groups[g].count})' for g in group_names)}" if group_names else ""
+    groups = f"; groups {', '.join(f'{g} (n={n})' for g, n in counts.items())}" if group_names else ""
     print(f"napari-brainage population: mean of {total.count} maps -> {out}; regions -> {regions} "
-          f"(top: {top}){groups}")
+          f"(top: {top}){groups}; {len(run.failed)} failed")
     return 1 if run.failed else 0
 
 
@@ -182,5 +192,5 @@ def _export_or_error(job) -> dict:
 
     try:
         return export_prepared(job)
-    except (ValueError, OSError) as err:
-        return {"subject": job[0], "error": str(err)}
+    except Exception as err:  # runs in worker processes: the error comes back as this scan's row
+        return {"subject": job[0], "error": describe_error(err)}

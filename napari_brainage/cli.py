@@ -267,7 +267,10 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                          relative_to_contrast=args.relative_noise, brain_only=args.brain_only)
         train_noise_model(cohort, args.predictor, args.out, config, spec,
                           full_resolution_head=args.full_resolution_head)
-    return 0
+    print(f"napari-brainage train {args.part}: trained on {len(cohort.subjects)} of "
+          f"{len(cohort.subjects) + len(cohort.failed)} scans -> {args.out}; {len(cohort.failed)} failed"
+          + (" and were left out (listed above)" if cohort.failed else ""))
+    return 1 if cohort.failed else 0
 
 
 def _info(paths: Sequence[str]) -> int:

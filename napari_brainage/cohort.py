@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import describe_error
 from .inference import AgeResult, ScanInput
 from .io import atomic_path
 
@@ -162,11 +163,11 @@ def predict_one(item: ScanInput, model_dir: str | None, device: str, preprocessi
     from .io import load_volume
 
     model, torch_device = _worker_model(model_dir, device, False)
-    try:
+    try:  # whatever goes wrong with this scan stays in its row (Ctrl-C still stops the run)
         result = predict_age(load_volume(item.path), model, torch_device, item.age, preprocessing)
         result.subject = item.subject
-    except (ValueError, OSError) as err:
-        result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=str(err))
+    except Exception as err:
+        result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=describe_error(err))
     return result
 
 
@@ -195,7 +196,8 @@ def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, prepro
             add(item, values)
     else:
         for item in items:
-            for values in subject_maps([item], model, torch_device, on_skip=lambda s, e: failed.append((s, str(e))),
+            for values in subject_maps([item], model, torch_device,
+                                       on_skip=lambda s, e: failed.append((s, describe_error(e))),
                                        preprocessing=preprocessing, method=method):
                 add(item, values)
     return {g: s.state() for g, s in groups.items()}, [i.subject for i in items], failed
@@ -216,13 +218,17 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     for item in items:
         try:
             ready.append((item, prepare_input(load_volume(item.path), preprocessing).model_input(spec)))
-        except (ValueError, OSError) as err:
-            failed.append((item.subject, str(err)))
+        except Exception as err:
+            failed.append((item.subject, describe_error(err)))
     for start in range(0, len(ready), batch_size):
         batch = ready[start:start + batch_size]
-        x = torch.from_numpy(np.stack([array for _, array in batch]))[:, None].to(device)
-        for (item, _), values in zip(batch, noise_importance(x, model.noise_model)):
-            yield item, uncrop(values, spec)
+        try:  # a batch the network cannot map (out of GPU memory...) fails its subjects, not the run
+            x = torch.from_numpy(np.stack([array for _, array in batch]))[:, None].to(device)
+            maps = [uncrop(values, spec) for values in noise_importance(x, model.noise_model)]
+        except Exception as err:
+            failed += [(item.subject, describe_error(err)) for item, _ in batch]
+            continue
+        yield from zip((item for item, _ in batch), maps)
 
 
 def local_cluster(workers: int):

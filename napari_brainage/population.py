@@ -99,7 +99,8 @@ def write_region_table(scores: Iterable[RegionScore], path: str | Path) -> Path:
 def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None] | None = None,
                  preprocessing: str = "auto", method: str = "noise"):
     """Importance maps of ``inputs`` (ScanInputs) on the full template grid, one
-    at a time; a scan that cannot be read or mapped is reported to ``on_skip``."""
+    at a time; a scan that cannot be read or mapped, whatever the error, is
+    reported to ``on_skip`` (see ``errors.describe_error``) and skipped."""
     from .inference import importance_in_model_space
     from .io import load_volume
     from .spaces import uncrop
@@ -108,7 +109,7 @@ def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None
         try:
             yield uncrop(importance_in_model_space(load_volume(item.path), model, device, preprocessing,
                                                    method=method), model.card.input)
-        except (ValueError, OSError) as err:
+        except Exception as err:  # one scan's failure never stops the others (Ctrl-C still does)
             if on_skip:
                 on_skip(item.subject, err)
 

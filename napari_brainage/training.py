@@ -18,7 +18,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,8 @@ class Cohort:
     scans: np.ndarray        #: (N, X, Y, Z) float32, cropped and normalised model input
     ages: np.ndarray         #: chronological ages
     source: str
+    #: (subject, why) of the participants whose scan could not be loaded; left out of the arrays
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_participants(path: str | Path) -> list[dict]:
@@ -104,6 +106,9 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     model trained on raw scans sees what it will be given. Registration takes a few
     seconds a scan: ``workers`` processes share the work. Scans that fail quality
     control are reported through ``progress`` (not dropped: the caller decides).
+    A scan that cannot be loaded or prepared at all, whatever the error, is
+    reported through ``progress``, listed in ``Cohort.failed`` and left out;
+    only a cohort with no scan left is an error.
     """
     tables = [csv_path] if isinstance(csv_path, (str, Path)) else list(csv_path)
     rows = []
@@ -118,27 +123,49 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     check_preprocessing(preprocessing)  # before any worker starts
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
     jobs = [(row["path"], spec, preprocessing) for row in rows]
-    flagged = 0
-    for i, (scan, warnings) in enumerate(ordered_map(_model_input, jobs, workers)):
-        scans[i] = scan
+    flagged, kept, failed = 0, [], []
+    for i, (scan, warnings, error) in enumerate(ordered_map(_model_input, jobs, workers)):
+        subject = rows[i]["subject"]
+        if error:
+            failed.append((subject, error))
+            if progress:
+                progress(f"{subject}: error: {error}")
+        else:
+            scans[len(kept)] = scan  # packed in input order: failed scans leave no gap
+            kept.append(rows[i])
         if warnings:
             flagged += 1
             if progress:
-                progress(f"{rows[i]['subject']}: {'; '.join(warnings)}")
+                progress(f"{subject}: {'; '.join(warnings)}")
         if progress and ((i + 1) % 200 == 0 or i + 1 == len(rows)):
             progress(f"loaded {i + 1}/{len(rows)} scans")
     if flagged and progress:
         progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
-    return Cohort([r["subject"] for r in rows], scans, np.array([float(r["age"]) for r in rows]),
-                  " + ".join(str(t) for t in tables))
+    if not kept:
+        raise ValueError(f"none of the {len(rows)} scans could be loaded"
+                         + (f" (first error: {failed[0][0]}: {failed[0][1]})" if failed else ""))
+    if failed and progress:
+        progress(f"{len(failed)} of {len(rows)} scans failed (listed above) and are left out: "
+                 f"{', '.join(subject for subject, _ in failed)}")
+    return Cohort([r["subject"] for r in kept], scans[:len(kept)], np.array([float(r["age"]) for r in kept]),
+                  " + ".join(str(t) for t in tables), failed)
 
 
-def _model_input(job) -> tuple[np.ndarray, list[str]]:
+def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
+    """(model input, QC warnings, "") of one scan, or (None, [], why it failed).
+
+    Runs in worker processes: any failure of the scan comes back as words
+    (``errors.describe_error``) instead of stopping the pool.
+    """
+    from .errors import describe_error
     from .preprocess import prepare
 
     path, spec, preprocessing = job
-    prepared = prepare(load_volume(path), preprocessing)
-    return prepared.model_input(spec), prepared.quality.warnings
+    try:
+        prepared = prepare(load_volume(path), preprocessing)
+        return prepared.model_input(spec), prepared.quality.warnings, ""
+    except Exception as err:  # Ctrl-C (not an Exception) still stops the run
+        return None, [], describe_error(err)
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -138,3 +138,49 @@ def test_preprocess_writes_registered_scans_and_a_qc_table_that_training_reads(t
     assert (out / "moved.nii.gz").exists()
     with open(out / "participants.csv", newline="") as handle:
         assert [row["subject"] for row in csv.DictReader(handle)] == ["moved", "aligned"]
+
+
+def _scan_lines(err: str, prefix: str) -> dict[str, str]:
+    """{subject: message} of the "<prefix> <subject>: error: <message>" lines."""
+    found = {}
+    for line in err.splitlines():
+        if line.startswith(prefix) and ": error: " in line:
+            subject, message = line.split(": error: ", 1)
+            found[subject.split()[-1]] = message
+    return found
+
+
+def test_explain_logs_any_failure_of_one_scan_and_maps_the_others(tiny_cohort, tiny_model, tmp_path, monkeypatch,
+                                                                  capsys):
+    from test_cohort import assert_readable_errors, mixed_scans
+
+    from napari_brainage.cli import main
+
+    folder = mixed_scans(tiny_cohort, tmp_path / "scans", monkeypatch)
+    out = tmp_path / "maps"
+    code = main(["explain", str(folder), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a_good_importance.nii.gz", "d_good_importance.nii.gz"]
+    assert_readable_errors(_scan_lines(captured.err, "explain"))
+    assert "2 of 4 maps" in captured.out and "2 failed" in captured.out
+
+
+def test_preprocess_logs_any_failure_of_one_scan_and_exports_the_others(tiny_cohort, tmp_path, monkeypatch,
+                                                                       capsys):
+    import csv
+
+    from test_cohort import assert_readable_errors, mixed_scans
+
+    from napari_brainage.cli import main
+
+    folder = mixed_scans(tiny_cohort, tmp_path / "scans", monkeypatch)
+    out = tmp_path / "mni"
+    code = main(["preprocess", str(folder), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    with open(out / "participants.csv", newline="") as handle:
+        assert [row["subject"] for row in csv.DictReader(handle)] == ["a_good", "d_good"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_good.nii.gz", "d_good.nii.gz"]
+    assert_readable_errors(_scan_lines(captured.err, "preprocess"))
+    assert "2 of 4 scans" in captured.out and "2 failed" in captured.out

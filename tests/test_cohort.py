@@ -221,3 +221,146 @@ def test_cli_input_mistakes_print_one_line_not_a_traceback(tiny_cohort, tmp_path
     assert "Traceback" not in result.stderr
     assert f"{tiny_cohort}: no column 'nope' to group by" in result.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+# ------------------------------------------------------------------ one bad scan never stops a run
+#: What preparing the ``c_crash`` scan raises (monkeypatched): shaped like
+#: SimpleITK's messages (a source path on the first line, the reason on the last).
+CRASH = ("Exception thrown in SimpleITK ImageRegistrationMethod_Execute: /build/ITK/itkMetric.hxx:307:\n"
+         "ITK ERROR: MattesMutualInformationImageToImageMetricv4(0x55d0c0a8b2f0): simulated crash.\n")
+
+
+def write_statistical_map(path: Path) -> Path:
+    """A signed statistical map (smoothed N(0, 1), 3 mm voxels, zeros outside a
+    sphere): a real file that is no T1 scan (registering it to the template
+    makes SimpleITK raise RuntimeError: all samples map outside the moving image)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    shape = (53, 63, 52)
+    data = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=shape), 2)
+    data /= data.std()
+    offsets = np.moveaxis(np.indices(shape), 0, -1) - (np.array(shape) - 1) / 2
+    data[np.linalg.norm(offsets, axis=-1) > 22] = 0
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = -1.5 * np.array(shape)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
+    return path
+
+
+def crash_on(monkeypatch, name: str, error: Exception) -> None:
+    """Preparing the scan whose file name starts with ``name`` raises ``error``
+    (outside anything preprocessing itself catches); other scans are prepared."""
+    import napari_brainage.inference as inference
+    import napari_brainage.preprocess as preprocess
+
+    real = preprocess.prepare
+
+    def prepare(volume, *args, **kwargs):
+        if volume.path is not None and volume.path.name.startswith(name):
+            raise error
+        return real(volume, *args, **kwargs)
+
+    monkeypatch.setattr(preprocess, "prepare", prepare)   # export, training
+    monkeypatch.setattr(inference, "prepare", prepare)    # predict, explain, population
+
+
+def mixed_scans(tiny_cohort: Path, folder: Path, monkeypatch) -> Path:
+    """A folder of four scans, the failures before the good ones: a_good, b_statmap
+    (a real statistical map), c_crash (preparing it raises RuntimeError), d_good."""
+    import shutil
+
+    folder.mkdir()
+    scans = [item.path for item in collect_inputs([tiny_cohort])]
+    shutil.copy(scans[0], folder / "a_good.nii.gz")
+    shutil.copy(scans[1], folder / "c_crash.nii.gz")
+    shutil.copy(scans[2], folder / "d_good.nii.gz")
+    write_statistical_map(folder / "b_statmap.nii.gz")
+    crash_on(monkeypatch, "c_crash", RuntimeError(CRASH))
+    return folder
+
+
+def assert_readable_errors(messages: dict[str, str]) -> None:
+    """Each failed scan's message: one line, short, no source paths, saying what happened."""
+    assert sorted(messages) == ["b_statmap", "c_crash"]
+    assert messages["c_crash"] == "preprocessing failed (RuntimeError: Exception thrown in SimpleITK " \
+                                  "ImageRegistrationMethod_Execute: simulated crash.)"
+    for message in messages.values():
+        assert message and "\n" not in message and len(message) <= 300, message
+        assert ".hxx" not in message and "Traceback" not in message, message
+
+
+def test_predict_records_any_failure_of_one_scan_in_its_row_and_goes_on(tiny_cohort, tiny_model, tmp_path,
+                                                                          monkeypatch, capsys):
+    from napari_brainage.cli import main
+
+    folder = mixed_scans(tiny_cohort, tmp_path / "scans", monkeypatch)
+    out = tmp_path / "results.csv"
+    code = main(["predict", str(folder), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    rows = _rows(out)
+    assert sorted(rows) == ["a_good", "b_statmap", "c_crash", "d_good"]
+    for good in ("a_good", "d_good"):
+        assert rows[good]["predicted_age"] and not rows[good]["error"]
+    for bad in ("b_statmap", "c_crash"):
+        assert rows[bad]["predicted_age"] == "" and rows[bad]["error"]
+    assert_readable_errors({s: rows[s]["error"] for s in ("b_statmap", "c_crash")})
+    assert "b_statmap" in captured.err and "c_crash" in captured.err  # and said on the terminal
+    assert "2 of 4 scans this run" in captured.out and "2 failed" in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_population_leaves_out_scans_that_fail_in_any_way(tiny_cohort, tiny_model, tmp_path, monkeypatch, capsys):
+    from napari_brainage.cli import main
+
+    folder = mixed_scans(tiny_cohort, tmp_path / "scans", monkeypatch)
+    out = tmp_path / "pop.nii.gz"
+    code = main(["population", str(folder), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    skipped = dict(line.removeprefix("population: skipped ").split(": ", 1)
+                   for line in captured.err.splitlines() if line.startswith("population: skipped "))
+    assert_readable_errors(skipped)
+    assert "mean of 2 maps" in captured.out and "2 failed" in captured.out
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    good = [uncrop(importance_in_model_space(load_volume(folder / f"{s}.nii.gz"), model, device), model.card.input)
+            for s in ("a_good", "d_good")]
+    np.testing.assert_allclose(load_volume(out).data, np.mean(good, axis=0), atol=1e-5)
+
+
+def test_batched_noise_maps_record_failed_scans_and_batches(tiny_cohort, tiny_model, monkeypatch):
+    """The GPU path (run here on the CPU): a scan that fails to prepare, or a batch
+    the network cannot map, is listed as failed; the other scans are mapped."""
+    import napari_brainage.explain as explain
+    import napari_brainage.inference as inference
+    from napari_brainage.cohort import batched_noise_maps
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    inputs = collect_inputs([tiny_cohort])[:4]
+    real_prepare, real_noise_importance = inference.prepare, explain.noise_importance
+
+    def prepare(volume, mode):
+        if volume.path.name == inputs[1].path.name:
+            raise MemoryError()
+        return real_prepare(volume, mode)
+
+    batches = []
+
+    def noise_importance(x, noise_model):
+        batches.append(len(x))
+        if len(batches) == 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+        return real_noise_importance(x, noise_model)
+
+    monkeypatch.setattr(inference, "prepare", prepare)
+    monkeypatch.setattr(explain, "noise_importance", noise_importance)
+    failed = []
+    mapped = [item.subject for item, _ in batched_noise_maps(inputs, model, device, "auto", failed, batch_size=2)]
+    assert mapped == [inputs[0].subject, inputs[2].subject] and batches == [2, 1]
+    reasons = dict(failed)
+    assert sorted(reasons) == sorted([inputs[1].subject, inputs[3].subject])
+    assert reasons[inputs[1].subject] == "preprocessing failed (MemoryError)"
+    assert reasons[inputs[3].subject] == "processing failed (RuntimeError: CUDA out of memory. " \
+                                         "Tried to allocate 2.00 GiB)"

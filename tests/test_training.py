@@ -283,3 +283,54 @@ def test_several_participant_tables_are_trained_on_together(tiny_cohort, tmp_pat
     no_age.write_text("subject,path\nx,x.nii.gz\n")
     with pytest.raises(ValueError, match="no_age.csv: training needs an 'age' column"):
         load_cohort([tiny_cohort, no_age])
+
+
+def test_scans_that_fail_to_load_are_listed_and_left_out_of_training(tiny_cohort, tmp_path, monkeypatch, capsys):
+    """Any failure of one scan (a statistical map, a crash in preparing another) is
+    reported and the scan left out; training goes on with the rest, exit status 1;
+    with no scan left, a clear error."""
+    from test_cohort import crash_on, write_statistical_map
+
+    from napari_brainage.cli import main
+    from napari_brainage.inference import collect_inputs
+
+    good = collect_inputs([tiny_cohort])[:3]
+    write_statistical_map(tmp_path / "statmap.nii.gz")
+    (tmp_path / "mixed.csv").write_text(
+        "subject,path,age\n"
+        f"{good[0].subject},{good[0].path},{good[0].age}\n"
+        "statmap,statmap.nii.gz,50\n"
+        f"crash,{good[1].path},60\n"
+        f"{good[2].subject},{good[2].path},{good[2].age}\n")
+    crash_on(monkeypatch, good[1].path.name, MemoryError())
+
+    messages: list[str] = []
+    cohort = load_cohort(tmp_path / "mixed.csv", progress=messages.append)
+    assert cohort.subjects == [good[0].subject, good[2].subject]
+    assert cohort.scans.shape[0] == 2 and list(cohort.ages) == [good[0].age, good[2].age]
+    reference = load_cohort(tiny_cohort, limit=3)  # the same crash: the 2nd of these 3 is left out too
+    assert reference.subjects == cohort.subjects
+    np.testing.assert_array_equal(cohort.scans, reference.scans)
+    reasons = dict(cohort.failed)
+    assert sorted(reasons) == ["crash", "statmap"]
+    assert reasons["crash"] == "processing failed (MemoryError)"
+    assert reasons["statmap"] and "\n" not in reasons["statmap"] and len(reasons["statmap"]) <= 300
+    assert f"crash: error: {reasons['crash']}" in messages
+    assert "2 of 4 scans failed (listed above) and are left out: statmap, crash" in messages[-1]
+
+    # The command: trains on the rest, says how many failed, exit status 1.
+    extra = collect_inputs([tiny_cohort])[3]
+    (tmp_path / "crash.csv").write_text(
+        "subject,path,age\n" + "".join(f"{item.subject},{item.path},{item.age}\n" for item in (*good, extra)))
+    code = main(["train", "predictor", "--data", str(tmp_path / "crash.csv"), "--out", str(tmp_path / "model"),
+                 "--epochs", "1", "--batch-size", "2", "--val-fraction", "0.5"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert (tmp_path / "model" / PREDICTOR_FILE).exists()
+    assert f"{good[1].subject}: error: processing failed (MemoryError)" in out
+    assert "trained on 3 of 4 scans" in out and "1 failed and were left out" in out
+
+    (tmp_path / "bad.csv").write_text(f"subject,path,age\ncrash1,{good[1].path},60\ncrash2,{good[1].path},61\n")
+    with pytest.raises(ValueError, match=r"none of the 2 scans could be loaded \(first error: crash1: processing "
+                                         r"failed \(MemoryError\)\)"):
+        load_cohort(tmp_path / "bad.csv")
