@@ -109,10 +109,14 @@ def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_mode
     widget = BrainAgeWidget(viewer)
     viewer.open_sample("napari-brainage", "synthetic_age80")
     widget.model.value = str(tiny_model)
-    widget.start()
+    worker = widget.start()
+    ended = _ended(worker)
     widget.stop()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    assert widget.result.value == "cancelled"
+    assert not widget.busy and widget.run.enabled  # ready at once, not when the worker notices
+    assert widget.result.value.endswith("cancelled") and "synthetic_age80" in widget.result.value
+    qtbot.waitUntil(lambda: bool(ended), timeout=120_000)
+    qtbot.wait(50)
+    assert widget.result.value.endswith("cancelled")
     assert not any(layer.name.startswith("importance") for layer in viewer.layers)
 
     widget.age.value = "two hundred"
@@ -122,7 +126,9 @@ def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_mode
     widget.age.value = "80"
     widget.model.value = str(tmp_path)  # not a model folder
     _run_and_wait(qtbot, widget)
-    assert widget.result.value == "failed"
+    assert widget.result.value.startswith("scan: synthetic_age80\nfailed: ")
+    assert "not a napari-brainage model folder" in widget.result.value
+    assert errors[-1].startswith("Brain age failed for synthetic_age80: ")
     assert "not a napari-brainage model folder" in errors[-1]
     assert widget.run.enabled and len(viewer.layers) == 1
 
@@ -155,3 +161,266 @@ def test_brain_age_widget_prefills_age_from_a_participants_csv(make_napari_viewe
     row = next(_csv.DictReader(open(tiny_cohort)))
     viewer.open(str(tiny_cohort.parent / row["path"]), plugin="napari-brainage")
     assert widget.age.value == f"{float(row['age']):g}"
+
+
+# ------------------------------------------------------------------ Brain age: state, errors, Cancel
+# The core is replaced by fast stand-ins where the point is the widget's state, not the numbers.
+import threading  # noqa: E402
+
+from widget_fakes import ITK_ERROR, FakeCore, ended as _ended  # noqa: E402
+
+from napari_brainage._widgets import brain_age as brain_age_module  # noqa: E402
+from napari_brainage.inference import AgeResult  # noqa: E402
+
+SAMPLE = "synthetic_age50_accelerated"
+
+
+@pytest.fixture
+def notices(monkeypatch):
+    """Every notification the Brain age widget shows, as (severity, message)."""
+    shown: list[tuple[str, str]] = []
+    for severity in ("info", "warning", "error"):
+        monkeypatch.setattr(brain_age_module, f"show_{severity}",
+                            lambda message, severity=severity: shown.append((severity, message)))
+    return shown
+
+
+def _is_ready(widget) -> bool:
+    return (widget.run.enabled and not widget.cancel.enabled and widget.progress.native.isHidden()
+            and not widget.busy)
+
+
+def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewer, qtbot, oblique_scan,
+                                                                 monkeypatch, notices):
+    from napari_brainage._widgets._common import IMPORTANCE, SOURCE_LAYER, layer_volume, show_volume
+    from napari_brainage._widgets.population import PopulationWidget
+
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    [sample] = viewer.open_sample("napari-brainage", SAMPLE)
+    assert widget.scan.value is sample and widget.age.value == "50"
+    _run_and_wait(qtbot, widget)
+    assert "59.9 y" in widget.result.value and SAMPLE in widget.result.value
+
+    # File > Open of another scan: the box follows it; no age is known for it, so none
+    # is shown (not the sample's 50), and the sample's numbers leave the panel.
+    [other] = viewer.open(str(oblique_scan), plugin="napari-brainage")
+    assert widget.scan.value is other
+    assert widget.age.value == ""
+    assert widget.result.value == "" and not widget.export.enabled
+    widget.age.value = "63"  # typed for this scan, kept for it
+
+    # Selecting a layer in the layer list selects it in the box, with its own age and result.
+    viewer.layers.selection.active = sample
+    assert widget.scan.value is sample and widget.age.value == "50"
+    assert widget.result.value.startswith(f"scan: {SAMPLE}\npredicted age   59.9 y")
+    assert widget.export.enabled
+    viewer.layers.selection.active = other
+    assert widget.scan.value is other and widget.age.value == "63"
+
+    # Layers the plugin adds itself are never offered as scans: importance maps, the
+    # population map and the template beside it, threshold masks.
+    overlay = viewer.layers[f"importance ({SAMPLE})"]
+    extra = show_volume(viewer, layer_volume(sample), "importance (copy)", IMPORTANCE,
+                        metadata={SOURCE_LAYER: other.name})
+    population = PopulationWidget(viewer)
+    population_map = population.load_map()
+    template = population._add_template()
+    from napari_brainage._widgets.threshold import ThresholdWidget
+
+    threshold = ThresholdWidget(viewer)
+    threshold.percent.value = 3.0
+    assert [layer.name for layer in widget.scan.choices] == [SAMPLE, "oblique_psl"]
+    for layer in (overlay, extra, population_map, template):
+        assert layer not in widget.scan.choices
+    # Selecting a map selects the scan it was made for.
+    viewer.layers.selection.active = overlay
+    assert widget.scan.value is sample
+    viewer.layers.selection.active = extra
+    assert widget.scan.value is other
+    # Removing the selected scan moves the box to one that is left, with that scan's own age.
+    viewer.layers.remove(other)
+    assert widget.scan.value is sample and widget.age.value == "50"
+
+
+def test_brain_age_worker_errors_become_notifications_and_the_widget_is_ready(make_napari_viewer, qtbot,
+                                                                               monkeypatch, notices):
+    core = FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   59.9 y" in widget.result.value and widget.export.enabled
+
+    def registration_fails(volume, mode):
+        raise RuntimeError(ITK_ERROR)
+
+    core.prepare = registration_fails
+    worker, _ = _run_and_wait(qtbot, widget, timeout=20_000)  # superqt drops RuntimeErrors: this hung
+    assert _is_ready(widget)
+    severity, message = notices[-1]
+    assert severity == "error" and message.startswith(f"Brain age failed for {SAMPLE}: ")
+    assert "All samples map outside moving image buffer" in message
+    assert "\n" not in message and "Traceback" not in message
+    # The panel says what failed for which scan; the earlier run's numbers are gone.
+    assert widget.result.value.startswith(f"scan: {SAMPLE}\nfailed: ")
+    assert "All samples map outside moving image buffer" in widget.result.value
+    assert "59.9" not in widget.result.value and not widget.export.enabled
+    assert widget.export_results() is None  # nothing stale to export
+
+    # Errors of other kinds (torch, I/O) take the same way.
+    for error in (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                  OSError(28, "No space left on device")):
+        def fails(volume, mode, error=error):
+            raise error
+
+        core.prepare = fails
+        _run_and_wait(qtbot, widget, timeout=20_000)
+        assert _is_ready(widget)
+        assert notices[-1][0] == "error" and SAMPLE in notices[-1][1]
+        assert str(error.args[-1]) in notices[-1][1] and "\n" not in notices[-1][1]
+
+    # Then a scan that works is analysed as usual.
+    core.prepare = lambda volume, mode: object()
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   59.9 y" in widget.result.value and _is_ready(widget)
+
+
+def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, notices):
+    from napari_brainage.quality import QualityError, QualityReport
+
+    core = FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   59.9 y  QC pass" in widget.result.value
+    assert notices[-1] == ("info", f"Brain age 59.9 y, gap +9.9 y, QC pass: {SAMPLE} (age 50)")
+
+    core.qc = "slices 5.0 mm thick along the z axis"
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   59.9 y  QC warning: slices 5.0 mm thick along the z axis" in widget.result.value
+    severity, message = notices[-1]
+    assert severity == "warning" and message.startswith("Brain age 59.9 y, gap +9.9 y, QC warning: ")
+    assert message.endswith("slices 5.0 mm thick along the z axis")
+
+    def not_t1(volume, mode):
+        raise QualityError(QualityReport(failures=["CSF is brighter than white matter: not a T1-weighted scan"]))
+
+    core.prepare = not_t1
+    _run_and_wait(qtbot, widget, timeout=20_000)
+    assert _is_ready(widget)
+    assert widget.result.value == (f"scan: {SAMPLE}\nQC failed: CSF is brighter than white matter: "
+                                   "not a T1-weighted scan \N{EM DASH} no age")
+    severity, message = notices[-1]
+    assert severity == "error" and SAMPLE in message and "QC failed" in message and "\n" not in message
+    assert not widget.export.enabled
+
+    # A result that says "fail" (no age) rather than an exception: the same verdict, no map.
+    core.prepare = lambda volume, mode: object()
+    monkeypatch.setattr(brain_age_module, "predict_age", lambda *a, **k: AgeResult(
+        subject="scan", path="", error="QC failed: most of the brain is outside the field of view"))
+    layers = [layer.name for layer in viewer.layers]
+    _run_and_wait(qtbot, widget, timeout=20_000)
+    assert widget.result.value == (f"scan: {SAMPLE}\nQC failed: most of the brain is outside the field of view "
+                                   "\N{EM DASH} no age")
+    assert notices[-1][0] == "error" and not widget.export.enabled and _is_ready(widget)
+    assert [layer.name for layer in viewer.layers] == layers  # no map made
+
+
+def test_brain_age_notification_shows_the_numbers_in_its_visible_line(make_napari_viewer, qtbot, monkeypatch,
+                                                                       notices):
+    """napari's notification shows one line of about 45 characters until expanded:
+    the numbers and the verdict must be in it."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+    from qtpy.QtWidgets import QLabel
+
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    _run_and_wait(qtbot, widget)
+    severity, message = notices[-1]
+    toast = NapariQtNotification(message, severity)
+    qtbot.addWidget(toast)
+    toast.show()
+    qtbot.wait(20)
+    visible = QLabel.text(toast.message)  # the elided text actually drawn
+    assert visible.endswith("\u2026") and toast.message.full_text() == message  # it is cut...
+    assert "59.9 y" in visible and "gap +9.9 y" in visible and "QC pass" in visible  # ...after the numbers
+
+
+def test_brain_age_cancel_returns_to_ready_while_the_core_is_stuck(make_napari_viewer, qtbot, monkeypatch,
+                                                                   notices):
+    core = FakeCore(monkeypatch, predicted=77.7)
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(volume, mode):  # a registration that takes for ever
+        entered.set()
+        release.wait(60)
+        return object()
+
+    core.prepare = stuck
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    stale = widget.start()
+    ended = _ended(stale)
+    qtbot.waitUntil(entered.is_set, timeout=20_000)
+    assert widget.cancel.enabled and not widget.run.enabled
+
+    widget.cancel.clicked.emit()  # the button, as the user presses it
+    assert _is_ready(widget)  # at once, while the worker is still in the core call
+    assert widget.result.value == f"scan: {SAMPLE}\ncancelled"
+    assert not ended
+
+    release.set()  # the core call returns late: its result is not shown
+    qtbot.waitUntil(lambda: bool(ended), timeout=20_000)
+    qtbot.wait(50)
+    assert widget.result.value.endswith("cancelled") and "77.7" not in widget.result.value
+    assert not [layer for layer in viewer.layers if layer.name.startswith("importance")]
+    assert not [message for _, message in notices if "77.7" in message]
+
+    # A new run works as usual.
+    core.prepare = lambda volume, mode: object()
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   77.7 y" in widget.result.value and f"importance ({SAMPLE})" in viewer.layers
+
+
+def test_brain_age_cancel_while_stuck_then_run_again_ignores_the_first(make_napari_viewer, qtbot, monkeypatch,
+                                                                       notices):
+    """A second run started while the cancelled one is still stuck is the one shown,
+    whichever ends first."""
+    core = FakeCore(monkeypatch, predicted=61.0)
+    release = threading.Event()
+    calls = []
+
+    def first_stuck(volume, mode):
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(60)
+            raise RuntimeError("late error of the cancelled run")
+        return object()
+
+    core.prepare = first_stuck
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    stale = widget.start()
+    ended = _ended(stale)
+    qtbot.waitUntil(lambda: bool(calls), timeout=20_000)
+    widget.stop()
+    _run_and_wait(qtbot, widget)
+    assert "predicted age   61.0 y" in widget.result.value
+    release.set()
+    qtbot.waitUntil(lambda: bool(ended), timeout=20_000)
+    qtbot.wait(50)
+    assert "predicted age   61.0 y" in widget.result.value and _is_ready(widget)
+    assert not [message for _, message in notices if "late error" in message]

@@ -1,5 +1,6 @@
-"""Helpers the dock widgets share: which layers are scans or maps, layers <-> volumes,
-navigation in world millimetres, and asking before overwriting files."""
+"""Helpers the dock widgets share: which layers are scans or maps, which scan the
+user has selected, layers <-> volumes, workers that always come back, navigation
+in world millimetres, and asking before overwriting files."""
 
 from __future__ import annotations
 
@@ -13,23 +14,66 @@ from .._layers import layer_to_volume, volume_layer_data
 from ..geometry import RAS_TO_WORLD
 from ..io import Volume
 
-#: Layer metadata key marking layers this plugin computed, with their kind.
+#: Layer metadata key marking layers this plugin added, with their kind.
 MAP_KIND = "brainage_map"
 IMPORTANCE, POPULATION, DIFFERENCE = "importance", "population", "difference"
+#: The template the Population widget shows beside the population map: anatomy,
+#: not a map, and not a scan to analyse either.
+TEMPLATE = "template"
+MAP_KINDS = (IMPORTANCE, POPULATION, DIFFERENCE)
+#: Metadata key of a map (or mask) naming the scan layer it was made for.
+SOURCE_LAYER = "source_layer"
 
 
 def scan_layers(viewer: napari.Viewer) -> list[napari.layers.Image]:
-    """3D grey-scale Image layers that are not maps this plugin made."""
+    """3D grey-scale Image layers that are not layers this plugin added (maps, template)."""
     return [layer for layer in viewer.layers
             if isinstance(layer, napari.layers.Image) and layer.ndim == 3 and not layer.rgb
             and not layer.metadata.get(MAP_KIND)]
 
 
 def map_layers(viewer: napari.Viewer, *kinds: str) -> list[napari.layers.Image]:
-    """Map layers (of the given kinds; any kind when none is given)."""
+    """Map layers (of the given kinds; importance, population and difference maps when none is given)."""
+    kinds = kinds or MAP_KINDS
     return [layer for layer in viewer.layers
-            if isinstance(layer, napari.layers.Image) and layer.metadata.get(MAP_KIND)
-            and (not kinds or layer.metadata[MAP_KIND] in kinds)]
+            if isinstance(layer, napari.layers.Image) and layer.metadata.get(MAP_KIND) in kinds]
+
+
+def selected_scan(viewer: napari.Viewer):
+    """The scan the user has selected in the layer list: the selected layer when it
+    is a scan, else the scan a selected map or mask was made for; None otherwise."""
+    active = viewer.layers.selection.active
+    if active is None:
+        return None
+    scans = scan_layers(viewer)
+    if any(active is scan for scan in scans):
+        return active
+    source = active.metadata.get(SOURCE_LAYER)
+    return next((scan for scan in scans if scan.name == source), None) if source else None
+
+
+def follow_selection(viewer: napari.Viewer, *combos) -> None:
+    """Make each map picker show what the user selected in the layer list: the
+    selected layer when the picker offers it, else the importance map made for the
+    selected scan (the noise model's, else the newest). A selection with no map
+    to offer leaves the picker as it is."""
+    active = viewer.layers.selection.active
+    scan = selected_scan(viewer)
+    for combo in combos:
+        maps = [layer for layer in combo.choices if layer is not None]
+        if active is not None and any(active is layer for layer in maps):
+            target = active
+        elif scan is not None:
+            own = [layer for layer in maps if layer.metadata.get(MAP_KIND) == IMPORTANCE
+                   and layer.metadata.get(SOURCE_LAYER) == scan.name]
+            if not own or any(combo.value is layer for layer in own):
+                continue  # nothing made for this scan, or one of its maps is shown already
+            noise = [layer for layer in own if layer.metadata.get("method", "noise") == "noise"]
+            target = (noise or own)[-1]
+        else:
+            continue
+        if combo.value is not target:
+            combo.value = target
 
 
 def refresh_map_choices(*combos, newest: bool = True) -> None:
@@ -47,13 +91,111 @@ def layer_volume(layer) -> Volume:
     return layer_to_volume(*layer.as_layer_data_tuple()[:2])
 
 
-def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, **kwargs):
-    """Add ``volume`` as a map layer called ``name``, replacing a layer of that name."""
+def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, metadata: dict | None = None,
+                **kwargs):
+    """Add ``volume`` as a map layer called ``name``, replacing a layer of that name.
+    ``metadata`` is on the layer from the start, so widgets that follow new layers
+    already see which scan a map belongs to."""
     data, layer_kwargs, _ = volume_layer_data(volume, name=name, **kwargs)
+    layer_kwargs["metadata"].update(metadata or {})
     layer_kwargs["metadata"][MAP_KIND] = kind
     if name in viewer.layers:
         viewer.layers.remove(name)
     return viewer.add_image(data, **layer_kwargs)
+
+
+# ------------------------------------------------------------------ workers
+class WorkerError(Exception):
+    """Any exception of a worker's generator, carried out of it in words.
+
+    superqt's generator workers take a ``RuntimeError`` raised by the generator
+    for a deleted Qt object: they print a warning on the terminal and emit
+    neither ``errored`` nor ``finished``, so a widget waiting for them stays busy
+    for good. SimpleITK and torch report their errors as ``RuntimeError``; the
+    workers therefore raise this instead (``error``: the original exception;
+    the message: :func:`describe`'s one line).
+    """
+
+    def __init__(self, error: BaseException):
+        super().__init__(describe(error))
+        self.error = error
+
+
+def describe(err: BaseException) -> str:
+    """One line saying what went wrong, without a traceback (``errors.describe_error``
+    where the core has it)."""
+    try:
+        from ..errors import describe_error
+    except ImportError:  # an older core: the exception's own first words
+        text = " ".join(str(err).split())
+        if isinstance(err, (ValueError, OSError)):
+            return text or type(err).__name__
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return describe_error(err)
+
+
+def is_quality_failure(err: BaseException) -> bool:
+    """True for the core's ``quality.QualityError`` (a scan that failed QC)."""
+    return hasattr(getattr(err, "quality", None), "failures")
+
+
+def quality_reasons(err: BaseException) -> str:
+    """Why a scan failed QC: the report's failures, else the message after "QC failed:"."""
+    failures = getattr(getattr(err, "quality", None), "failures", None)
+    if failures:
+        return "; ".join(failures)
+    text = " ".join(str(err).split())
+    return text.split("QC failed:", 1)[-1].strip() or text
+
+
+class WorkerSlot:
+    """The one worker a widget listens to.
+
+    ``connect`` wires a worker's signals to handlers that run only while that
+    worker is the current one; ``release`` (Cancel) forgets it at once, so the
+    widget is ready again even when the worker is stuck in a long core call,
+    and whatever that worker sends later (a late result, an error) is dropped.
+    """
+
+    def __init__(self):
+        self.worker = None
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def connect(self, worker, **handlers) -> None:
+        """Make ``worker`` the current one; ``handlers``: signal name -> handler."""
+        self.worker = worker
+        for signal, handler in handlers.items():
+            getattr(worker, signal).connect(self._if_current(worker, handler))
+
+    def _if_current(self, worker, handler):
+        def call(*args):
+            if worker is self.worker:
+                handler(*args)
+        return call
+
+    def release(self):
+        """Forget the current worker (asking it to stop at its next step); returns it."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.quit()
+        return worker
+
+
+def wrapping_label(label, monospace: bool = False):
+    """Make a magicgui Label wrap its text to the width the dock gives it, instead
+    of widening the dock to fit a long line (a QC reason, an error message)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    native = label.native
+    native.setWordWrap(True)
+    native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    native.setMinimumWidth(120)
+    if monospace:
+        native.setStyleSheet("font-family: monospace;")
+    return label
 
 
 def overlay_colormap(name: str = "inferno"):

@@ -1,8 +1,11 @@
-"""Brain age dock widget: predicted age, gaps, and the importance overlay.
+"""Brain age dock widget: predicted age, gaps, QC verdict and the importance overlay.
 
 Input -> one core call in a worker thread -> numbers in the widget and an
-"importance" layer on the scan's own grid. The viewer stays responsive; Cancel
-stops the run between steps; errors become notifications. Export writes the
+"importance" layer on the scan's own grid. The scan box follows the layer the
+user opens or selects; the age and the result panel belong to that scan (a
+scan's numbers are never shown beside another's name). The viewer stays
+responsive; Cancel returns to ready at once, whatever the worker is doing;
+any error becomes a one-line notification naming the scan. Export writes the
 map (NIfTI, the scan's geometry), the numbers (CSV) and a captioned snapshot (PNG).
 """
 
@@ -23,7 +26,9 @@ from ..io import Volume, save_volume
 from ..preprocess import PREPROCESSING_MODES
 from ..report import captioned, save_png
 from ._common import (
-    IMPORTANCE, confirm_overwrite, layer_volume, map_contrast_limits, overlay_colormap, scan_layers, show_volume,
+    IMPORTANCE, SOURCE_LAYER, WorkerError, WorkerSlot, confirm_overwrite, describe, is_quality_failure,
+    layer_volume, map_contrast_limits, overlay_colormap, quality_reasons, scan_layers, selected_scan, show_volume,
+    wrapping_label,
 )
 
 _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain age",
@@ -33,26 +38,39 @@ _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain
 @thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
 def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str, preprocessing: str,
              method: str = "noise"):
-    """Generator run in a worker: yields between steps so Cancel can stop it there."""
-    yield _STEPS[0]
-    model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
-    yield _STEPS[1]
-    prepared = prepare_input(volume, preprocessing)
-    yield _STEPS[2]
-    result = predict_age(volume, model, torch_device, age, prepared=prepared)
-    yield _STEPS[3]
-    return result, importance_map(volume, model, torch_device, prepared=prepared, method=method)
+    """Generator run in a worker: yields between steps so Cancel can stop it there.
+    Any error leaves it as a ``WorkerError`` (see there why not as it is)."""
+    try:
+        yield _STEPS[0]
+        model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
+        yield _STEPS[1]
+        prepared = prepare_input(volume, preprocessing)
+        yield _STEPS[2]
+        result = predict_age(volume, model, torch_device, age, prepared=prepared)
+        if result.predicted_age is None:  # failed QC, reported in the result: no age, no map
+            return result, None
+        yield _STEPS[3]
+        return result, importance_map(volume, model, torch_device, prepared=prepared, method=method)
+    except Exception as err:
+        raise WorkerError(err) from err
 
 
 class BrainAgeWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
+        self._slot = WorkerSlot()     # the worker this widget listens to
+        self._running = None          # the scan layer that worker analyses
+        self._shown = None            # the scan the age and the result panel belong to
+        self._panels: dict = {}       # scan layer -> its result panel text
+        self._results: dict = {}      # scan layer -> (AgeResult, importance Volume), for Export
+        self._ages: dict = {}         # scan layer -> the age typed for it
         self.scan = ComboBox(label="scan", choices=self._image_layers,
-                             tooltip="T1 scan aligned to MNI space (e.g. a sample from File > Open Sample).")
+                             tooltip="The scan to analyse: follows the layer you open or select. "
+                                     "Maps and masks made by this plugin are not offered.")
         self.age = LineEdit(label="age (years)", tooltip="Chronological age, for the brain-age gap. "
-                            "Filled from the scan's metadata when known; leave empty if unknown.")
+                            "Filled from the scan's metadata or a participants.csv beside it when known; "
+                            "empty otherwise (type it, or leave it empty if unknown).")
         self.model = FileEdit(label="model", mode="d", nullable=True,
                               tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
@@ -64,59 +82,103 @@ class BrainAgeWidget(Container):
                                tooltip="How importance is computed: the noise model (fast, the plugin's method) "
                                        "or a gradient/occlusion baseline from Captum (slower).")
         self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
-        self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop the running analysis.")
+        self.cancel = PushButton(text="Cancel", enabled=False,
+                                 tooltip="Stop the running analysis (the widget is ready again at once).")
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
-        self.result = Label(label="result", value="")
-        self.result.native.setStyleSheet("font-family: monospace;")
-        self.result.native.setWordWrap(True)  # QC warnings are sentences
+        self.result = wrapping_label(Label(label="result", value=""), monospace=True)  # QC reasons are sentences
         self.opacity = FloatSlider(label="overlay opacity", min=0.0, max=1.0, step=0.05, value=0.9,
                                    tooltip="Opacity of this scan's importance overlay.")
         self.export_dir = FileEdit(label="export to", mode="d", nullable=True,
                                    tooltip="Folder for the exported map (NIfTI), numbers (CSV) and snapshot (PNG).")
         self.export = PushButton(text="Export", enabled=False,
                                  tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
-                                         "(asks before replacing files).")
+                                         "for the selected scan (asks before replacing files).")
         self.extend([self.scan, self.age, self.model, self.device, self.preprocess, self.method, self.run, self.cancel,
                      self.progress, self.result, self.opacity, self.export_dir, self.export])
-        self._last: tuple[str, AgeResult, Volume] | None = None
         self.run.changed.connect(self.start)
         self.export.changed.connect(self.export_results)
         self.opacity.changed.connect(self._set_opacity)
         self.cancel.changed.connect(self.stop)
-        self.scan.changed.connect(self._prefill_age)
-        viewer.layers.events.inserted.connect(self._refresh_choices)
-        viewer.layers.events.removed.connect(self._refresh_choices)
+        self.scan.changed.connect(self._follow_scan)
+        self.age.changed.connect(self._remember_age)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        viewer.layers.selection.events.active.connect(self._on_selected)
         show_anatomically(viewer)
-        self._refresh_choices()
+        self.scan.reset_choices()
+        self._on_selected()
+        self._follow_scan()
 
-    # ---- choices
+    # ---- which scan
     def _image_layers(self, _widget=None) -> list:
         return scan_layers(self._viewer)
 
-    def _refresh_choices(self, _event=None) -> None:
-        self.scan.reset_choices()
-        active = self._viewer.layers.selection.active
-        if active in self.scan.choices:
-            self.scan.value = active
-        self._prefill_age()
+    def _offered(self, layer) -> bool:
+        return layer is not None and any(layer is choice for choice in self.scan.choices)
 
-    def _prefill_age(self, _value=None) -> None:
+    def _on_inserted(self, event=None) -> None:
+        """A newly opened scan becomes the one to analyse (maps this plugin adds are not scans)."""
+        self.scan.reset_choices()
+        layer = getattr(event, "value", None)
+        if self._offered(layer):
+            self.scan.value = layer
+        self._follow_scan()
+
+    def _on_removed(self, _event=None) -> None:
+        self.scan.reset_choices()
+        layers = self._viewer.layers
+        for table in (self._panels, self._results, self._ages):
+            for layer in [layer for layer in table if layer not in layers]:
+                del table[layer]
+        self._follow_scan()
+
+    def _on_selected(self, _event=None) -> None:
+        """Selecting a scan in the layer list (or a map made for it) selects it here."""
+        scan = selected_scan(self._viewer)
+        if self._offered(scan):
+            self.scan.value = scan
+
+    def _follow_scan(self, _value=None) -> None:
+        """When the scan changes, the age, the result panel and Export are that scan's."""
+        layer = self.scan.value
+        if layer is self._shown:
+            return
+        self._shown = layer
+        if layer in self._ages:  # what the user typed for this scan
+            self.age.value = self._ages[layer]
+        else:  # never another scan's age: the scan's own, or nothing
+            age = self.known_age(layer)
+            self.age.value = "" if age is None else f"{age:g}"
+        self.result.value = self._panels.get(layer, "")
+        self.export.enabled = layer in self._results
+
+    def _remember_age(self, text: str) -> None:
+        if self._shown is not None:
+            self._ages[self._shown] = text
+
+    @staticmethod
+    def known_age(layer) -> float | None:
         """The age from the layer's metadata (samples), else from a participants.csv
         beside the scan's file that lists it (a cohort made by `synth`, or one's own)."""
-        layer = self.scan.value
         if layer is None:
-            return
+            return None
         age = layer.metadata.get("age")
         if age is None:
             age = age_from_participants(layer.metadata.get(SOURCE_PATH))
-        if age is not None:
-            self.age.value = f"{age:g}"
+        return age
+
+    def _set_panel(self, layer, text: str) -> None:
+        """The result panel of ``layer`` (shown now when it is the selected scan)."""
+        self._panels[layer] = text
+        if layer is self.scan.value:
+            self.result.value = text
+            self.export.enabled = layer in self._results
 
     # ---- running
     @property
     def busy(self) -> bool:
         """True from Run until the analysis has finished, failed or been cancelled."""
-        return self._worker is not None
+        return self._slot.busy
 
     def _parse_age(self) -> float | None:
         text = self.age.value.strip()
@@ -135,53 +197,87 @@ class BrainAgeWidget(Container):
         if layer is None:
             show_error("Brain age: open a 3D scan first (File > Open Sample > napari-brainage).")
             return None
+        if self.busy:
+            return None
         try:
             age = self._parse_age()
+            volume = layer_volume(layer)
         except ValueError as err:
             show_error(f"Brain age: {err}")
             return None
-        volume = layer_volume(layer)
         model_dir = str(self.model.value) if self.model.value is not None else None
         method = self.method.value
         worker = _analyse(volume, age, model_dir, self.device.value, self.preprocess.value, method)
-        worker.yielded.connect(self._on_step)
-        worker.returned.connect(lambda out: self._on_done(layer, volume, *out, method=method))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.run.enabled, self.cancel.enabled = False, True
-        self.progress.value, self.progress.visible = 0, True
-        self.result.value = "running..."
+        self._slot.connect(
+            worker, yielded=self._on_step,
+            returned=lambda out: self._on_done(layer, volume, *out, method=method),
+            errored=lambda err: self._on_error(layer, err),
+            finished=self._on_finished)
+        self._running = layer
+        self._results.pop(layer, None)  # this scan's numbers are being replaced
+        self._set_panel(layer, scan_line(layer.name) + "\nrunning...")
+        self._set_ready(False)
+        self.progress.value = 0
         worker.start()
         return worker
 
     def stop(self, _value=None) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self.result.value = "cancelled"
+        """Ready again at once; the worker stops at its next step, and whatever it
+        sends after this (a late result, an error) is ignored."""
+        if not self._slot.busy:
+            return
+        self._slot.release()
+        self._set_panel(self._running, scan_line(self._running.name) + "\ncancelled")
+        self._set_ready(True)
+
+    def _set_ready(self, ready: bool) -> None:
+        self.run.enabled, self.cancel.enabled = ready, not ready
+        self.progress.visible = not ready
+        if ready:
+            self.progress.label = "progress"
 
     def _on_step(self, step: str) -> None:
         self.progress.value = _STEPS.index(step)
         self.progress.label = step
 
-    def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume, method: str = "noise") -> None:
-        self.progress.value = len(_STEPS)
-        self.result.value = format_result(result)
-        importance.path = volume.path
-        overlay = show_volume(
-            self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
-            colormap=overlay_colormap(), blending="translucent", opacity=self.opacity.value,
-            contrast_limits=map_contrast_limits(importance.data),
-        )
-        overlay.metadata.update(predicted_age=result.predicted_age, source_layer=layer.name, method=method)
-        self._viewer.layers.selection.active = layer
+    def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume | None,
+                 method: str = "noise") -> None:
         result.subject = layer.name
-        self._last = (layer.name, result, importance)
-        self.export.enabled = True
-        if result.qc and result.qc != "ok":
-            show_warning(f"Brain age of {layer.name}: check the scan: {result.qc}")
+        if result.predicted_age is None or importance is None:  # failed QC: no age, no map
+            self._set_panel(layer, format_result(result, layer.name))
+            show_error(notification(result, layer.name))
+            return
+        self.progress.value = len(_STEPS)
+        importance.path = volume.path
+        self._results[layer] = (result, importance)
+        if layer in self._viewer.layers:  # (the scan may have been closed meanwhile)
+            show_volume(
+                self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
+                metadata={"predicted_age": result.predicted_age, SOURCE_LAYER: layer.name, "method": method},
+                colormap=overlay_colormap(), blending="translucent", opacity=self.opacity.value,
+                contrast_limits=map_contrast_limits(importance.data),
+            )
+            self._viewer.layers.selection.active = layer
+        self._set_panel(layer, format_result(result, layer.name))
+        (show_warning if qc_status(result) == "warn" else show_info)(notification(result, layer.name))
+
+    def _on_error(self, layer, error: Exception) -> None:
+        """The scan's panel says why it failed (no numbers of an earlier run), and
+        a one-line notification names the scan and the problem."""
+        error = getattr(error, "error", error)  # a WorkerError carries the original
+        self._results.pop(layer, None)
+        if is_quality_failure(error):
+            reasons = quality_reasons(error)
+            self._set_panel(layer, f"{scan_line(layer.name)}\nQC failed: {reasons} \N{EM DASH} no age")
+            show_error(f"Brain age: QC failed for {layer.name}: {reasons} \N{EM DASH} no age")
         else:
-            show_info(f"Brain age of {layer.name}: {result.predicted_age:.1f} years")
+            reason = describe(error)
+            self._set_panel(layer, f"{scan_line(layer.name)}\nfailed: {reason}")
+            show_error(f"Brain age failed for {layer.name}: {reason}")
+
+    def _on_finished(self) -> None:
+        self._slot.release()
+        self._set_ready(True)
 
     def _map_name(self, layer, method: str | None = None) -> str:
         """One overlay per scan and method: "importance (scan)" for the noise model."""
@@ -202,15 +298,17 @@ class BrainAgeWidget(Container):
                 "png": folder / f"{name}_view.png"}
 
     def export_results(self, _value=None) -> dict[str, Path] | None:
-        """Write the last result's map, numbers and a captioned snapshot of the view."""
-        if self._last is None:
-            show_error("Brain age: run the analysis before exporting.")
+        """Write the selected scan's map, numbers and a captioned snapshot of the view."""
+        layer = self.scan.value
+        if layer not in self._results:
+            show_error("Brain age: run the analysis of this scan before exporting.")
             return None
         if self.export_dir.value is None:
             show_error("Brain age: choose a folder to export to.")
             return None
         folder = Path(self.export_dir.value)
-        name, result, importance = self._last
+        result, importance = self._results[layer]
+        name = result.subject
         paths = self.export_paths(folder, name)
         if not folder.is_dir():
             show_error(f"Brain age: {folder} is not a folder.")
@@ -229,26 +327,66 @@ class BrainAgeWidget(Container):
         show_info(f"Brain age: exported to {folder}")
         return paths
 
-    def _on_error(self, error: Exception) -> None:
-        self.result.value = "failed"
-        show_error(f"Brain age failed: {error}")
 
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.run.enabled, self.cancel.enabled = True, False
-        self.progress.visible = False
+def qc_status(result: AgeResult) -> str:
+    """"pass", "warn" (age kept, flagged) or "fail" (no age); from the core's
+    ``qc_status`` where it has one."""
+    status = getattr(result, "qc_status", None)
+    if status:
+        return status
+    if result.predicted_age is None:
+        return "fail"
+    return "pass" if result.qc in ("", "ok") else "warn"
 
 
-def format_result(result: AgeResult) -> str:
-    lines = [f"predicted age   {result.predicted_age:.1f} y"]
+def qc_verdict(result: AgeResult) -> str:
+    """"QC pass", "QC warning: <reasons>" or "QC failed: <reason> \N{EM DASH} no age" (the
+    core's ``AgeResult.verdict`` where it has one)."""
+    status = qc_status(result)
+    if getattr(result, "qc_status", "") and callable(getattr(result, "verdict", None)):
+        text = result.verdict()
+    elif status == "fail":
+        reason = result.error or (result.qc if result.qc not in ("", "ok") else "") or "the scan failed QC"
+        text = reason if reason.startswith("QC failed") else f"QC failed: {reason}"
+    elif status == "warn":
+        text = f"QC warning: {result.qc}"
+    else:
+        text = "QC pass"
+    return f"{text} \N{EM DASH} no age" if status == "fail" else text
+
+
+def scan_line(name: str) -> str:
+    return f"scan: {name}"  # short: the panel is narrow, long names stay on one line
+
+
+def format_result(result: AgeResult, name: str | None = None) -> str:
+    """The result panel: the scan these numbers belong to, the age with its QC verdict, the gaps."""
+    lines = [scan_line(name or result.subject)]
+    if result.predicted_age is None:
+        return "\n".join([*lines, qc_verdict(result)])
+    lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
     if result.age is not None:
         lines += [f"age             {result.age:.1f} y",
                   f"brain-age gap   {result.gap:+.1f} y",
                   f"corrected gap   {result.corrected_gap:+.1f} y"]
-    if result.qc and result.qc != "ok":
-        lines.append("QC warning      " + result.qc.replace("; ", "\n                "))
     return "\n".join(lines)
 
+
+def notification(result: AgeResult, name: str) -> str:
+    """One line, numbers first: napari's notification shows about 45 characters of
+    its first line (the rest is behind the expand arrow), so "Brain age of <long
+    scan name>:" left no room for the age."""
+    if result.predicted_age is None:
+        return f"Brain age: {qc_verdict(result)} ({name})"
+    numbers = f"Brain age {result.predicted_age:.1f} y"
+    if result.age is not None:
+        numbers += f", gap {result.gap:+.1f} y"
+    status = qc_status(result)
+    text = f"{numbers}, QC {'warning' if status == 'warn' else status}: {name}"
+    text += f" (age {result.age:g})" if result.age is not None else " (age not given)"
+    if status == "warn":
+        text += f": {result.qc}"
+    return text
 
 
 def age_from_participants(scan_path: str | None) -> float | None:

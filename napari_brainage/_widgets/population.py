@@ -31,7 +31,7 @@ from ..models import bundled_model_dir
 from ..population import template_volume
 from ..template import load_template
 from ._common import (
-    DIFFERENCE, IMPORTANCE, POPULATION, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
+    DIFFERENCE, IMPORTANCE, MAP_KIND, POPULATION, TEMPLATE, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
     refresh_map_choices, show_volume,
 )
 
@@ -236,4 +236,5 @@ class PopulationWidget(Container):
     def _add_template(self):
         kit = load_template(2)
         data, kwargs, _ = volume_layer_data(Volume(data=kit.t1, affine=kit.affine), name=TEMPLATE_LAYER)
+        kwargs["metadata"][MAP_KIND] = TEMPLATE  # anatomy for the panel: not a scan to analyse
         return self._viewer.add_image(data, **kwargs)
