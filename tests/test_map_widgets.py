@@ -103,7 +103,8 @@ def test_population_computed_in_a_worker_matches_the_core(make_napari_viewer, qt
     qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
     timer.stop()
     assert ticks and len(ticks) > 5  # the GUI thread kept running
-    assert seen[-1] == (12, 12, 0)
+    assert seen[-1] == (12, 12, [])  # done, total, failed
+    assert widget.status.value == "12 of 12 mapped, 0 failed"
     layer = viewer.layers["population (participants, n=12)"]
 
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
@@ -264,3 +265,120 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     monkeypatch.setattr("napari_brainage._widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
     assert widget.export_results() is None
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps  # nothing replaced
+
+
+# ------------------------------------------------------------------ Population: failed scans, Cancel
+from widget_fakes import ITK_ERROR, ended  # noqa: E402
+
+
+@pytest.fixture
+def population_notices(monkeypatch):
+    from napari_brainage._widgets import population
+
+    shown: list[tuple[str, str]] = []
+    for severity in ("info", "warning", "error"):
+        monkeypatch.setattr(population, f"show_{severity}",
+                            lambda message, severity=severity: shown.append((severity, message)))
+    return shown
+
+
+def test_population_skips_a_failed_scan_keeps_the_others_and_says_so(make_napari_viewer, qtbot, monkeypatch,
+                                                                     tmp_path, tiny_model, tiny_cohort,
+                                                                     population_notices):
+    """One scan whose registration raises (SimpleITK's RuntimeError, which superqt's
+    workers used to swallow: the widget froze at "3 of 4") is skipped and named;
+    the map of the other three is kept."""
+    import shutil
+
+    import napari_brainage.io as core_io
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    good = [item.path for item in collect_inputs([tiny_cohort])[:3]]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    shutil.copy(good[0], folder / "stat_map.nii.gz")  # sorts last: fails after three good scans
+    real_load = core_io.load_volume
+
+    def load(path, *args, **kwargs):
+        if "stat_map" in str(path):
+            raise RuntimeError(ITK_ERROR)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(core_io, "load_volume", load)  # the core's per-scan path reads through it
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.cohort.value = str(folder)
+    widget.model.value = str(tiny_model)
+    seen = []
+    worker = widget.start()
+    worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    assert [state[:2] for state in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # never stuck
+    assert widget.compute.enabled and not widget.cancel.enabled and widget.progress.native.isHidden()
+    assert widget.status.value == "3 of 4 mapped, 1 failed"
+    assert "stat_map" in widget.status.tooltip
+    assert "All samples map outside moving image buffer" in widget.status.tooltip
+    severity, message = population_notices[-1]
+    assert severity == "warning" and message.startswith("Population: 3 of 4 mapped, 1 failed: stat_map: ")
+    assert "All samples map outside moving image buffer" in message and "\n" not in message
+    layer = viewer.layers["population (cohort, n=3)"]
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    maps = [uncrop(importance_in_model_space(real_load(path), model, device), model.card.input) for path in good]
+    np.testing.assert_allclose(_common.layer_volume(layer).data, np.mean(maps, axis=0), atol=1e-5)
+
+
+def test_population_reports_when_no_scan_could_be_mapped(make_napari_viewer, qtbot, monkeypatch, tmp_path,
+                                                         population_notices):
+    from napari_brainage._widgets import population
+
+    def fails(items, *args, **kwargs):
+        raise RuntimeError(f"CUDA error: an illegal memory access was encountered ({items[0].subject})")
+
+    monkeypatch.setattr(population, "map_chunk", fails)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    widget.cohort.value = str(tmp_path)
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=20_000)
+    assert widget.compute.enabled and widget.progress.native.isHidden()
+    assert widget.status.value == "0 of 2 mapped, 2 failed"
+    severity, message = population_notices[-1]
+    assert severity == "error" and message.startswith("Population: no map, 0 of 2 mapped, 2 failed: a: ")
+    assert "illegal memory access" in message and "b: " in message
+    assert not _common.map_layers(viewer)
+
+
+def test_population_cancel_returns_to_ready_while_a_scan_is_stuck(make_napari_viewer, qtbot, monkeypatch, tmp_path,
+                                                                  population_notices):
+    import threading
+
+    from napari_brainage._widgets import population
+
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(items, *args, **kwargs):
+        entered.set()
+        release.wait(60)
+        return {"": population.RunningStats((2, 2, 2)).state()}, [items[0].subject], []
+
+    monkeypatch.setattr(population, "map_chunk", stuck)
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    widget.cohort.value = str(tmp_path)
+    worker = widget.start()
+    done = ended(worker)
+    qtbot.waitUntil(entered.is_set, timeout=20_000)
+    widget.cancel.clicked.emit()
+    assert widget.compute.enabled and not widget.cancel.enabled and widget.progress.native.isHidden()
+    assert not widget.busy and widget.status.value == "cancelled"
+    release.set()
+    qtbot.waitUntil(lambda: bool(done), timeout=20_000)
+    qtbot.wait(50)
+    assert widget.status.value == "cancelled" and not _common.map_layers(viewer)
+

@@ -4,7 +4,8 @@
   ``napari-brainage population``.
 * Compute: the same streamed statistics as the CLI (``cohort.map_chunk``, merged
   ``RunningStats``) over a folder, CSV or scan, in a worker with an n-of-N
-  progress bar and Cancel.
+  progress bar and Cancel. A scan that fails (any error) is skipped and named;
+  the others' map is kept ("3 of 4 mapped, 1 failed").
 * Compare: subject - population difference layer, Dice of the top-k % voxels and
   correlation; "side by side" puts subject and population in napari's grid
   mode, where all panels share one set of sliders.
@@ -19,7 +20,7 @@ from magicgui.widgets import (
     CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton,
 )
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from .._layers import volume_layer_data
 from .._viewer import show_anatomically
@@ -31,8 +32,9 @@ from ..models import bundled_model_dir
 from ..population import template_volume
 from ..template import load_template
 from ._common import (
-    DIFFERENCE, IMPORTANCE, MAP_KIND, POPULATION, TEMPLATE, layer_volume, map_contrast_limits, map_layers, overlay_colormap,
-    refresh_map_choices, show_volume,
+    DIFFERENCE, IMPORTANCE, MAP_KIND, POPULATION, SOURCE_LAYER, TEMPLATE, WorkerError, WorkerSlot, describe,
+    follow_selection, layer_volume, map_contrast_limits, map_layers, overlay_colormap, refresh_map_choices,
+    show_volume, wrapping_label,
 )
 
 BUNDLED_MAP = "population_map.nii.gz"
@@ -43,31 +45,45 @@ def bundled_population_map() -> Path:
     return bundled_model_dir() / BUNDLED_MAP
 
 
+#: Failed scans named in a notification (the widget's tooltip lists them all).
+NAMED_FAILURES = 3
+
+
 @thread_worker(ignore_errors=True)  # errors: _on_error
 def _compute(inputs, model_dir: str | None, device: str):
-    """Mean importance map of ``inputs``; yields (done, total, skipped) after each scan.
+    """Mean importance map of ``inputs``; yields (done, total, failed) after each scan,
+    returns (map or None when no scan could be mapped, count, failed); ``failed``:
+    ["subject: reason"].
 
     Each scan goes through ``cohort.map_chunk``, the function the CLI's workers
-    run, and the partial statistics merge exactly as theirs do.
+    run, and the partial statistics merge exactly as theirs do. A scan's error,
+    whatever it is, is that scan's: it is named and the next scan goes on (the
+    core keeps most in map_chunk's list; what escapes it is caught here).
     """
-    total, skipped = None, []
-    for done, item in enumerate(inputs, 1):
-        states, _, failed = map_chunk([item], model_dir, device, "auto")
-        skipped += [f"{subject}: {error}" for subject, error in failed]
-        for state in states.values():
-            part = RunningStats.from_state(state)
-            total = part if total is None else total.merge(part)
-        yield done, len(inputs), len(skipped)
-    if total is None:
-        raise ValueError(f"none of the {len(inputs)} scans could be mapped ({skipped[0] if skipped else ''})")
-    return template_volume(total.mean, 2), total.count, skipped
+    try:
+        total, failed = None, []
+        for done, item in enumerate(inputs, 1):
+            try:
+                states, _, skipped = map_chunk([item], model_dir, device, "auto")
+            except Exception as err:
+                states, skipped = {}, [(item.subject, describe(err))]
+            failed += [f"{subject}: {error}" for subject, error in skipped]
+            for state in states.values():
+                part = RunningStats.from_state(state)
+                total = part if total is None else total.merge(part)
+            yield done, len(inputs), list(failed)
+        if total is None:
+            return None, 0, failed
+        return template_volume(total.mean, 2), total.count, failed
+    except Exception as err:  # e.g. RuntimeError, which superqt would swallow
+        raise WorkerError(err) from err
 
 
 class PopulationWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
+        self._slot = WorkerSlot()
         self._hidden_for_grid: list = []
         self.map_file = FileEdit(label="population map", mode="r", nullable=True, filter="*.nii.gz *.nii",
                                  tooltip="A map from `napari-brainage population`; empty: the bundled map "
@@ -81,6 +97,7 @@ class PopulationWidget(Container):
         self.compute = PushButton(text="Compute map", tooltip="Average the cohort's importance maps.")
         self.cancel = PushButton(text="Cancel", enabled=False, tooltip="Stop computing the map.")
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0, visible=False)
+        self.status = wrapping_label(Label(label="mapped", value=""))
         self.subject = ComboBox(label="subject map", choices=self._subject_choices, nullable=True,
                                 tooltip="A subject's importance map (run Brain age first).")
         self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
@@ -94,7 +111,7 @@ class PopulationWidget(Container):
                                      tooltip="Subject (on its scan) and population (on the template) in two "
                                              "panels that share the sliders.")
         self.extend([self.map_file, self.load, self.cohort, self.model, self.compute, self.cancel,
-                     self.progress, self.subject, self.population, self.top_percent, self.compare,
+                     self.progress, self.status, self.subject, self.population, self.top_percent, self.compare,
                      self.result, self.side_by_side])
         self.load.changed.connect(self.load_map)
         self.compute.changed.connect(self.start)
@@ -103,6 +120,7 @@ class PopulationWidget(Container):
         self.side_by_side.changed.connect(self.show_side_by_side)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
         show_anatomically(viewer)
         self._refresh_choices()
 
@@ -115,6 +133,11 @@ class PopulationWidget(Container):
 
     def _refresh_choices(self, _event=None) -> None:
         refresh_map_choices(self.subject, self.population)
+        self._follow_selection()
+
+    def _follow_selection(self, _event=None) -> None:
+        """The subject map of the scan selected in the layer list (or the selected map)."""
+        follow_selection(self._viewer, self.subject, self.population)
 
     # ---- load
     def load_map(self, _value=None):
@@ -135,7 +158,7 @@ class PopulationWidget(Container):
     # ---- compute
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._slot.busy
 
     def start(self, _value=None):
         if self.cohort.value is None:
@@ -146,39 +169,67 @@ class PopulationWidget(Container):
         except (ValueError, OSError) as err:
             show_error(f"Population: {err}")
             return None
+        if self.busy:
+            return None
         model_dir = str(self.model.value) if self.model.value is not None else None
         worker = _compute(inputs, model_dir, "auto")
         name = f"population ({Path(self.cohort.value).stem}, n={len(inputs)})"
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda out: self._on_done(name, *out))
-        worker.errored.connect(lambda err: show_error(f"Population failed: {err}"))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.compute.enabled, self.cancel.enabled = False, True
-        self.progress.max, self.progress.value, self.progress.visible = len(inputs), 0, True
+        self._slot.connect(worker, yielded=self._on_progress,
+                           returned=lambda out: self._on_done(name, len(inputs), *out),
+                           errored=self._on_error, finished=self._on_finished)
+        self._set_ready(False)
+        self.progress.max, self.progress.value = len(inputs), 0
         self.progress.label = f"0 of {len(inputs)} subjects"
+        self._set_status(f"0 of {len(inputs)} done", [])
         worker.start()
         return worker
 
     def stop(self, _value=None) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            show_info("Population: cancelled")
+        """Ready again at once; the worker stops after its current scan, and what it
+        sends after this is ignored."""
+        if not self._slot.busy:
+            return
+        self._slot.release()
+        self._set_ready(True)
+        self.status.value = "cancelled"
+        show_info("Population: cancelled")
+
+    def _set_ready(self, ready: bool) -> None:
+        self.compute.enabled, self.cancel.enabled = ready, not ready
+        self.progress.visible = not ready
+        if ready:
+            self.progress.label = "progress"
+
+    def _set_status(self, text: str, failed: list[str]) -> None:
+        self.status.value = text
+        self.status.tooltip = "Failed:\n" + "\n".join(failed) if failed else ""
 
     def _on_progress(self, state) -> None:
-        done, total, skipped = state
+        done, total, failed = state
         self.progress.value = done
-        self.progress.label = f"{done} of {total} subjects" + (f" ({skipped} skipped)" if skipped else "")
+        self.progress.label = f"{done} of {total} subjects"
+        self._set_status(f"{done} of {total} done" + (f", {len(failed)} failed" if failed else ""), failed)
 
-    def _on_done(self, name: str, volume: Volume, count: int, skipped: list[str]) -> None:
-        self._show_population(volume, name.replace(f"n={count + len(skipped)}", f"n={count}"))
-        if skipped:
-            show_error(f"Population: {len(skipped)} scans skipped; first: {skipped[0]}")
+    def _on_done(self, name: str, total: int, volume: Volume | None, count: int, failed: list[str]) -> None:
+        """The map of the scans that could be mapped; the others named, with why."""
+        counts = f"{count} of {total} mapped, {len(failed)} failed"
+        self._set_status(counts, failed)
+        named = "; ".join(failed[:NAMED_FAILURES]) + (f"; and {len(failed) - NAMED_FAILURES} more"
+                                                      if len(failed) > NAMED_FAILURES else "")
+        if volume is None:
+            show_error(f"Population: no map, {counts}: {named}")
+            return
+        self._show_population(volume, name.replace(f"n={total}", f"n={count}"))
+        if failed:
+            show_warning(f"Population: {counts}: {named}")
+
+    def _on_error(self, error: Exception) -> None:
+        self._set_status(f"failed: {error}", [])
+        show_error(f"Population failed: {error}")
 
     def _on_finished(self) -> None:
-        self._worker = None
-        self.compute.enabled, self.cancel.enabled = True, False
-        self.progress.visible = False
+        self._slot.release()
+        self._set_ready(True)
 
     # ---- compare
     def run_comparison(self, _value=None):
@@ -217,7 +268,7 @@ class PopulationWidget(Container):
             self.side_by_side.value = False
             return
         layers = self._viewer.layers
-        scan_name = subject.metadata.get("source_layer")
+        scan_name = subject.metadata.get(SOURCE_LAYER)
         scan = layers[scan_name] if scan_name in layers else None
         if scan is not None:  # stride 2: (scan, subject map) | (template, population map)
             template = layers[TEMPLATE_LAYER] if TEMPLATE_LAYER in layers else self._add_template()
