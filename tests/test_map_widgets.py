@@ -268,7 +268,7 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
 
 
 # ------------------------------------------------------------------ Population: failed scans, Cancel
-from widget_fakes import ITK_ERROR, ended  # noqa: E402
+from widget_fakes import ITK_ERROR, FakeCore, ended  # noqa: E402
 
 
 @pytest.fixture
@@ -382,3 +382,37 @@ def test_population_cancel_returns_to_ready_while_a_scan_is_stuck(make_napari_vi
     qtbot.wait(50)
     assert widget.status.value == "cancelled" and not _common.map_layers(viewer)
 
+
+# ------------------------------------------------------------------ map pickers follow the selected scan
+def test_map_pickers_follow_the_selected_scan(make_napari_viewer, qtbot, monkeypatch):
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    brain_age = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(brain_age)
+    slices, threshold, regions = SliceWidget(viewer), ThresholdWidget(viewer), RegionsWidget(viewer)
+    population = PopulationWidget(viewer)
+    [young] = viewer.open_sample("napari-brainage", SAMPLE)
+    brain_age.start()
+    qtbot.waitUntil(lambda: not brain_age.busy, timeout=20_000)
+    [old] = viewer.open_sample("napari-brainage", "synthetic_age80")
+    brain_age.start()
+    qtbot.waitUntil(lambda: not brain_age.busy, timeout=20_000)
+    young_map, old_map = viewer.layers[f"importance ({SAMPLE})"], viewer.layers["importance (synthetic_age80)"]
+
+    def picked():
+        return slices.map.value, threshold.map.value, regions.subject.value, population.subject.value
+
+    assert picked() == (old_map,) * 4  # the scan just analysed is selected
+    assert threshold.readout.value and f"threshold ({old_map.name})" in viewer.layers
+    viewer.layers.selection.active = young
+    assert picked() == (young_map,) * 4
+    assert f"threshold ({young_map.name})" in viewer.layers  # the mask follows its map
+    assert regions.rows and regions.rows == regions.rank_regions()
+    viewer.layers.selection.active = old
+    assert picked() == (old_map,) * 4
+    # A population map selected in the layer list: the pickers that offer it show it;
+    # the subject pickers keep the scan's map.
+    population_map = population.load_map()
+    viewer.layers.selection.active = population_map
+    assert slices.map.value is population_map and threshold.map.value is population_map
+    assert regions.population.value is population_map and regions.subject.value is old_map

@@ -12,7 +12,9 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 
 from ..population import RegionScore, rank_regions_of, region_peak
-from ._common import IMPORTANCE, POPULATION, go_to, layer_volume, map_layers, ras_to_world, refresh_map_choices
+from ._common import (
+    IMPORTANCE, POPULATION, follow_selection, go_to, layer_volume, map_layers, ras_to_world, refresh_map_choices,
+)
 
 COLUMNS = ("region", "subject", "population")
 
@@ -22,7 +24,8 @@ class RegionsWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.subject = ComboBox(label="subject map", choices=self._subject_choices, nullable=True,
-                                tooltip="A subject's importance map (from Brain age).")
+                                tooltip="A subject's importance map (from Brain age; follows the scan "
+                                        "selected in the layer list).")
         self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
                                    tooltip="A population map (from the Population widget).")
         self.rank = PushButton(text="Rank regions", tooltip="Mean importance per atlas region.")
@@ -42,6 +45,7 @@ class RegionsWidget(Container):
         self.table.native.cellClicked.connect(lambda row, _column: self.go_to_region(self.rows[row][0]))
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
         self.rows: list[tuple[str, float | None, float | None]] = []
         self._refresh_choices()
 
@@ -53,6 +57,11 @@ class RegionsWidget(Container):
 
     def _refresh_choices(self, _event=None) -> None:
         refresh_map_choices(self.subject, self.population)
+        self._follow_selection()
+
+    def _follow_selection(self, _event=None) -> None:
+        """The importance map of the scan selected in the layer list (or the selected map)."""
+        follow_selection(self._viewer, self.subject, self.population)
 
     def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
         """Fill the table; returns its rows (region, subject mean, population mean)."""

@@ -13,7 +13,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Slider
 from napari.utils.notifications import show_error
 
 from .._viewer import show_anatomically
-from ._common import go_to, map_layers, refresh_map_choices, voxel_to_world
+from ._common import follow_selection, go_to, map_layers, refresh_map_choices, voxel_to_world
 
 #: Display layers are laid out (S, A, R): the axis each plane slices through,
 #: and the dims order that shows that plane (sliced axis first).
@@ -33,7 +33,8 @@ class SliceWidget(Container):
                             tooltip="Move through the slices (same as napari's slider; arrow keys work).")
         self.position = Label(label="position", value="")
         self.map = ComboBox(label="map", choices=self._map_choices, nullable=True,
-                            tooltip="The map whose most important voxel 'Go to peak' shows.")
+                            tooltip="The map whose most important voxel 'Go to peak' shows "
+                                    "(follows the scan or map selected in the layer list).")
         self.peak = PushButton(text="Go to peak", tooltip="Show the slices through the map's most important voxel.")
         self.extend([self.plane, self.slice, self.position, self.map, self.peak])
         self.plane.changed.connect(self._set_plane)
@@ -44,6 +45,7 @@ class SliceWidget(Container):
         viewer.dims.events.order.connect(self._sync_from_viewer)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
         show_anatomically(viewer)
         self._refresh_choices()
         self._sync_from_viewer()
@@ -57,6 +59,11 @@ class SliceWidget(Container):
 
     def _refresh_choices(self, _event=None) -> None:
         refresh_map_choices(self.map, newest=False)
+        self._follow_selection()
+
+    def _follow_selection(self, _event=None) -> None:
+        """The importance map of the scan selected in the layer list (or the selected map)."""
+        follow_selection(self._viewer, self.map)
 
     # ---- widget -> viewer
     def _set_plane(self, plane: str) -> None:

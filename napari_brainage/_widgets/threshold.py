@@ -19,7 +19,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..io import save_volume
 from ..threshold import Thresholder
-from ._common import confirm_overwrite, layer_volume, map_layers, refresh_map_choices
+from ._common import confirm_overwrite, follow_selection, layer_volume, map_layers, refresh_map_choices
 
 TOP, ABOVE = "top %", "above value"
 MASK_COLOUR = "cyan"
@@ -35,7 +35,8 @@ class ThresholdWidget(Container):
         self._updating = False
         self._mode = TOP
         self.map = ComboBox(label="map", choices=self._map_choices, nullable=True,
-                            tooltip="The importance or population map to threshold.")
+                            tooltip="The importance or population map to threshold (follows the scan or "
+                                    "map selected in the layer list).")
         self.mode = RadioButtons(label="keep", choices=[TOP, ABOVE], value=TOP, orientation="horizontal",
                                  tooltip="The k % most important brain voxels, or every voxel above a value.")
         self.percent = FloatSlider(label="top %", min=0.1, max=50.0, step=0.1, value=5.0, tracking=True,
@@ -57,6 +58,7 @@ class ThresholdWidget(Container):
         self.save.changed.connect(self.save_mask)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
+        viewer.layers.selection.events.active.connect(self._follow_selection)
         self._refresh_choices()
 
     def _map_choices(self, _widget=None) -> list:
@@ -68,8 +70,15 @@ class ThresholdWidget(Container):
         if event is not None and not isinstance(event.value, napari.layers.Image):
             return  # only Image layers can be maps (and adding our mask must not recurse)
         refresh_map_choices(self.map, newest=False)  # picking a map calls _use_map
+        follow_selection(self._viewer, self.map)
         if self.map.value is not self._source:
             self._use_map(self.map.value)
+
+    def _follow_selection(self, _event=None) -> None:
+        """The importance map of the scan selected in the layer list (or the selected map)."""
+        if self._updating:
+            return  # our own mask layer being added
+        follow_selection(self._viewer, self.map)
 
     # ---- state
     @property
