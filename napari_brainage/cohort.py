@@ -167,7 +167,7 @@ def predict_one(item: ScanInput, model_dir: str | None, device: str, preprocessi
         result = predict_age(load_volume(item.path), model, torch_device, item.age, preprocessing)
         result.subject = item.subject
     except Exception as err:
-        result = AgeResult(subject=item.subject, path=str(item.path), age=item.age, error=describe_error(err))
+        result = AgeResult.failed(item.subject, item.path, item.age, err)
     return result
 
 
