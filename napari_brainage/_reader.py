@@ -1,4 +1,4 @@
-"""npe2 reader: NIfTI / MGZ scans as napari Image layers in world millimetres.
+"""npe2 reader: NIfTI / MGZ / ANALYZE scans as napari Image layers in world millimetres.
 
 A thin wrapper over :func:`napari_brainage.io.load_volume`. The layer's data
 are the scan reordered for display (see :mod:`napari_brainage.geometry`), its
@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 
 from napari.utils.notifications import show_error
 
-from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, strip_suffix
+from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
 from ._layers import volume_layer_data
 
 PathOrPaths = str | Sequence[str]
 
 
 def get_reader(path: PathOrPaths) -> Callable | None:
-    """Claim ``path`` if it is (a list of) .nii, .nii.gz or .mgz files; else None."""
+    """Claim ``path`` if it is (a list of) .nii, .nii.gz, .mgz or .hdr/.img files; else None."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths or not all(has_suffix(p, READABLE_SUFFIXES) for p in paths):
         return None
@@ -36,7 +36,7 @@ def read_scans(path: PathOrPaths) -> list[tuple]:
     from the user; so we show our own message and tell napari that the read
     produced no layer (npe2's ``[(None,)]`` sentinel) when nothing was readable.
     """
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    paths = _one_name_per_pair([path] if isinstance(path, (str, os.PathLike)) else list(path))
     layers = []
     for p in paths:
         try:
@@ -46,3 +46,10 @@ def read_scans(path: PathOrPaths) -> list[tuple]:
             continue
         layers.append(volume_layer_data(volume, name=strip_suffix(p)))
     return layers or [(None,)]
+
+
+def _one_name_per_pair(paths: list) -> list:
+    """``paths`` without the ``.img`` of a pair whose ``.hdr`` is also there (both
+    files dropped on the viewer are one scan, opened once)."""
+    names = {os.fspath(p) for p in paths}
+    return [p for p in paths if not (str(p).lower().endswith(".img") and os.fspath(pair_partner(p)) in names)]

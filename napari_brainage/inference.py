@@ -166,19 +166,24 @@ def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | 
 
 # ------------------------------------------------------------------ inputs
 def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) -> list[ScanInput]:
-    """Scans named by files, folders (their NIfTI/MGZ files) or participants CSVs.
+    """Scans named by files, folders (their NIfTI, MGZ and ANALYZE/NIfTI-pair files)
+    or participants CSVs.
 
-    ``group_by`` names a CSV column whose value becomes each scan's group.
+    In a folder, a pair ``a.hdr`` + ``a.img`` is one scan, listed by its ``.hdr``;
+    an ``.img`` without its ``.hdr`` is listed too, so that its row says what is
+    missing. ``group_by`` names a CSV column whose value becomes each scan's group.
     """
+    from .io import READABLE_FORMATS, pair_partner
     from .training import read_participants
 
     found: list[ScanInput] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if has_suffix(p, READABLE_SUFFIXES))
+            files = sorted(p for p in path.iterdir() if has_suffix(p, READABLE_SUFFIXES)
+                           and not (p.suffix.lower() == ".img" and pair_partner(p).exists()))
             if not files:
-                raise FileNotFoundError(f"{path}: no .nii, .nii.gz or .mgz files in this folder")
+                raise FileNotFoundError(f"{path}: no {READABLE_FORMATS} files in this folder")
             found += [ScanInput(strip_suffix(p), p) for p in files]
         elif path.suffix.lower() == ".csv":
             for row in read_participants(path):

@@ -29,8 +29,19 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-#: File name endings this package reads.
-READABLE_SUFFIXES = (".nii.gz", ".nii", ".mgz")
+#: File name endings this package reads. ``.hdr``/``.img``: a pair of files, the
+#: header and the voxels, of an ANALYZE 7.5 image or a NIfTI pair; either name
+#: opens the pair.
+READABLE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".hdr", ".img")
+#: The two files of an ANALYZE 7.5 / NIfTI pair.
+PAIR_SUFFIXES = (".hdr", ".img")
+#: The formats :data:`READABLE_SUFFIXES` stand for, as messages name them.
+READABLE_FORMATS = "NIfTI (.nii, .nii.gz), MGZ (.mgz) or ANALYZE/NIfTI pair (.hdr + .img)"
+#: ``Volume.metadata`` key of a note about how a file was read (e.g. an ANALYZE
+#: header, which stores no orientation).
+WARNING = "warning"
+ANALYZE_WARNING = ("ANALYZE 7.5 header: the file stores no orientation; read with nibabel's default "
+                   "(radiological: the first voxel axis points left). Check left and right.")
 #: File name endings this package writes (NIfTI only: the lingua franca).
 WRITABLE_SUFFIXES = (".nii.gz", ".nii")
 
@@ -101,8 +112,16 @@ def has_suffix(path: str | os.PathLike, suffixes: tuple[str, ...]) -> bool:
     return str(path).lower().endswith(suffixes)
 
 
+def pair_partner(path: str | os.PathLike) -> Path:
+    """The other file of an ANALYZE / NIfTI pair: ``a.hdr`` -> ``a.img``, ``a.IMG`` -> ``a.HDR``
+    (upper-case suffixes pair with upper case, as nibabel looks for them)."""
+    path = Path(path)
+    other = ".img" if path.suffix.lower() == ".hdr" else ".hdr"
+    return path.with_suffix(other.upper() if path.suffix.isupper() else other)
+
+
 def strip_suffix(path: str | os.PathLike) -> str:
-    """File name without its image suffix: ``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``."""
+    """File name without its image suffix: ``sub-01_T1w.nii.gz`` -> ``sub-01_T1w``, ``a.hdr`` -> ``a``."""
     name = Path(path).name
     for suffix in READABLE_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -112,11 +131,14 @@ def strip_suffix(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------- reading
 def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Volume:
-    """Load a NIfTI (.nii, .nii.gz) or MGZ scan as a :class:`Volume`.
+    """Load a NIfTI (.nii, .nii.gz), MGZ or ANALYZE/NIfTI-pair (.hdr + .img) scan as a :class:`Volume`.
 
     Data keep their stored dtype unless the file scales them (scl_slope /
     scl_inter), in which case they are returned as float32. A 4D file holding a
-    single volume (shape X, Y, Z, 1) is accepted as 3D.
+    single volume (shape X, Y, Z, 1) is accepted as 3D. A pair is opened by
+    either of its names. An ANALYZE 7.5 header stores no orientation: the
+    affine is nibabel's (voxel sizes and origin from the header, the first axis
+    pointing left), and ``metadata[WARNING]`` says so.
 
     Raises
     ------
@@ -128,13 +150,14 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
     where = str(path)
     if not has_suffix(path, READABLE_SUFFIXES):
         raise VolumeError(
-            f"{where}: not a NIfTI (.nii, .nii.gz) or MGZ (.mgz) file; "
-            "convert DICOM series with dcm2niix first."
+            f"{where}: not a {READABLE_FORMATS} file; convert DICOM series with dcm2niix first."
         )
     if not path.is_file():
         raise VolumeError(f"{where}: no such file.")
     if path.stat().st_size == 0:
         raise VolumeError(f"{where}: the file is empty (0 bytes).")
+    if has_suffix(path, PAIR_SUFFIXES):
+        _check_pair(path)
 
     try:
         image = nib.load(path)
@@ -155,7 +178,22 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
         ) from err
     data = data.reshape(shape)
     _check_values(where, data)
-    return Volume(data=data, affine=affine, header=image.header, path=path)
+    volume = Volume(data=data, affine=affine, header=image.header, path=path)
+    if isinstance(image.header, nib.AnalyzeHeader) and not isinstance(image.header, nib.Nifti1Header):
+        volume.metadata[WARNING] = ANALYZE_WARNING
+    return volume
+
+
+def _check_pair(path: Path) -> None:
+    """Both files of an ANALYZE / NIfTI pair are there (nibabel would fail late, or vaguely)."""
+    partner = pair_partner(path)
+    if partner.is_file():
+        return
+    if path.suffix.lower() == ".hdr":
+        raise VolumeError(f"{path}: the header of an ANALYZE/NIfTI pair, but its voxel file {partner.name} "
+                          f"is missing; keep {partner.name} beside {path.name}.")
+    raise VolumeError(f"{path}: an .img file without its header {partner.name}; an ANALYZE/NIfTI pair "
+                      f"needs both files side by side (another .img, e.g. a disk image, is not a scan).")
 
 
 def _read_voxels(image) -> np.ndarray:

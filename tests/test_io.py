@@ -202,3 +202,94 @@ def test_gzip_output_is_really_compressed(tmp_path, oblique_scan):
     path = save_volume(load_volume(oblique_scan), tmp_path / "map.nii.gz")
     with gzip.open(path) as handle:
         assert len(handle.read(348)) == 348  # a NIfTI-1 header inside a gzip stream
+
+
+# --------------------------------------------------------------------- ANALYZE and NIfTI pairs
+def test_analyze_pair_is_read_with_nibabels_affine_and_a_note(tmp_path):
+    data = phantom(dtype=np.int16)
+    nib.save(nib.AnalyzeImage(data, np.diag([2.0, 3.0, 4.0, 1.0])), tmp_path / "old.hdr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.hdr", "old.img"]
+    expected = nib.load(tmp_path / "old.hdr").affine  # no orientation stored: nibabel's reading of it
+
+    for name in ("old.hdr", "old.img"):  # either name opens the pair
+        volume = load_volume(tmp_path / name)
+        np.testing.assert_array_equal(volume.data, data)
+        assert volume.data.dtype == np.int16
+        np.testing.assert_array_equal(volume.affine, expected)
+        np.testing.assert_allclose(volume.voxel_sizes, [2.0, 3.0, 4.0])
+        assert volume.axcodes == ("L", "A", "S")  # radiological, as ANALYZE tools assume
+        assert "no orientation" in volume.metadata[io.WARNING]
+        assert io.strip_suffix(volume.path) == "old"
+
+    # A map derived from it is written as NIfTI on the same grid.
+    save_volume(Volume(data.astype(np.float32), volume.affine, volume.header), tmp_path / "map.nii.gz")
+    written = load_volume(tmp_path / "map.nii.gz")
+    np.testing.assert_allclose(written.affine, expected, atol=1e-5)
+    assert io.WARNING not in written.metadata
+
+
+def test_nifti_pair_keeps_its_oblique_affine(tmp_path):
+    affine = make_affine()
+    image = nib.Nifti1Pair(phantom(), affine)
+    image.set_sform(affine, code=1)
+    nib.save(image, tmp_path / "pair.hdr")
+    assert (tmp_path / "pair.img").is_file()
+
+    volume = load_volume(tmp_path / "pair.hdr")
+    np.testing.assert_array_equal(volume.data, phantom())
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-5)
+    assert io.WARNING not in volume.metadata  # NIfTI: the orientation is in the header
+    save_volume(volume, tmp_path / "copy.nii.gz")  # its header's fields go into a single-file NIfTI
+    copy = nib.load(tmp_path / "copy.nii.gz")
+    assert copy.header["magic"] == b"n+1"
+    np.testing.assert_array_equal(load_volume(tmp_path / "copy.nii.gz").affine, volume.affine)
+
+
+def test_half_a_pair_is_refused_naming_the_missing_file(tmp_path):
+    nib.save(nib.AnalyzeImage(phantom(), np.eye(4)), tmp_path / "a.hdr")
+    (tmp_path / "a.img").unlink()
+    with pytest.raises(VolumeError, match=r"a\.hdr: the header of an ANALYZE/NIfTI pair, but its voxel file "
+                                          r"a\.img is missing"):
+        load_volume(tmp_path / "a.hdr")
+
+    nib.save(nib.Nifti1Pair(phantom(), np.eye(4)), tmp_path / "B.HDR")
+    (tmp_path / "B.HDR").unlink()
+    with pytest.raises(VolumeError, match=r"B\.IMG: an \.img file without its header B\.HDR"):
+        load_volume(tmp_path / "B.IMG")
+
+
+def test_unsupported_suffix_message_names_every_readable_format(tmp_path):
+    with pytest.raises(VolumeError, match=r"not a NIfTI \(\.nii, \.nii\.gz\), MGZ \(\.mgz\) or ANALYZE/NIfTI "
+                                          r"pair \(\.hdr \+ \.img\) file"):
+        load_volume(_write_raw(tmp_path / "scan.dcm", b"DICM"))
+
+
+def test_a_folder_lists_each_pair_once_by_its_header(tmp_path):
+    from napari_brainage.inference import collect_inputs
+
+    nib.save(nib.AnalyzeImage(phantom(), np.eye(4)), tmp_path / "a.hdr")
+    nib.save(nib.Nifti1Pair(phantom(), np.eye(4)), tmp_path / "b.hdr")
+    write_nifti(tmp_path / "c.nii.gz", phantom(), np.eye(4))
+    _write_raw(tmp_path / "lone.img", b"\0" * 64)  # no lone.hdr: listed, so that its row says so
+    found = {item.subject: item.path.name for item in collect_inputs([tmp_path])}
+    assert found == {"a": "a.hdr", "b": "b.hdr", "c": "c.nii.gz", "lone": "lone.img"}
+    with pytest.raises(VolumeError, match=r"lone\.img: an \.img file without its header lone\.hdr"):
+        load_volume(tmp_path / "lone.img")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no NIfTI .* or ANALYZE/NIfTI pair \(\.hdr \+ \.img\) files"):
+        collect_inputs([empty])
+
+
+def test_napari_reader_opens_a_pair_once(tmp_path):
+    pytest.importorskip("napari")
+    from napari_brainage import _reader
+
+    nib.save(nib.AnalyzeImage(phantom(), np.eye(4)), tmp_path / "a.hdr")
+    hdr, img = str(tmp_path / "a.hdr"), str(tmp_path / "a.img")
+    for claimed in (hdr, img, "A.HDR", [hdr, img]):
+        assert callable(_reader.get_reader(claimed))
+    assert len(_reader.read_scans([hdr, img])) == 1  # both files dropped: one layer
+    [(data, kwargs, kind)] = _reader.read_scans(img)
+    assert kind == "image" and kwargs["name"] == "a"
