@@ -312,8 +312,9 @@ def test_population_skips_a_failed_scan_keeps_the_others_and_says_so(make_napari
     widget.cohort.value = str(folder)
     widget.model.value = str(tiny_model)
     seen = []
-    worker = widget.start()
-    worker.yielded.connect(seen.append)
+    shown = widget._on_progress  # every progress step the widget shows (connected before the worker starts)
+    widget._on_progress = lambda state: (seen.append(state), shown(state))
+    widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
 
     assert [state[:2] for state in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # never stuck
