@@ -232,8 +232,9 @@ def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
 
 def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported(tmp_path):
     """A raw (moved) scan is registered before training sees it, as inference would;
-    trusting its header instead gives a different input; a non-brain volume is
-    reported, not silently learnt from; worker processes give the same arrays."""
+    trusting its header instead gives a different input; a non-brain volume fails
+    quality control and is reported and left out, not silently learnt from;
+    worker processes give the same arrays."""
     from scipy import ndimage
     from test_preprocess import _moved
 
@@ -258,9 +259,10 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
 
     trusted = load_cohort(tmp_path / "participants.csv", preprocessing="none")
     assert agreement(cohort.scans[0]) > 0.85 and agreement(cohort.scans[0]) > agreement(trusted.scans[0]) + 0.3
-    assert any(m.startswith("junk: registration looks failed") for m in messages), messages
+    assert any(m.startswith("junk: error:") and "QC failed" in m for m in messages), messages
     assert not any(m.startswith("moved:") for m in messages)
-    assert "quality control flagged 1 of 2 scans" in messages[-1]
+    assert cohort.subjects == ["moved"] and len(cohort.scans) == 1 and [s for s, _ in cohort.failed] == ["junk"]
+    assert "1 of 2 scans failed (listed above) and are left out: junk" in messages[-1]
 
     # Same scans, same order, from worker processes (ITK's single-threaded
     # registration there differs from the multi-threaded one in the last digits).
