@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="describe scans' geometry and intensities",
         description="Print each scan's shape, voxel size, orientation, field of view and intensity range.",
     )
-    info.add_argument("scans", nargs="+", metavar="SCAN", help="NIfTI (.nii, .nii.gz) or MGZ file")
+    info.add_argument("scans", nargs="+", metavar="SCAN",
+                      help="NIfTI (.nii, .nii.gz), MGZ or ANALYZE (.hdr/.img) file")
     return parser
 
 
