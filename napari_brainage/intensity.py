@@ -40,6 +40,9 @@ NONFINITE_BACKGROUND_SHARE = 0.01
 #: Negative voxels (after the background is moved to 0) above this share of the
 #: non-zero voxels make the image a signed map, not anatomy.
 MAX_NEGATIVE_SHARE = 0.05
+#: Share of non-zero voxels equal to their neighbour above which whole-number
+#: data are a label map (label maps: over 0.8; scans, even uint8 ones: under 0.3).
+FLAT_LABEL_SHARE = 0.6
 #: Every n-th voxel along each axis is enough to find levels and count values.
 _SAMPLE_STEP = 2
 
@@ -69,11 +72,11 @@ def standardise(stored: np.ndarray) -> IntensityCheck:
     sample = data[::_SAMPLE_STEP, ::_SAMPLE_STEP, ::_SAMPLE_STEP]
     sample = sample[np.isfinite(sample)].ravel()
     values, counts = np.unique(sample, return_counts=True)
-    if len(values) <= MAX_LABEL_VALUES and np.all(values == np.round(values)):
-        check.failures.append(f"not an anatomical image: it holds only {len(values)} distinct whole-number values, "
-                              "like a label or segmentation image")
-        return check
     check.background = _background(sample, values, counts)
+    if _looks_like_labels(data, values, check.background):
+        check.failures.append(f"not an anatomical image: it holds only {len(values)} distinct whole-number values "
+                              "in flat patches, like a label or segmentation image")
+        return check
     if check.background != 0:
         check.notes.append(f"background at {check.background:.4g}, not 0 (offset intensities, e.g. z-scored or "
                            "scl_inter): moved to 0")
@@ -104,11 +107,24 @@ def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray) -> None:
     check.warnings.append(f"{check.nonfinite} voxels were NaN or infinite; filled in from their neighbours")
 
 
+def _looks_like_labels(data: np.ndarray, values: np.ndarray, background: float) -> bool:
+    """Whole numbers, few of them, in flat patches: most voxels off the background
+    equal their neighbour (a label map's regions), which a scan's noise never allows."""
+    if len(values) > MAX_LABEL_VALUES or not np.all(values == np.round(values)):
+        return False
+    a, b = data[1:], data[:-1]
+    tissue = (a != background) | (b != background)
+    return bool(tissue.any() and (a[tissue] == b[tissue]).mean() > FLAT_LABEL_SHARE)
+
+
 def _background(sample: np.ndarray, values: np.ndarray, counts: np.ndarray) -> float:
     """The stored value of 'no signal' (see the module docstring)."""
     top = int(np.argmax(counts))
-    if counts[top] >= CONSTANT_BACKGROUND_SHARE * sample.size and values[top] <= np.percentile(sample, 10):
-        return float(values[top])
+    if counts[top] >= CONSTANT_BACKGROUND_SHARE * sample.size:
+        if values[top] <= np.percentile(sample, 10):
+            return float(values[top])  # at the dark end: the background, wherever it was stored
+        if values[top] == 0:
+            return 0.0  # a zero background with values on both sides: a signed map (refused)
     if sample.min() < 0:
         return float(np.percentile(sample, 0.5))
     return 0.0

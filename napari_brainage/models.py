@@ -129,8 +129,7 @@ class InputSpec:
     resolution_mm: int = 2
     crop_start: tuple[int, int, int] = (5, 7, 0)
     crop_shape: tuple[int, int, int] = (80, 96, 80)
-    normalisation: str = "divide by 0.8286 x the median inside the template brain (SFCN's mean of the non-zero " \
-                         "voxels on skull-stripped scans); zeros stay zero"
+    normalisation: str = "divide by the mean of the non-zero voxels (SFCN); zeros stay zero"
 
 
 @dataclass
@@ -303,21 +302,12 @@ def mirror(x: torch.Tensor) -> torch.Tensor:
     return torch.flip(x, dims=[LEFT_RIGHT])
 
 
-#: The intensity that becomes 1 is this share of the median inside the template
-#: brain. SFCN divides by the mean of the non-zero voxels; on skull-stripped scans
-#: that mean is 0.829 x the brain's median (16 held-out synthetic subjects, seed
-#: 7777: coefficient of variation 0.9 %; ages moved by 0.05 y on average, 0.14 y
-#: at most), so models trained with SFCN's rule read inputs normalised this way as
-#: before. Unlike SFCN's rule, it does not depend on what lies outside the brain:
-#: skull, scalp, a rim of tiny interpolated values, filled-in voxels or a cut field
-#: of view changed the non-zero mean, and with it the age, by up to 2 years.
-BRAIN_MEDIAN_SCALE = 0.8286
-
-
-def normalise(scan: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``scan`` (X, Y, Z) divided by ``BRAIN_MEDIAN_SCALE`` x its median inside the
-    bool mask ``brain`` (the template brain, same shape); zeros stay zero.
-    A scan with nothing positive in the brain is returned unscaled."""
-    scan = np.asarray(scan, dtype=np.float32)
-    level = float(np.median(scan[brain])) if np.any(brain) else 0.0
-    return (scan / (BRAIN_MEDIAN_SCALE * level) if level > 0 else scan).astype(np.float32)
+def normalise(scans: np.ndarray) -> np.ndarray:
+    """Divide each scan by the mean of its non-zero voxels (SFCN's normalisation)."""
+    scans = np.asarray(scans, dtype=np.float32)
+    flat = scans.reshape(scans.shape[0], -1) if scans.ndim == 4 else scans.reshape(1, -1)
+    nonzero = flat != 0
+    means = (flat * nonzero).sum(axis=1) / np.maximum(nonzero.sum(axis=1), 1)
+    means = np.where(means > 0, means, 1.0)
+    shape = (-1,) + (1,) * (scans.ndim - 1) if scans.ndim == 4 else ()
+    return (scans / (means.reshape(shape) if shape else means[0])).astype(np.float32)

@@ -23,7 +23,8 @@ sees the kind of input it was trained on, whatever file the scan came in:
       that registration finds aligned is instead resliced by copying voxels,
       so it gets exactly the age of the same scan on the grid;
 
-3. masked with the dilated template brain (skull, scalp and neck removed);
+3. masked with the dilated template brain (skull, scalp and neck removed; the
+   margin follows the route's alignment: ``spaces.BRAIN_MASK_DILATION``);
 4. quality control (``quality``): the verdict pass / warn / fail, with reasons.
 
 Maps computed on the MNI grid go back through the inverse transform (or the
@@ -46,6 +47,7 @@ from .intensity import standardise
 from .io import Volume
 from .quality import QualityError, QualityReport, require_pass
 from . import quality as qc
+from .spaces import brain_mask
 from .template import TemplateKit, load_template, mni_grid
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -64,13 +66,6 @@ MIN_ON_GRID_CORRELATION = qc.MIN_ALIGNED_CORRELATION
 #: Registration's working resolution (mm) and its random sampling share.
 WORKING_RESOLUTION_MM = 2.0
 SAMPLING_PERCENTAGE = 0.25
-#: Dilation (2 mm voxels) of the template brain used as every scan's brain mask:
-#: it strips scalp and neck while keeping all of a brain in MNI space with the
-#: residual misregistration such scans keep (up to 5 mm and 5 degrees in the
-#: synthetic cohort). Cutting into the brain's edge changes the age: a 4 mm
-#: margin moved held-out scans by 0.6 y on average (2.6 y at most), 6 mm by
-#: 0.17 y (0.7 y), 8 mm by under 0.1 y.
-BRAIN_MASK_DILATION = 4
 
 
 @dataclass
@@ -164,13 +159,8 @@ def needs_registration(volume: Volume, kit: TemplateKit | None = None) -> bool:
     kit = kit or load_template(2)
     shape, affine = mni_grid(lattice)
     data = resample(standardise(volume.data).data, volume.affine, shape, affine, order=0)
-    return template_correlation(to_mni_grid(Volume(data, affine), 2) * brain_mask(kit), kit) \
+    return template_correlation(to_mni_grid(Volume(data, affine), 2) * brain_mask(kit), kit, present_only=True) \
         < MIN_ON_GRID_CORRELATION
-
-
-def brain_mask(kit: TemplateKit) -> np.ndarray:
-    """Every scan's brain mask on the template grid (bool): the dilated template brain."""
-    return ndimage.binary_dilation(kit.brain, iterations=BRAIN_MASK_DILATION)
 
 
 # ------------------------------------------------------------------ registration
@@ -211,7 +201,7 @@ def register(volume: Volume, kit: TemplateKit | None = None, seed: int = 0) -> s
     """Affine transform mapping template points to scan points (LPS mm)."""
     kit = kit or load_template(2)
     fixed = to_itk(kit.t1.astype(np.float32), kit.affine)
-    mask = to_itk(ndimage.binary_dilation(kit.brain, iterations=2).astype(np.uint8), kit.affine)
+    mask = to_itk(brain_mask(kit, registered=True).astype(np.uint8), kit.affine)
     moving = _working_image(volume)
     similarity = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
@@ -223,9 +213,14 @@ def register(volume: Volume, kit: TemplateKit | None = None, seed: int = 0) -> s
     return _fit(fixed, moving, mask, affine, 100, seed)
 
 
-def template_correlation(data: np.ndarray, kit: TemplateKit) -> float:
-    """Pearson r of ``data`` (on the template grid) and the template T1, in the template brain."""
-    a, b = data[kit.brain].astype(np.float64), kit.t1[kit.brain].astype(np.float64)
+def template_correlation(data: np.ndarray, kit: TemplateKit, present_only: bool = False) -> float:
+    """Pearson r of ``data`` (on the template grid) and the template T1, in the template
+    brain (``present_only``: where ``data`` has signal, so a cut field of view or a
+    missing lobe does not lower it)."""
+    where = kit.brain & (data > 0) if present_only else kit.brain
+    a, b = data[where].astype(np.float64), kit.t1[where].astype(np.float64)
+    if a.size < 2:
+        return 0.0
     if a.std() == 0 or b.std() == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
@@ -250,7 +245,8 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
        it aligned within ``ALIGNED_WITHIN_MM``; any other is registered and
        resampled (``resample_to_template``); 1 mm data are low-passed the same
        way on every route;
-    3. masked with the dilated template brain (skull, scalp and neck go);
+    3. masked with the dilated template brain (skull, scalp and neck go; an 8 mm
+       margin for scans used as they are, 4 mm for registered ones);
     4. quality control (``quality``): contrast, template match, field of view,
        empty brain, slice thickness.
 
@@ -275,14 +271,13 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
         quality.seconds = time.perf_counter() - tic
         raise QualityError(quality, name)
     scan = Volume(intensities.data, volume.affine, volume.header, volume.path, volume.metadata)
-    mask = brain_mask(kit)
-    data, transform, route = _onto_template_grid(scan, mode, kit, mask, quality)
-    data *= mask  # strip skull, scalp and neck: every route alike
+    data, transform, route = _onto_template_grid(scan, mode, kit, quality)
+    data *= brain_mask(kit, registered=transform is not None)  # strip skull, scalp and neck
     quality.route = "; ".join([route, *notes])
     quality.registered = transform is not None
-    quality.template_correlation = template_correlation(data, kit)
+    quality.template_correlation = template_correlation(data, kit, present_only=True)
     quality.brain_coverage = _field_of_view_coverage(volume, transform, kit)
-    quality.wm_gm_ratio, contrast = qc.tissue_contrast(data, kit)
+    quality.wm_gm_ratio, quality.tissue_fit, contrast = qc.tissue_contrast(data, kit)
     quality.failures += contrast
     for warnings, failures in (qc.field_of_view(quality.brain_coverage), qc.empty_brain(data, kit),
                                ([], []) if contrast else qc.template_match(quality.template_correlation,
@@ -294,8 +289,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     return Prepared(data=data.astype(np.float32), source=volume, transform=transform, quality=quality)
 
 
-def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, mask: np.ndarray, quality: QualityReport
-                        ) -> tuple[np.ndarray, sitk.Transform | None, str]:
+def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: QualityReport) -> tuple[np.ndarray, sitk.Transform | None, str]:
     """(data on the 2 mm grid, transform or None, how it got there), before masking."""
     from .spaces import resample, to_mni_grid
 
@@ -310,7 +304,7 @@ def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, mask: np.ndar
         on_grid = Volume(resample(scan.data, scan.affine, shape, affine, order=0), affine) \
             if not on_any_mni_grid(scan) else scan
         data = to_mni_grid(on_grid, 2)
-        if template_correlation(data * mask, kit) >= MIN_ON_GRID_CORRELATION:
+        if template_correlation(data * brain_mask(kit), kit, present_only=True) >= MIN_ON_GRID_CORRELATION:
             how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
             return data, None, f"{how} {lattice} mm MNI grid: used as it is, not registered"
     try:

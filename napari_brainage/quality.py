@@ -51,10 +51,15 @@ MAX_EMPTY_BRAIN_SHARE_TO_USE = 0.5
 #: of the two orderings.
 MIN_WM_GM_RATIO = 1.08
 MIN_GM_CSF_RATIO = 1.1
+#: Fewest brain voxels for the contrast check to speak, and the least share of
+#: their variance a mixture of the template's tissues must explain for the scan
+#: to count as lined up with it (see ``tissue_contrast``).
+MIN_TISSUE_VOXELS = 1000
+MIN_TISSUE_FIT = 0.15
 #: Slices thicker than this (mm) were never seen in training (1 and 2 mm scans).
 MAX_SLICE_MM = 2.5
-#: Distinct values that make an image a label map rather than intensities.
-MAX_LABEL_VALUES = 64
+#: At most this many distinct whole numbers, in flat patches: a label map.
+MAX_LABEL_VALUES = 512
 
 
 @dataclass
@@ -70,7 +75,8 @@ class QualityReport:
     registered: bool = False
     template_correlation: float = float("nan")  #: Pearson r with the template, in its brain
     brain_coverage: float = float("nan")        #: share of the template brain in the field of view
-    wm_gm_ratio: float = float("nan")           #: median WM / median GM intensity (T1: about 1.3)
+    wm_gm_ratio: float = float("nan")           #: WM / GM intensity from the tissue fit (T1: about 1.3)
+    tissue_fit: float = float("nan")            #: R^2 of the scan as a mixture of the template's tissues
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -120,29 +126,37 @@ def slice_thickness(voxel_sizes_mm) -> list[str]:
     return []
 
 
-def tissue_contrast(data: np.ndarray, kit) -> tuple[float, list[str]]:
-    """(WM/GM ratio, failures) of a scan on the template grid: T1 has WM > GM > CSF."""
-    wm = data[(kit.wm > 0.9) & kit.brain]
-    gm = data[(kit.gm > 0.7) & kit.brain]
-    csf = data[(kit.csf > 0.7) & kit.brain]
-    if min(wm.size, gm.size, csf.size) == 0:
-        return float("nan"), []
-    m_wm, m_gm, m_csf = (float(np.median(v)) for v in (wm, gm, csf))
-    if m_gm <= 0:
-        return float("nan"), ["grey matter is empty after preprocessing: no usable brain image"]
-    ratio = m_wm / m_gm
+def tissue_contrast(data: np.ndarray, kit) -> tuple[float, float, list[str]]:
+    """(WM/GM intensity ratio, R^2 of the tissue fit, failures) of a scan on the template grid.
+
+    The scan's intensities in the template brain are fitted as a mixture of the
+    template's grey matter, white matter and CSF probabilities (least squares):
+    the coefficients are the three tissues' intensities, whatever the contrast,
+    and R^2 says whether the scan lines up with the template's tissues at all.
+    Only a scan that does (R^2 >= ``MIN_TISSUE_FIT``) is judged on its
+    contrast; T1 has WM > GM > CSF.
+    """
+    present = kit.brain & (data > 0)  # a cut field of view or an empty lobe says nothing of contrast
+    if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
+        return float("nan"), float("nan"), []
+    tissues = np.stack([kit.gm[present], kit.wm[present], kit.csf[present]], axis=1).astype(np.float64)
+    y = data[present].astype(np.float64)
+    (gm, wm, csf), *_ = np.linalg.lstsq(tissues, y, rcond=None)
+    fit = 1.0 - float(((y - tissues @ [gm, wm, csf]) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    ratio = wm / gm if gm > 0 else float("inf")
+    if fit < MIN_TISSUE_FIT:
+        return ratio, fit, []  # not lined up: template_match says so
     found = []
-    if m_csf >= m_wm:
-        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (median CSF / WM "
-                     f"{m_csf / max(m_wm, 1e-12):.2f}; T1 about 0.3): a T2- or PD-weighted scan? "
-                     "The model reads T1 contrast only")
-    elif ratio < MIN_WM_GM_RATIO:
-        found.append(f"not a T1-weighted scan: white matter is not brighter than grey matter (WM / GM "
-                     f"{ratio:.2f}; T1 about 1.3): a FLAIR, T2 or PD scan? The model reads T1 contrast only")
-    elif m_gm < MIN_GM_CSF_RATIO * m_csf:
-        found.append(f"not a T1-weighted scan: grey matter is not brighter than CSF (GM / CSF "
-                     f"{m_gm / max(m_csf, 1e-12):.2f}); the model reads T1 contrast only")
-    return ratio, found
+    if csf >= wm:
+        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (CSF / WM {csf / max(wm, 1e-12):.2f}; "
+                     "T1 about 0.3): a T2- or PD-weighted scan? The model reads T1 contrast only")
+    elif gm <= 0 or ratio < MIN_WM_GM_RATIO:
+        found.append(f"not a T1-weighted scan: white matter is not brighter than grey matter (WM / GM {ratio:.2f}; "
+                     "T1 about 1.3): a FLAIR, T2 or PD scan? The model reads T1 contrast only")
+    elif gm < MIN_GM_CSF_RATIO * csf:
+        found.append(f"not a T1-weighted scan: grey matter is not brighter than CSF (GM / CSF {gm / max(csf, 1e-12):.2f}); "
+                     "the model reads T1 contrast only")
+    return ratio, fit, found
 
 
 def template_match(correlation: float, registered: bool) -> tuple[list[str], list[str]]:
