@@ -21,6 +21,10 @@ from .synthetic import DEFAULT_REGIONS, REGION_PRESETS
 #: ``preprocess.PREPROCESSING_MODES``, spelt out so that starting the command does
 #: not load SimpleITK (a test keeps the two equal).
 PREPROCESSING_MODES = ("auto", "register", "none")
+PREPROCESSING_HELP = ("auto (default): use a scan on the 1 or 2 mm MNI grid, or on its voxel lattice with another "
+                      "field of view or axis order, as it is when it matches the template there, and register "
+                      "every other scan; register: always; none: resample through the affine. Every route "
+                      "ends with the same intensity clean-up, brain mask and quality control")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
         sub.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
-                         help="bring scans to the model's space as inference does (default: auto: register "
-                              "scans not already on an MNI grid)")
+                         help="bring scans to the model's space as inference does: " + PREPROCESSING_HELP)
         sub.add_argument("--workers", type=int, default=1,
                          help="processes preparing the scans (registration takes seconds a scan; default: 1)")
 
@@ -139,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
         sub.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         sub.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
-                         help="auto: register each scan to the template unless it is already in MNI space "
-                              "(default); register: always; none: trust the scan's affine")
+                         help=PREPROCESSING_HELP)
         sub.add_argument("--resume", action="store_true",
                          help="continue an interrupted run: finished subjects are not redone")
         if name in ("explain", "population"):
@@ -165,8 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("inputs", nargs="+", metavar="INPUT")
     prep.add_argument("--out", required=True, metavar="DIR")
     prep.add_argument("--preprocess", default="auto", choices=PREPROCESSING_MODES,
-                      help="auto: register unless already in MNI space (default); register: always; none: "
-                           "resample through the affine")
+                      help=PREPROCESSING_HELP)
     prep.add_argument("--workers", type=int, default=1, help="processes (registration takes seconds a scan)")
     prep.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     prep.add_argument("--resume", action="store_true", help="continue an interrupted run")

@@ -39,7 +39,7 @@ def describe_error(err: BaseException, limit: int = MAX_LENGTH) -> str:
     """
     if isinstance(err, (ValueError, OSError)):
         return _shorten(_one_line(str(err)) or type(err).__name__, limit)
-    text = _meaningful(str(err))
+    text = meaningful_part(str(err))
     detail = f"{type(err).__name__}: {text}" if text else type(err).__name__
     prefix = f"{_stage(err)} failed ("
     return prefix + _shorten(detail, limit - len(prefix) - 1) + ")"
@@ -49,7 +49,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _meaningful(text: str) -> str:
+def meaningful_part(text: str) -> str:
     """The informative part of a (possibly long, multi-line) message.
 
     The first line, without source paths. ITK's messages are several lines:

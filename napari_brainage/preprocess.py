@@ -43,6 +43,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .errors import meaningful_part
 from .intensity import standardise
 from .io import Volume
 from .quality import QualityError, QualityReport, require_pass
@@ -311,17 +312,10 @@ def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: Qual
         transform = register(scan, kit)
     except RuntimeError as err:  # ITK: e.g. "All samples map outside moving image buffer"
         quality.route = "registration failed"
-        quality.failures.append(f"registration to the template failed ({_itk_reason(err)}); "
+        quality.failures.append(f"registration to the template failed ({meaningful_part(str(err))[:200]}); "
                                 "is this a brain scan?")
         raise QualityError(quality, scan.path.name if scan.path is not None else "") from None
     return resample_to_template(scan, transform), transform, "registered to the template"
-
-
-def _itk_reason(err: Exception) -> str:
-    """The meaningful last sentence of an ITK exception (they carry file paths and line numbers)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(err).__name__
-    return reason.split("): ")[-1][:200]
 
 
 def _field_of_view_coverage(volume: Volume, transform: sitk.Transform | None, kit: TemplateKit) -> float:
@@ -369,7 +363,8 @@ def resample_to_template(volume: Volume, transform: sitk.Transform) -> np.ndarra
 
 
 #: Columns of the table ``export_prepared`` rows fill (``napari-brainage preprocess``).
-EXPORT_FIELDS = ("subject", "path", "age", "registered", "template_correlation", "brain_coverage", "seconds", "qc")
+EXPORT_FIELDS = ("subject", "path", "age", "registered", "template_correlation", "brain_coverage", "seconds",
+                 "qc_status", "qc", "preprocessing")
 
 
 def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
@@ -391,4 +386,4 @@ def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
     return {"subject": subject, "path": Path(target).name, "age": "" if age is None else f"{age:g}",
             "registered": int(quality.registered), "template_correlation": f"{quality.template_correlation:.3f}",
             "brain_coverage": f"{quality.brain_coverage:.3f}", "seconds": f"{quality.seconds:.2f}",
-            "qc": quality.summary()}
+            "qc_status": quality.status, "qc": quality.summary(), "preprocessing": quality.route}

@@ -76,8 +76,10 @@ class BrainAgeWidget(Container):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
                                tooltip="auto: the GPU when torch sees one, else the CPU.")
         self.preprocess = ComboBox(label="preprocessing", choices=list(PREPROCESSING_MODES), value="auto",
-                                   tooltip="auto: register the scan to the MNI template unless it is already in "
-                                           "MNI space; register: always; none: trust the scan's affine.")
+                                   tooltip="auto: use a scan on the MNI grid (or its voxel lattice) as it is, "
+                                           "register any other to the MNI template; register: always; none: "
+                                           "trust the scan's affine. Every route ends with the same brain mask "
+                                           "and quality control.")
         self.method = ComboBox(label="method", choices=[(LABELS[m], m) for m in METHODS], value="noise",
                                tooltip="How importance is computed: the noise model (fast, the plugin's method) "
                                        "or a gradient/occlusion baseline from Captum (slower).")
