@@ -37,6 +37,21 @@ view) are world millimetres for any input; voxel sizes of re-gridded variants
 
 Deterministic: each kind draws from its own generator seeded by ``(seed, kind
 name)``, so a kind's file does not depend on which other kinds are written.
+
+Use::
+
+    from napari_brainage.io import load_volume
+    from napari_brainage.variants import KINDS, write_variants
+
+    variants = write_variants(load_volume("sub-0001.nii.gz"), "variants/", seed=0,
+                              kinds=["geometry", "t2_like"], prefix="sub-0001__")
+    for v in variants:
+        print(v.name, v.group, v.expected, v.path)
+
+``KINDS`` lists every kind (name, group, expected, function); ``kinds`` takes kind
+or group names. ``benchmarks/input_robustness.py`` runs every kind of a held-out
+cohort through the public cohort path; ``tests/conftest.py``'s ``variant_files``
+fixture writes them all for the bundled 2 mm subject.
 """
 
 from __future__ import annotations
@@ -805,13 +820,14 @@ def label_atlas(clean: Clean, rng: np.random.Generator) -> Made:
     Imitates an atlas or parcellation image (FSL's ``HarvardOxford-*-maxprob``)
     among the inputs. QC must flag it.
     """
-    from .template import load_template
+    from .io import load_volume
+    from .template import TEMPLATE_FILES, template_dir
 
-    kit = load_template(1)
-    if clean.shape == kit.shape and np.allclose(clean.affine, kit.affine, atol=1e-4):
-        labels = kit.labels
-    else:
-        labels = np.rint(_resample(kit.labels, kit.affine, clean.shape, clean.affine, order=0))
+    atlas = load_volume(template_dir() / TEMPLATE_FILES["labels"])  # on the 1 mm grid
+    if clean.shape == atlas.shape and np.allclose(clean.affine, atlas.affine, atol=1e-4):
+        labels = np.asarray(atlas.data)
+    else:  # nearest neighbour onto the scan's grid
+        labels = np.rint(_resample(atlas.data, atlas.affine, clean.shape, clean.affine, order=0))
     return Made(labels.astype(np.uint8), clean.affine, fidelity="changed")
 
 
