@@ -23,8 +23,9 @@ sees the kind of input it was trained on, whatever file the scan came in:
       that registration finds aligned is instead resliced by copying voxels,
       so it gets exactly the age of the same scan on the grid;
 
-3. masked with the dilated template brain (skull, scalp and neck removed; the
-   margin follows the route's alignment: ``spaces.BRAIN_MASK_DILATION``);
+3. masked with the dilated template brain (8 mm margin); a scan with skull and
+   scalp (signal 10-16 mm outside the brain) is registered whatever its grid
+   and keeps a 4 mm margin, with a QC warning (``spaces.BRAIN_MASK_DILATION``);
 4. quality control (``quality``): the verdict pass / warn / fail, with reasons.
 
 Maps computed on the MNI grid go back through the inverse transform (or the
@@ -202,7 +203,7 @@ def register(volume: Volume, kit: TemplateKit | None = None, seed: int = 0) -> s
     """Affine transform mapping template points to scan points (LPS mm)."""
     kit = kit or load_template(2)
     fixed = to_itk(kit.t1.astype(np.float32), kit.affine)
-    mask = to_itk(brain_mask(kit, registered=True).astype(np.uint8), kit.affine)
+    mask = to_itk(brain_mask(kit, head=True).astype(np.uint8), kit.affine)  # the template brain + 4 mm
     moving = _working_image(volume)
     similarity = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
@@ -246,8 +247,8 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
        it aligned within ``ALIGNED_WITHIN_MM``; any other is registered and
        resampled (``resample_to_template``); 1 mm data are low-passed the same
        way on every route;
-    3. masked with the dilated template brain (skull, scalp and neck go; an 8 mm
-       margin for scans used as they are, 4 mm for registered ones);
+    3. masked with the dilated template brain (8 mm margin; a head with skull and
+       scalp is registered and keeps 4 mm, with a warning);
     4. quality control (``quality``): contrast, template match, field of view,
        empty brain, slice thickness.
 
@@ -273,7 +274,14 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
         raise QualityError(quality, name)
     scan = Volume(intensities.data, volume.affine, volume.header, volume.path, volume.metadata)
     data, transform, route = _onto_template_grid(scan, mode, kit, quality)
-    data *= brain_mask(kit, registered=transform is not None)  # strip skull, scalp and neck
+    scalp = qc.scalp_signal(data, kit)
+    head = scalp > qc.MAX_SCALP_SIGNAL
+    if head and transform is None and mode == "auto":
+        # A head in MNI space: the close brain mask it needs asks for registration's alignment.
+        data, transform, route = _registered(scan, kit, quality)
+    if head:
+        quality.warnings += qc.head_warning(scalp)
+    data *= brain_mask(kit, head=head)  # strip skull, scalp and neck
     quality.route = "; ".join([route, *notes])
     quality.registered = transform is not None
     quality.template_correlation = template_correlation(data, kit, present_only=True)
@@ -308,6 +316,10 @@ def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: Qual
         if template_correlation(data * brain_mask(kit), kit, present_only=True) >= MIN_ON_GRID_CORRELATION:
             how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
             return data, None, f"{how} {lattice} mm MNI grid: used as it is, not registered"
+    return _registered(scan, kit, quality)
+
+
+def _registered(scan: Volume, kit: TemplateKit, quality: QualityReport) -> tuple[np.ndarray, sitk.Transform, str]:
     try:
         transform = register(scan, kit)
     except RuntimeError as err:  # ITK: e.g. "All samples map outside moving image buffer"

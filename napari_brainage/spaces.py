@@ -19,25 +19,27 @@ from .models import InputSpec, normalise
 from .template import downsample, load_template, mni_grid
 
 
-#: Margin (2 mm voxels) of the template brain kept as every scan's brain mask,
-#: by how well the scan is aligned. A scan used as it is (in MNI space) keeps the
-#: residual misregistration such scans have (up to 5 mm and 5 degrees in the
-#: synthetic cohort), and cutting into its brain's edge changes the age: a 4 mm
-#: margin moved held-out 1 mm scans by 0.6 y on average (2.1 y at most), 8 mm by
-#: under 0.1 y. A registered scan lies within 1-2 mm of the template, and the
-#: bundled predictor was fine-tuned on registered scans masked with 4 mm.
-#: Skull, scalp and neck lie outside either.
-BRAIN_MASK_DILATION = {"aligned": 4, "registered": 2}
+#: Margin (2 mm voxels) of the template brain kept as every scan's brain mask.
+#: A skull-stripped scan keeps 8 mm: scans in MNI space keep the residual
+#: misregistration such scans have (up to 5 mm and 5 degrees in the synthetic
+#: cohort), and cutting into a brain's edge changes the age (a 4 mm margin
+#: moved held-out 1 mm scans by 0.6 y on average, 2.1 y at most; 8 mm by under
+#: 0.1 y). A head with skull and scalp is registered first and keeps 4 mm: its
+#: brain then lies within 1-2 mm of the template's, and a wider margin lets
+#: skull and scalp in (a head in MNI space read up to 11 y off with 8 mm).
+BRAIN_MASK_DILATION = {"skull-stripped": 4, "head": 2}
 
 
-def brain_mask(kit, registered: bool = False) -> np.ndarray:
+def brain_mask(kit, head: bool = False) -> np.ndarray:
     """Every scan's brain mask on the template kit's grid (bool, read-only): the
-    template brain dilated by ``BRAIN_MASK_DILATION``'s margin for the route."""
-    return _dilated_brain(kit.resolution_mm, BRAIN_MASK_DILATION["registered" if registered else "aligned"])
+    template brain dilated by ``BRAIN_MASK_DILATION``'s margin (``head``: a scan
+    with skull and scalp, registered)."""
+    return dilated_brain(kit.resolution_mm, BRAIN_MASK_DILATION["head" if head else "skull-stripped"])
 
 
-@lru_cache(maxsize=4)
-def _dilated_brain(resolution_mm: int, iterations: int) -> np.ndarray:
+@lru_cache(maxsize=8)
+def dilated_brain(resolution_mm: int, iterations: int) -> np.ndarray:
+    """The template brain at ``resolution_mm`` dilated ``iterations`` voxels (bool, read-only, cached)."""
     mask = ndimage.binary_dilation(load_template(resolution_mm).brain, iterations=iterations)
     mask.setflags(write=False)
     return mask
