@@ -44,6 +44,7 @@ from napari_brainage.inference import (  # noqa: E402
     collect_inputs, importance_map, load_model, predict_age, prepare_input,
 )
 from napari_brainage.io import Volume, load_volume  # noqa: E402
+from napari_brainage.quality import QualityError  # noqa: E402
 from napari_brainage.spaces import resample  # noqa: E402
 
 
@@ -126,15 +127,19 @@ def main() -> None:
         rows.append((item.subject, abs(result.predicted_age - age_aligned), r, seconds,
                      prepared.quality.template_correlation, prepared.quality.registered, result.qc,
                      abs(result.predicted_age - age_aligned_registered),
-                     age_aligned - brain_age[item.subject], result.predicted_age - brain_age[item.subject]))
+                     age_aligned - brain_age[item.subject], result.predicted_age - brain_age[item.subject],
+                     age_aligned))
         print(f"{item.subject}: aligned {age_aligned:.2f} y (registered {age_aligned_registered:.2f} y), "
               f"moved {result.predicted_age:.2f} y, "
               f"map r {r:.3f}, {seconds:.1f} s, QC r {prepared.quality.template_correlation:.2f} "
               f"({result.qc})", flush=True)
 
     junk = non_brain(rng)
-    junk_result = predict_age(junk, model, device)
-    print(f"non-brain volume: QC says: {junk_result.qc}")
+    try:
+        junk_qc = predict_age(junk, model, device).qc  # an age for it would be a bug: QC must at least flag it
+    except QualityError as err:
+        junk_qc = str(err)
+    print(f"non-brain volume: QC says: {junk_qc}")
 
     errors, rs, secs, consistency, bias_aligned, bias_moved = (np.array([row[i] for row in rows])
                                                                for i in (1, 2, 3, 7, 8, 9))
@@ -156,7 +161,11 @@ def main() -> None:
     print(f"| importance map correlation, mean (min) | {rs.mean():.3f} ({rs.min():.3f}) | >= 0.8 |")
     print(f"| preprocessing seconds per scan, median (max) | {np.median(secs):.1f} ({secs.max():.1f}) | < 10 s |")
     print(f"| moved scans flagged by QC | {flagged} of {len(rows)} | 0 |")
-    print(f"| non-brain volume flagged by QC | {'yes' if junk_result.qc != 'ok' else 'NO'} | yes |")
+    print(f"| non-brain volume flagged by QC | {'yes' if junk_qc != 'ok' else 'NO'} | yes |")
+    aligned_ages = np.array([row[10] for row in rows])
+    null = np.abs(aligned_ages - aligned_ages.mean())
+    print(f"| null: the mean aligned age for every scan, mean (max) \\|difference\\| | {null.mean():.2f} "
+          f"({null.max():.2f}) y | |")
 
 
 if __name__ == "__main__":

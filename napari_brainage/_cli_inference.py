@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cohort import RunningStats, effect_size, population_stats, predict_cohort
 from .errors import describe_error
-from .inference import collect_inputs, importance_map, load_model
+from .inference import collect_inputs, importance_map, load_model, prepare_input
 from .io import atomic_path, load_volume, save_volume
 from .population import rank_regions, template_volume, write_region_table
 from .template import mni_grid
@@ -74,10 +74,15 @@ def explain(args) -> int:
     for i, (item, target) in enumerate(zip(inputs, targets), 1):
         tic = time.monotonic()
         try:
-            save_volume(importance_map(load_volume(item.path), model, device, args.preprocess, method=args.method),
-                        target,
-                        overwrite=args.overwrite)
+            volume = load_volume(item.path)
+            prepared = prepare_input(volume, args.preprocess)
+            quality = prepared.quality
+            save_volume(importance_map(volume, model, device, prepared=prepared, method=args.method), target,
+                        overwrite=args.overwrite,
+                        description=f"napari-brainage importance ({args.method}); QC {quality.status}")
             _say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
+            if quality.status != "pass":
+                _say(f"explain {item.subject}: QC: {quality.summary()}")
         except Exception as err:  # this scan's failure is logged; the others go on (Ctrl-C still stops)
             failed += 1
             _say(f"explain {i}/{len(inputs)} {item.subject}: error: {describe_error(err)}")
@@ -168,7 +173,7 @@ def preprocess(args) -> int:
         writer.writerows(done.values())
         for i, row in enumerate(ordered_map(_export_or_error, jobs, args.workers), 1):
             if "error" in row:
-                failed.append(row["subject"])
+                failed.append(row)
                 _say(f"preprocess {row['subject']}: error: {row['error']}")
             else:
                 writer.writerow(row)
@@ -181,9 +186,19 @@ def preprocess(args) -> int:
         writer = csv.DictWriter(handle, EXPORT_FIELDS)
         writer.writeheader()
         writer.writerows(done[item.subject] for item in inputs if item.subject in done)
+    # Failures go to their own table: participants.csv stays a training table.
+    failures = out / "failed.csv"
+    if failed:
+        with atomic_path(failures) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ("subject", "error"), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(failed)
+    else:
+        failures.unlink(missing_ok=True)  # from an earlier run of the same folder
     flagged = sum(row["qc"] != "ok" for row in done.values())
     print(f"napari-brainage preprocess: {len(done)} of {len(inputs)} scans on the 2 mm MNI grid in {out} "
-          f"(table: {table}); {flagged} flagged by QC, {len(failed)} failed")
+          f"(table: {table}); {flagged} flagged by QC, {len(failed)} failed"
+          + (f" (reasons: {failures})" if failed else ""))
     return 1 if failed else 0
 
 

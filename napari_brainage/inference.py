@@ -27,7 +27,7 @@ import torch
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
 from .preprocess import Prepared, prepare
-from .quality import FAIL, WARN, QualityError
+from .quality import FAIL, WARN, QualityError, age_range
 from .spaces import uncrop
 
 
@@ -129,10 +129,13 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     prepared = prepared or prepare_input(volume, preprocessing)
     _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
+    quality = prepared.quality
+    outside = age_range(predicted, model.card.age_mean, model.card.age_sd)
+    if outside and not any(w in quality.warnings for w in outside):
+        quality.warnings += outside
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
                        path=str(volume.path or ""), predicted_age=predicted, age=age,
-                       qc=prepared.quality.summary(), qc_status=prepared.quality.status,
-                       preprocessing=prepared.quality.route)
+                       qc=quality.summary(), qc_status=quality.status, preprocessing=quality.route)
     if age is not None:
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)

@@ -50,6 +50,8 @@ MAX_EMPTY_BRAIN_SHARE_TO_USE = 0.5
 #: scans: WM/GM 1.28-1.33; the ICBM T1 1.33. T2, PD and FLAIR scans invert one
 #: of the two orderings.
 MIN_WM_GM_RATIO = 1.08
+#: Far above any T1 (a white-matter probability map reads about 12).
+MAX_WM_GM_RATIO = 3.0
 MIN_GM_CSF_RATIO = 1.1
 #: Fewest brain voxels for the contrast check to speak, and the least share of
 #: their variance a mixture of the template's tissues must explain for the scan
@@ -58,6 +60,9 @@ MIN_TISSUE_VOXELS = 1000
 MIN_TISSUE_FIT = 0.15
 #: Slices thicker than this (mm) were never seen in training (1 and 2 mm scans).
 MAX_SLICE_MM = 2.5
+#: Predicted ages beyond the training mean +- this many standard deviations are
+#: flagged (the bundled model: 37-87 y, trained on ages 45-80).
+AGE_RANGE_SDS = 2.5
 #: The band outside the template brain where a head's scalp lies (2 mm voxels:
 #: 10-16 mm out) and the share of it with signal (above a fifth of the brain's
 #: median) beyond which the scan is a head, not skull-stripped. Held-out
@@ -124,11 +129,10 @@ def slice_thickness(voxel_sizes_mm) -> list[str]:
     """A warning when the thickest voxel edge exceeds ``MAX_SLICE_MM``."""
     sizes = np.asarray(voxel_sizes_mm, dtype=float)
     if sizes.max() > MAX_SLICE_MM:
-        axis = "xyz"[int(np.argmax(sizes))] if np.ptp(sizes) > 0.1 else "every"
-        kind = "slices" if np.ptp(sizes) > 0.1 else "voxels"
-        return [f"{kind} {sizes.max():.1f} mm thick along the {axis} axis "
-                f"(voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm; the model was trained on 1-2 mm scans): "
-                "the age may be biased by a few years"]
+        where = (f"slices {sizes.max():.1f} mm thick along the {'xyz'[int(np.argmax(sizes))]} axis"
+                 if np.ptp(sizes) > 0.1 else f"voxels {sizes.max():.1f} mm on every side")
+        return [f"{where} (voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm; the model was trained on 1-2 mm "
+                "scans): the age may be biased by a few years"]
     return []
 
 
@@ -153,10 +157,13 @@ def tissue_contrast(data: np.ndarray, kit) -> tuple[float, float, list[str]]:
     if fit < MIN_TISSUE_FIT:
         return ratio, fit, []  # not lined up: template_match says so
     found = []
-    if csf >= wm:
-        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (CSF / WM {csf / max(wm, 1e-12):.2f}; "
+    if min(gm, wm) <= 0.05 * max(gm, wm, csf) or ratio > MAX_WM_GM_RATIO:
+        found.append(f"not a T1-weighted scan: one tissue is almost empty (grey matter {gm:.3g}, white matter "
+                     f"{wm:.3g}, CSF {csf:.3g} from the tissue fit): a tissue probability map or segmentation?")
+    elif csf >= wm:
+        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (CSF / WM {csf / wm:.2f}; "
                      "T1 about 0.3): a T2- or PD-weighted scan? The model reads T1 contrast only")
-    elif gm <= 0 or ratio < MIN_WM_GM_RATIO:
+    elif ratio < MIN_WM_GM_RATIO:
         found.append(f"not a T1-weighted scan: white matter is not brighter than grey matter (WM / GM {ratio:.2f}; "
                      "T1 about 1.3): a FLAIR, T2 or PD scan? The model reads T1 contrast only")
     elif gm < MIN_GM_CSF_RATIO * csf:
@@ -176,6 +183,16 @@ def scalp_signal(data: np.ndarray, kit) -> float:
     if not band.any() or tissue.size == 0:
         return 0.0
     return float((data[band] > 0.2 * np.median(tissue)).mean())
+
+
+def age_range(predicted: float, age_mean: float, age_sd: float) -> list[str]:
+    """A warning when ``predicted`` (years) lies outside the ages a model learned
+    (its training mean +- ``AGE_RANGE_SDS`` standard deviations, from its card)."""
+    low, high = age_mean - AGE_RANGE_SDS * age_sd, age_mean + AGE_RANGE_SDS * age_sd
+    if low <= predicted <= high:
+        return []
+    return [f"predicted age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): "
+            "is the scan what the model reads?"]
 
 
 def head_warning(share: float) -> list[str]:

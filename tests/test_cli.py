@@ -163,6 +163,10 @@ def test_explain_logs_any_failure_of_one_scan_and_maps_the_others(tiny_cohort, t
     assert code == 1, captured.err
     assert sorted(p.name for p in out.iterdir()) == ["a_good_importance.nii.gz", "d_good_importance.nii.gz"]
     assert_readable_errors(_scan_lines(captured.err, "explain"))
+    import nibabel as nib  # each map says which QC verdict its scan had
+
+    assert nib.load(out / "a_good_importance.nii.gz").header["descrip"].tobytes().startswith(
+        b"napari-brainage importance (noise); QC ")
     assert "2 of 4 maps" in captured.out and "2 failed" in captured.out
 
 
@@ -184,3 +188,7 @@ def test_preprocess_logs_any_failure_of_one_scan_and_exports_the_others(tiny_coh
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_good.nii.gz", "d_good.nii.gz"]
     assert_readable_errors(_scan_lines(captured.err, "preprocess"))
     assert "2 of 4 scans" in captured.out and "2 failed" in captured.out
+    # The failures keep their reasons in a table of their own.
+    with open(out / "failed.csv", newline="") as handle:
+        failures = {row["subject"]: row["error"] for row in csv.DictReader(handle)}
+    assert failures == _scan_lines(captured.err, "preprocess")

@@ -168,6 +168,8 @@ def test_what_the_model_cannot_read_fails_qc_in_words(bundled):
     t2_like = np.where(data > 0, data.max() * 1.1 - data, 0)  # CSF bright, white matter dark
     labels = kit.labels.astype(np.uint8)
     expected = {
+        # A white-matter probability map once read 97 y with a warning only.
+        "white-matter probability map": (kit.wm * 1000.0, "tissue probability map"),
         "statistical map": (stat_map / stat_map.std(), "negative"),
         "label image": (labels, "label or segmentation"),
         "T2-like": (t2_like, "not a T1-weighted scan"),
@@ -176,6 +178,14 @@ def test_what_the_model_cannot_read_fails_qc_in_words(bundled):
         with pytest.raises(QualityError, match=reason) as caught:
             predict_age(Volume(values, scan.affine), model, device)
         assert caught.value.quality.status == "fail" and str(caught.value).startswith("QC failed"), name
+
+
+def test_an_age_outside_what_the_model_learned_is_flagged():
+    from napari_brainage.quality import age_range
+
+    assert age_range(62.0, 62.0, 10.0) == [] and age_range(86.0, 62.0, 10.0) == []
+    (warning,) = age_range(97.3, 62.0, 10.0)
+    assert "97.3 y lies outside the ages the model learned (37-87 y)" in warning
 
 
 def test_thick_slices_are_flagged_with_what_was_measured(bundled):
@@ -294,3 +304,36 @@ def test_qc_fails_a_non_brain_volume_and_a_cut_field_of_view(bundled):
     with pytest.raises(QualityError, match="partial field of view: the scan covers only"):
         predict_age(cut, model, device, preprocessing="none")
     assert predict_age(aligned, model, device).qc == "ok"
+
+
+def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(variant_files, variant_clean, bundled):
+    """The variants generator's files (tests/conftest.py), through the path a user
+    takes: files whose voxels are the clean scan's (other field of view, axis order,
+    header, storage, intensity scale or offset) get exactly its age; moved,
+    re-gridded, head and thick-slice files get an age near it or a flag; other
+    contrasts, statistical maps, label images and a cut-off top are flagged, and
+    failures carry no age. (2 mm scans: re-gridding costs more than at 1 mm;
+    benchmarks/input_robustness.py measures 1 mm scans.)"""
+    from napari_brainage.cohort import predict_one
+    from napari_brainage.inference import ScanInput
+
+    model, device = bundled
+    reference = predict_age(variant_clean, model, device).predicted_age
+    problems = []
+    for variant in variant_files:
+        result = predict_one(ScanInput(variant.name, variant.path), None, "cpu", "auto")
+        flagged = result.qc_status in ("warn", "fail")
+        if result.qc_status == "fail" and (result.predicted_age is not None or not result.error):
+            problems.append(f"{variant.name}: failed QC but has an age or no reason")
+        if result.predicted_age is None and not result.error:
+            problems.append(f"{variant.name}: no age and no reason")
+        diff = abs(result.predicted_age - reference) if result.predicted_age is not None else None
+        if variant.expected == "flag" and not flagged:
+            problems.append(f"{variant.name}: not flagged (age {result.predicted_age})")
+        elif variant.expected == "same age":
+            exact = variant.fidelity in ("exact", "quantised") and variant.group in ("geometry", "storage")
+            if diff is None or diff > (0.05 if exact else 3.0):
+                problems.append(f"{variant.name}: age {result.predicted_age} vs {reference:.2f} ({result.qc})")
+        elif variant.expected == "same age or flag" and not flagged and (diff is None or diff > 3.0):
+            problems.append(f"{variant.name}: silent error, age {result.predicted_age} vs {reference:.2f}")
+    assert not problems, problems
