@@ -33,9 +33,9 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 MIN_TEMPLATE_CORRELATION = 0.75
 MIN_REGISTERED_CORRELATION = 0.5
 #: The same for a scan used as it is (on the MNI grid, or with preprocessing
-#: "none"): held-out synthetic scans in MNI space correlate at 0.55-0.7 (they
-#: keep a residual misregistration and their ageing).
-MIN_ALIGNED_CORRELATION = 0.4
+#: "none"): held-out synthetic scans in MNI space correlate at 0.40-0.80 (52
+#: subjects; they keep a residual misregistration and their ageing).
+MIN_ALIGNED_CORRELATION = 0.35
 MIN_ALIGNED_CORRELATION_TO_USE = 0.25
 #: Share of the template brain inside the scan's field of view.
 MIN_BRAIN_COVERAGE = 0.95        #: below: warning (part of the brain missing)
