@@ -202,15 +202,38 @@ def _fit(fixed, moving, mask, transform, iterations: int, seed: int) -> sitk.Tra
     return transform
 
 
+def _starting_point(fixed, moving, mask, kit: TemplateKit) -> sitk.Similarity3DTransform:
+    """Where registration starts: the centres of mass aligned (moments), or the
+    scan's own affine (identity), whichever the metric prefers. Moments suit a
+    raw scan far from MNI space; a head already near it (a neck and scalp pull
+    its centre of mass 20-30 mm down) converged from there to a wrong optimum in
+    3 of 7 held-out heads."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricFixedMask(mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    moments = sitk.Similarity3DTransform(sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    identity = sitk.Similarity3DTransform()
+    centre = np.argwhere(kit.brain).mean(axis=0)
+    identity.SetCenter((_RAS_TO_LPS @ (kit.affine @ [*centre, 1])[:3]).tolist())
+    scores = []
+    for candidate in (moments, identity):
+        method.SetInitialTransform(candidate, inPlace=False)
+        try:
+            scores.append(method.MetricEvaluate(fixed, moving))
+        except RuntimeError:  # no overlap at all from there
+            scores.append(np.inf)
+    return (moments, identity)[int(np.argmin(scores))]
+
+
 def register(volume: Volume, kit: TemplateKit | None = None, seed: int = 0) -> sitk.AffineTransform:
     """Affine transform mapping template points to scan points (LPS mm)."""
     kit = kit or load_template(2)
     fixed = to_itk(kit.t1.astype(np.float32), kit.affine)
     mask = to_itk(brain_mask(kit, head=True).astype(np.uint8), kit.affine)  # the template brain + 4 mm
     moving = _working_image(volume)
-    similarity = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    similarity = _fit(fixed, moving, mask, sitk.Similarity3DTransform(similarity), 100, seed)
+    similarity = _fit(fixed, moving, mask, _starting_point(fixed, moving, mask, kit), 100, seed)
     affine = sitk.AffineTransform(3)
     affine.SetCenter(similarity.GetCenter())
     affine.SetMatrix(similarity.GetMatrix())

@@ -198,8 +198,8 @@ def age_range(predicted: float, age_mean: float, age_sd: float) -> list[str]:
 def head_warning(share: float) -> list[str]:
     """The warning for a scan that is not skull-stripped."""
     return [f"not skull-stripped ({100 * share:.0f} % of the band 10-16 mm outside the brain has signal): the "
-            "brain was cut out with the template's mask after registration; unstripped heads read about "
-            "1-2 y off in docs/benchmarks.md, skull-strip the scan for a surer age"]
+            "brain was cut out with the template's mask after registration; unstripped heads read 1-3 y young in "
+            "docs/benchmarks.md; skull-strip the scan for a surer age"]
 
 
 def template_match(correlation: float, registered: bool) -> tuple[list[str], list[str]]:
