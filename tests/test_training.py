@@ -257,8 +257,11 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
     def agreement(scan):
         return np.corrcoef(scan[brain], reference[brain])[0, 1]
 
-    trusted = load_cohort(tmp_path / "participants.csv", preprocessing="none")
-    assert agreement(cohort.scans[0]) > 0.85 and agreement(cohort.scans[0]) > agreement(trusted.scans[0]) + 0.3
+    trusted = to_model_input(moved, InputSpec())  # the moved scan's header trusted
+    assert agreement(cohort.scans[0]) > 0.85 and agreement(cohort.scans[0]) > agreement(trusted) + 0.3
+    # Trusted through training's own loading, it fails quality control: nothing to learn from.
+    with pytest.raises(ValueError, match="none of the 2 scans could be loaded"):
+        load_cohort(tmp_path / "participants.csv", preprocessing="none")
     assert any(m.startswith("junk: error:") and "QC failed" in m for m in messages), messages
     assert not any(m.startswith("moved:") for m in messages)
     assert cohort.subjects == ["moved"] and len(cohort.scans) == 1 and [s for s, _ in cohort.failed] == ["junk"]
