@@ -156,16 +156,29 @@ def mni_lattice(volume: Volume) -> int | None:
 def needs_registration(volume: Volume, kit: TemplateKit | None = None) -> bool:
     """Whether ``auto`` registers ``volume``: True unless its voxels lie on the 1 or
     2 mm MNI grid's lattice and it matches the template through its affine."""
-    lattice = mni_lattice(volume)
-    if lattice is None:
-        return True
+    clean = Volume(standardise(volume.data).data, volume.affine)
+    return _as_it_is(clean, kit or load_template(2)) is None
+
+
+def _as_it_is(scan: Volume, kit: TemplateKit) -> np.ndarray | None:
+    """The scan on the 2 mm grid when ``auto`` uses it as it is, else None.
+
+    On the MNI grid, or on its voxel lattice with another field of view or axis
+    order: the voxels are copied onto the grid (order 0 at whole-voxel positions
+    is exact), so the scan is exactly the one on the grid; used when it matches
+    the template there (``MIN_ON_GRID_CORRELATION``).
+    """
     from .spaces import resample, to_mni_grid
 
-    kit = kit or load_template(2)
+    lattice = mni_lattice(scan)
+    if lattice is None:
+        return None
     shape, affine = mni_grid(lattice)
-    data = resample(standardise(volume.data).data, volume.affine, shape, affine, order=0)
-    return template_correlation(to_mni_grid(Volume(data, affine), 2) * brain_mask(kit), kit, present_only=True) \
-        < MIN_ON_GRID_CORRELATION
+    on_grid = scan if on_any_mni_grid(scan) else Volume(
+        resample(scan.data, scan.affine, shape, affine, order=0), affine)
+    data = to_mni_grid(on_grid, 2)
+    aligned = template_correlation(data * brain_mask(kit), kit, present_only=True) >= MIN_ON_GRID_CORRELATION
+    return data if aligned else None
 
 
 # ------------------------------------------------------------------ registration
@@ -324,24 +337,17 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     return Prepared(data=data.astype(np.float32), source=volume, transform=transform, quality=quality)
 
 
-def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: QualityReport) -> tuple[np.ndarray, sitk.Transform | None, str]:
+def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: QualityReport
+                        ) -> tuple[np.ndarray, sitk.Transform | None, str]:
     """(data on the 2 mm grid, transform or None, how it got there), before masking."""
-    from .spaces import resample, to_mni_grid
+    from .spaces import to_mni_grid
 
     if mode == "none":
         return to_mni_grid(scan, 2), None, "resampled through its affine (preprocessing 'none')"
-    lattice = mni_lattice(scan) if mode == "auto" else None
-    if lattice is not None:
-        # On the MNI grid, or on its voxel lattice with another field of view or
-        # axis order: copy the voxels onto the grid (order 0 at whole-voxel
-        # positions is exact), so the scan is exactly the one on the grid.
-        shape, affine = mni_grid(lattice)
-        on_grid = Volume(resample(scan.data, scan.affine, shape, affine, order=0), affine) \
-            if not on_any_mni_grid(scan) else scan
-        data = to_mni_grid(on_grid, 2)
-        if template_correlation(data * brain_mask(kit), kit, present_only=True) >= MIN_ON_GRID_CORRELATION:
-            how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
-            return data, None, f"{how} {lattice} mm MNI grid: used as it is, not registered"
+    data = _as_it_is(scan, kit) if mode == "auto" else None
+    if data is not None:
+        how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
+        return data, None, f"{how} {mni_lattice(scan)} mm MNI grid: used as it is, not registered"
     return _registered(scan, kit, quality)
 
 
