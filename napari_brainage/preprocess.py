@@ -289,7 +289,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     3. masked with the dilated template brain (8 mm margin; a head with skull and
        scalp is registered and keeps 4 mm, with a warning);
     4. quality control (``quality``): contrast, template match, field of view,
-       empty brain, slice thickness.
+       empty brain, slice thickness (in the header, or interpolated away).
 
     Raises
     ------
@@ -312,6 +312,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
         quality.seconds = time.perf_counter() - tic
         raise QualityError(quality, name)
     scan = Volume(intensities.data, volume.affine, volume.header, volume.path, volume.metadata)
+    quality.warnings += qc.interpolated_slices(scan.data, volume.voxel_sizes)
     data, transform, route = _onto_template_grid(scan, mode, kit, quality)
     scalp = qc.scalp_signal(data, kit)
     head = scalp > qc.MAX_SCALP_SIGNAL

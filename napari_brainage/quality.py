@@ -60,6 +60,12 @@ MIN_TISSUE_VOXELS = 1000
 MIN_TISSUE_FIT = 0.15
 #: Slices thicker than this (mm) were never seen in training (1 and 2 mm scans).
 MAX_SLICE_MM = 2.5
+#: Sharpness of an axis (see ``interpolated_slices``) against the scan's median
+#: axis, below which the axis looks interpolated from thicker slices. Held-out
+#: synthetic 1 mm scans and their moved, tilted and head variants: 0.85-1.0; the
+#: ICBM152 template 0.88; nipy's real anatomical scan 0.93; 5 mm slices linearly
+#: interpolated onto 1 mm: 0.50-0.62 (docs/benchmarks.md).
+MIN_AXIS_SHARPNESS = 0.75
 #: Predicted ages beyond the training mean +- this many standard deviations are
 #: flagged (the bundled model: 37-87 y, trained on ages 45-80).
 AGE_RANGE_SDS = 2.5
@@ -134,6 +140,49 @@ def slice_thickness(voxel_sizes_mm) -> list[str]:
         return [f"{where} (voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm; the model was trained on 1-2 mm "
                 "scans): the age may be biased by a few years"]
     return []
+
+
+def axis_sharpness(data: np.ndarray) -> np.ndarray:
+    """Per voxel axis, mean squared second difference over mean squared first
+    difference inside the head (voxels above a tenth of the 90th percentile),
+    divided by the median over the three axes: about 1 for each axis of a scan
+    acquired at its voxel size, lower along an axis whose content was
+    interpolated from thicker slices (interpolation removes the finest detail,
+    which the second difference weights most). Shape (3,); ones for an empty scan.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    positive = data[data > 0]
+    if positive.size < MIN_TISSUE_VOXELS:
+        return np.ones(3)
+    inside = data > 0.1 * np.percentile(positive, 90)
+    sharpness = []
+    for axis in range(3):
+        x, m = np.moveaxis(data, axis, 0), np.moveaxis(inside, axis, 0)
+        if x.shape[0] < 3:
+            return np.ones(3)
+        first, second = x[2:] - x[1:-1], x[2:] - 2 * x[1:-1] + x[:-2]
+        keep = m[2:] & m[1:-1] & m[:-2]
+        sharpness.append(float(np.mean(second[keep] ** 2)) / max(float(np.mean(first[keep] ** 2)), 1e-12))
+    sharpness = np.asarray(sharpness)
+    return sharpness / max(float(np.median(sharpness)), 1e-12)
+
+
+def interpolated_slices(data: np.ndarray, voxel_sizes_mm) -> list[str]:
+    """A warning when one axis of the scan looks interpolated from thicker slices
+    (``axis_sharpness`` under ``MIN_AXIS_SHARPNESS``): thick slices resampled
+    onto thin voxels by an earlier pipeline, which the header cannot show.
+    Only axes with voxels under ``MAX_SLICE_MM`` are judged (thicker ones are
+    named by ``slice_thickness``)."""
+    sizes = np.asarray(voxel_sizes_mm, dtype=float)
+    if sizes.max() > MAX_SLICE_MM:
+        return []
+    sharpness = axis_sharpness(data)
+    axis = int(np.argmin(sharpness))
+    if sharpness[axis] >= MIN_AXIS_SHARPNESS:
+        return []
+    return [f"the {'xyz'[axis]} axis looks interpolated from thicker slices (fine detail {sharpness[axis]:.2f} of the "
+            f"other axes', expected >= {MIN_AXIS_SHARPNESS}; voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm): "
+            "thick slices resampled to thin voxels read several years young in docs/benchmarks.md"]
 
 
 def tissue_contrast(data: np.ndarray, kit) -> tuple[float, float, list[str]]:
