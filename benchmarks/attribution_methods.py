@@ -89,7 +89,7 @@ def main() -> None:
     from napari_brainage.inference import collect_inputs, load_model
     from napari_brainage.io import load_volume
     from napari_brainage.metrics import auroc, relevance_mass
-    from napari_brainage.cohort import RunningStats
+    from napari_brainage.stats import RunningStats
     from napari_brainage.spaces import crop, to_model_input, uncrop
     from napari_brainage.template import load_template
 

@@ -57,7 +57,7 @@ def end_to_end_seconds(inputs, workers: int) -> tuple[float, float]:
     """(seconds for predict + population, seconds to start the cluster). With 2
     workers one LocalCluster serves both commands, as ``--scheduler`` would."""
     from napari_brainage.cohort import population_stats, predict_cohort
-    from napari_brainage.template import mni_grid
+    from napari_brainage.options import RunOptions
 
     cluster, startup, scheduler = None, 0.0, None
     if workers > 1:
@@ -69,9 +69,9 @@ def end_to_end_seconds(inputs, workers: int) -> tuple[float, float]:
     try:
         with tempfile.TemporaryDirectory() as folder:
             tic = time.perf_counter()
-            predict_cohort(inputs, Path(folder) / "results.csv", device="cpu", scheduler=scheduler)
-            population_stats(inputs, Path(folder) / "checkpoint.npz", mni_grid(2)[0], device="cpu",
-                             scheduler=scheduler)
+            options = RunOptions(device="cpu")
+            predict_cohort(inputs, Path(folder) / "results.csv", options, scheduler=scheduler)
+            population_stats(inputs, options, Path(folder) / "checkpoint.npz", scheduler=scheduler)
             return time.perf_counter() - tic, startup
     finally:
         if cluster is not None:
@@ -84,9 +84,9 @@ def peak_memory_mb(cohort: Path, n: int) -> float:
         "import resource, sys; sys.path.insert(0, %r)\n"
         "from napari_brainage.cohort import population_stats\n"
         "from napari_brainage.inference import collect_inputs\n"
-        "from napari_brainage.template import mni_grid\n"
+        "from napari_brainage.options import RunOptions\n"
         "inputs = collect_inputs([%r])[:%d]\n"
-        "population_stats(inputs, %r, mni_grid(2)[0], device='cpu')\n"
+        "population_stats(inputs, RunOptions(device='cpu'), %r)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     with tempfile.TemporaryDirectory() as folder:

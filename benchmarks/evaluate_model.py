@@ -38,7 +38,7 @@ from napari_brainage.inference import (  # noqa: E402
 from napari_brainage.io import load_volume  # noqa: E402
 from napari_brainage.metrics import auroc, relevance_mass  # noqa: E402
 from napari_brainage.models import write_card  # noqa: E402
-from napari_brainage.cohort import RunningStats  # noqa: E402
+from napari_brainage.stats import RunningStats  # noqa: E402
 from napari_brainage.population import rank_regions  # noqa: E402
 from napari_brainage.spaces import to_model_input, uncrop  # noqa: E402
 from napari_brainage.template import load_template  # noqa: E402

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_brainage.cohort import predict_cohort  # noqa: E402
+from napari_brainage.options import RunOptions  # noqa: E402
 from napari_brainage.inference import collect_inputs, load_model, predict_age  # noqa: E402
 from napari_brainage.io import load_volume, strip_suffix  # noqa: E402
 from napari_brainage.variants import KINDS, select_kinds, write_variants  # noqa: E402
@@ -222,7 +223,7 @@ def main() -> None:
             if n % 25 == 0 or n == total:
                 print(f"  cohort run: {n} of {total} files, {time.perf_counter() - tic:.0f} s", flush=True)
 
-        predict_cohort(inputs, cohort_csv, preprocessing="auto", workers=workers, progress=progress)
+        predict_cohort(inputs, cohort_csv, RunOptions(preprocessing="auto"), workers=workers, progress=progress)
         seconds_cohort = time.perf_counter() - tic
         results, columns = read_rows(cohort_csv)
     finally:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .errors import BrainAgeError, InputError
 from .io import atomic_path
 
 #: Widgets docked by the demo (display names from napari.yaml).
@@ -44,7 +45,7 @@ def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False
     from .samples import SAMPLES
 
     if sample not in SAMPLES:
-        raise KeyError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
+        raise InputError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
     if screenshot is None and has_display():
         viewer, _ = build_demo_viewer(sample, show=True)
         import napari
@@ -66,7 +67,7 @@ def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False
 def _rerun_under_xvfb(sample: str, target: Path) -> int:
     xvfb_run = shutil.which("xvfb-run")
     if os.environ.get(_UNDER_XVFB) or xvfb_run is None:
-        raise RuntimeError(
+        raise BrainAgeError(
             "no display found and xvfb-run is not installed: napari needs OpenGL. "
             "Install Xvfb (Debian/Ubuntu: apt-get install xvfb xauth libgl1 libgl1-mesa-dri) "
             "or run on a machine with a display."

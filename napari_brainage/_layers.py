@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import from_display, to_display
 from .io import Volume
 
@@ -74,7 +75,7 @@ def layer_to_volume(data: np.ndarray, attributes: dict) -> Volume:
 
     data = np.asarray(data)
     if data.ndim != 3:
-        raise ValueError(f"only 3D layers can be written as brain volumes (got {data.ndim}D)")
+        raise InputError(f"only 3D layers can be written as brain volumes (got {data.ndim}D)")
     composite = CompositeAffine(
         scale=attributes.get("scale") or (1, 1, 1),
         translate=attributes.get("translate") or (0, 0, 0),

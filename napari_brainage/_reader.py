@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from napari.utils.notifications import show_error
 
-from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
 from ._layers import volume_layer_data
+from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
 
 PathOrPaths = str | Sequence[str]
 

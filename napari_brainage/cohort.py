@@ -1,12 +1,16 @@
 """Cohort runs: thousands of scans, bounded memory, resumable, optionally on Dask.
 
-* ``RunningStats``: voxelwise mean and variance in constant memory (Welford's
-  update; partial results from parallel workers merge exactly, Chan et al. 1979).
+Every run takes one ``options.RunOptions`` (model, device, preprocessing,
+importance method), the object the CLI and the widgets build.
+
 * ``ResultsLog``: a results CSV written one row per finished subject (flushed and
   fsynced), so an interrupted run keeps what it finished; a torn last line is
   dropped on resume, and finished subjects are not redone.
-* ``population_stats``: per-group running statistics of subjects' importance maps
-  on the template grid, checkpointed atomically every few subjects, resumable.
+* ``iter_population`` / ``population_stats``: per-group running statistics
+  (``stats.RunningStats``) of subjects' importance maps on the template grid,
+  checkpointed atomically every few subjects, resumable; the result is a
+  ``population.PopulationResult``, which writes the maps and the region table.
+  The CLI, the Population widget and benchmarks all go through it.
 * ``executor``: in-process by default; ``workers > 1`` starts an embedded Dask
   ``LocalCluster``, ``scheduler`` joins an existing ``dask.distributed``
   cluster. Each worker process loads the model once (``_worker_model``).
@@ -24,65 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import describe_error
+from .errors import BrainAgeError, InputError, describe_error
 from .inference import AgeResult, ScanInput
 from .io import atomic_path
+from .options import Method, RunOptions
+from .population import PopulationResult
+from .stats import RunningStats
 
 Progress = Callable[[int, int], None]
-
-
-# ------------------------------------------------------------------ statistics
-class RunningStats:
-    """Voxelwise count, mean and sum of squared deviations (Welford), float64."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.count = 0
-        self.mean = np.zeros(shape, dtype=np.float64)
-        self.m2 = np.zeros(shape, dtype=np.float64)
-
-    def add(self, values: np.ndarray) -> None:
-        if values.shape != self.mean.shape:
-            raise ValueError(f"map shape {values.shape} differs from {self.mean.shape}")
-        self.count += 1
-        delta = values - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (values - self.mean)
-
-    def merge(self, other: RunningStats) -> RunningStats:
-        """Fold ``other`` (statistics of other subjects) into this one."""
-        if other.count == 0:
-            return self
-        total = self.count + other.count
-        delta = other.mean - self.mean
-        self.m2 += other.m2 + delta**2 * (self.count * other.count / total)
-        self.mean += delta * (other.count / total)
-        self.count = total
-        return self
-
-    @property
-    def variance(self) -> np.ndarray:
-        """Sample variance (n - 1); zeros with fewer than two maps."""
-        if self.count < 2:
-            return np.zeros_like(self.mean)
-        return self.m2 / (self.count - 1)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {"count": np.array(self.count), "mean": self.mean, "m2": self.m2}
-
-    @classmethod
-    def from_state(cls, state) -> RunningStats:
-        stats = cls(state["mean"].shape)
-        stats.count, stats.mean, stats.m2 = int(state["count"]), state["mean"].copy(), state["m2"].copy()
-        return stats
-
-
-def effect_size(a: RunningStats, b: RunningStats) -> np.ndarray:
-    """Cohen's d of group b against group a, voxelwise (pooled standard deviation)."""
-    if a.count < 2 or b.count < 2:
-        raise ValueError("an effect size needs at least two subjects per group")
-    pooled = ((a.count - 1) * a.variance + (b.count - 1) * b.variance) / (a.count + b.count - 2)
-    sd = np.sqrt(pooled)
-    return np.divide(b.mean - a.mean, sd, out=np.zeros_like(sd), where=sd > 1e-12)
 
 
 # ------------------------------------------------------------------ results log
@@ -100,7 +53,7 @@ class ResultsLog:
         with open(self.path, newline="") as handle:
             rows = list(csv.DictReader(handle))
         if rows and set(self.fields) - set(rows[0]):
-            raise ValueError(f"{self.path}: not a results file of this version (columns differ)")
+            raise InputError(f"{self.path}: not a results file of this version (columns differ)")
         return {row["subject"] for row in rows if not row.get("error")}
 
     def _drop_torn_line(self) -> None:
@@ -142,8 +95,14 @@ def keep_last_row_per_subject(path: Path) -> None:
 
 
 # ------------------------------------------------------------------ workers
+def _worker_model(options: RunOptions, need_noise_model: bool):
+    """The model of ``options``, loaded once per process (each Dask worker keeps its own)."""
+    return _cached_model(str(options.model_dir) if options.model_dir else None, options.device.value,
+                         need_noise_model)
+
+
 @lru_cache(maxsize=2)
-def _worker_model(model_dir: str | None, device: str, need_noise_model: bool):
+def _cached_model(model_dir: str | None, device: str, need_noise_model: bool):
     """The model, loaded once per process (each Dask worker keeps its own)."""
     from .inference import load_model
 
@@ -158,21 +117,23 @@ def _worker_model(model_dir: str | None, device: str, need_noise_model: bool):
     return load_model(model_dir, device, need_noise_model=need_noise_model)
 
 
-def predict_one(item: ScanInput, model_dir: str | None, device: str, preprocessing: str) -> AgeResult:
+def predict_one(item: ScanInput, options: RunOptions) -> AgeResult:
+    """The age of one scan, or its failure in words (``AgeResult.failed``): never raises
+    for a problem of the scan."""
     from .inference import predict_age
     from .io import load_volume
 
-    model, torch_device = _worker_model(model_dir, device, False)
+    model, torch_device = _worker_model(options, False)
     try:  # whatever goes wrong with this scan stays in its row (Ctrl-C still stops the run)
-        result = predict_age(load_volume(item.path), model, torch_device, item.age, preprocessing)
+        result = predict_age(load_volume(item.path), model, torch_device, item.age, options.preprocessing.value)
         result.subject = item.subject
     except Exception as err:
         result = AgeResult.failed(item.subject, item.path, item.age, err)
     return result
 
 
-def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, preprocessing: str,
-              method: str = "noise") -> tuple[dict[str, dict], list[str], list[tuple[str, str]]]:
+def map_chunk(items: list[ScanInput], options: RunOptions
+              ) -> tuple[dict[str, dict], list[str], list[tuple[str, str]]]:
     """Statistics (per group) of a chunk of subjects' template-space maps.
 
     Returns ({group: RunningStats state}, subjects done, [(subject, error)]).
@@ -181,7 +142,8 @@ def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, prepro
     """
     from .population import subject_maps
 
-    model, torch_device = _worker_model(model_dir, device, True)
+    model, torch_device = _worker_model(options, True)
+    preprocessing, method = options.preprocessing.value, options.method.value
     groups: dict[str, RunningStats] = {}
     failed: list[tuple[str, str]] = []
 
@@ -191,7 +153,7 @@ def map_chunk(items: list[ScanInput], model_dir: str | None, device: str, prepro
             stats = groups[item.group or ""] = RunningStats(values.shape)
         stats.add(values)
 
-    if method == "noise" and torch_device.type == "cuda":
+    if options.method is Method.NOISE and torch_device.type == "cuda":
         for item, values in batched_noise_maps(items, model, torch_device, preprocessing, failed):
             add(item, values)
     else:
@@ -284,7 +246,7 @@ def executor(workers: int = 1, scheduler: str | None = None):
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise RuntimeError("--workers and --scheduler need dask.distributed: "
+        raise BrainAgeError("--workers and --scheduler need dask.distributed: "
                            "pip install 'napari-brainage[cluster]'") from None
 
     cluster = None if scheduler else local_cluster(workers)
@@ -306,16 +268,20 @@ def executor(workers: int = 1, scheduler: str | None = None):
 
 
 # ------------------------------------------------------------------ runs
-def predict_cohort(inputs: list[ScanInput], out: str | Path, model_dir: str | None = None, device: str = "auto",
-                   preprocessing: str = "auto", resume: bool = False, workers: int = 1,
-                   scheduler: str | None = None, progress: Progress | None = None) -> list[AgeResult]:
-    """Predicted ages into ``out`` (CSV), one row per finished subject."""
+def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions | None = None,
+                   resume: bool = False, workers: int = 1, scheduler: str | None = None,
+                   progress: Progress | None = None) -> list[AgeResult]:
+    """Predicted ages of ``inputs`` into ``out`` (CSV, ``AgeResult.FIELDS``), one row per
+    finished subject, flushed as it finishes; returns this run's results (a failed
+    scan's row has no age and its reason in ``error``). ``resume``: subjects
+    already in ``out`` without an error are not redone."""
+    options = options or RunOptions()
     log = ResultsLog(out)
     done = log.finished() if resume else set()
     todo = [item for item in inputs if item.subject not in done]
     results = []
     with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
-        for n, result in enumerate(run(predict_one, [(i, model_dir, device, preprocessing) for i in todo]), 1):
+        for n, result in enumerate(run(predict_one, [(i, options) for i in todo]), 1):
             write(result)
             results.append(result)
             if progress:
@@ -325,24 +291,44 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, model_dir: str | No
 
 
 @dataclass
-class PopulationRun:
-    groups: dict[str, RunningStats]
+class PopulationProgress:
+    """Where a population run stands: subjects ``done`` of ``total`` (failed ones
+    included), the failures so far as (subject, reason), and, in the last one, the
+    ``result``."""
+
+    done: int
+    total: int
     failed: list[tuple[str, str]]
+    result: PopulationResult | None = None
 
 
-def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tuple[int, ...],
-                     model_dir: str | None = None, device: str = "auto", preprocessing: str = "auto",
-                     method: str = "noise", resume: bool = False, workers: int = 1, scheduler: str | None = None,
-                     chunk: int = 8, progress: Progress | None = None) -> PopulationRun:
-    """Per-group statistics of the inputs' importance maps, checkpointed after every chunk."""
-    checkpoint = Path(checkpoint)
+def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
+                    checkpoint: str | Path | None = None, resume: bool = False, workers: int = 1,
+                    scheduler: str | None = None, chunk: int = 8) -> Iterator[PopulationProgress]:
+    """Per-group statistics of the inputs' importance maps on the 2 mm template grid,
+    a :class:`PopulationProgress` after every ``chunk`` subjects; the last one holds
+    the ``population.PopulationResult``. Stopping the iteration stops the run after
+    the current chunk (the widgets' Cancel).
+
+    ``checkpoint``: an .npz rewritten atomically after every chunk, from which
+    ``resume`` continues (it must have used the same method). A scan that fails,
+    whatever the error, is listed in ``failed`` and the others go on.
+
+    Raises
+    ------
+    InputError
+        when a resumed checkpoint used another method, or no scan could be mapped.
+    """
+    options = options or RunOptions()
+    method = options.method.value
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     groups: dict[str, RunningStats] = {}
     done: set[str] = set()
     failed: list[tuple[str, str]] = []
-    if resume and checkpoint.exists():
+    if resume and checkpoint is not None and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as saved:
             if str(saved["method"]) != method:
-                raise ValueError(f"{checkpoint}: the interrupted run used --method {saved['method']}, "
+                raise InputError(f"{checkpoint}: the interrupted run used --method {saved['method']}, "
                                  f"not {method}; resume with the same method")
             done = set(saved["done"].tolist())
             for name in saved["groups"].tolist():
@@ -350,19 +336,40 @@ def population_stats(inputs: list[ScanInput], checkpoint: str | Path, shape: tup
     todo = [item for item in inputs if item.subject not in done]
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     with executor(workers, scheduler) as run:
-        for states, subjects, chunk_failed in run(map_chunk, [(c, model_dir, device, preprocessing, method)
-                                                             for c in chunks]):
+        for states, subjects, chunk_failed in run(_map_chunk_or_fail, [(c, options) for c in chunks]):
             for name, state in states.items():
                 part = RunningStats.from_state(state)
                 groups[name] = groups[name].merge(part) if name in groups else part
             done.update(subjects)
             failed += chunk_failed
-            _save_checkpoint(checkpoint, groups, done, method)
-            if progress:
-                progress(len(done), len(inputs))
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, groups, done, method)
+            yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
-        raise ValueError("no scan could be mapped" + (f" (first error: {failed[0][1]})" if failed else ""))
-    return PopulationRun(groups, failed)
+        raise InputError("no scan could be mapped" + (f" (first error: {failed[0][1]})" if failed else ""))
+    yield PopulationProgress(len(done), len(inputs), list(failed), PopulationResult(groups, failed, method))
+
+
+def population_stats(inputs: list[ScanInput], options: RunOptions | None = None,
+                     checkpoint: str | Path | None = None, resume: bool = False, workers: int = 1,
+                     scheduler: str | None = None, chunk: int = 8,
+                     progress: Progress | None = None) -> PopulationResult:
+    """:func:`iter_population` run to the end; ``progress(done, total)`` after each chunk."""
+    for state in iter_population(inputs, options, checkpoint, resume, workers, scheduler, chunk):
+        if state.result is not None:
+            return state.result
+        if progress:
+            progress(state.done, state.total)
+    raise AssertionError("iter_population ended without a result")  # it always yields one or raises
+
+
+def _map_chunk_or_fail(items: list[ScanInput], options: RunOptions):
+    """``map_chunk``, with anything that escapes it (e.g. the model failing to load
+    on one worker) counted as its subjects' failure, not the run's."""
+    try:
+        return map_chunk(items, options)
+    except Exception as err:
+        return {}, [item.subject for item in items], [(item.subject, describe_error(err)) for item in items]
 
 
 def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str], method: str) -> None:

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
 from .io import Volume
 from .spaces import on_mni_grid, resample
 from .template import load_template, mni_grid
+from .threshold import top_percent_mask
 
 
 @dataclass(frozen=True)
@@ -48,18 +50,8 @@ def template_resolution(volume: Volume) -> int:
     for resolution in (2, 1):
         if on_mni_grid(volume, resolution):
             return resolution
-    raise ValueError(f"the population map must be on the 1 or 2 mm MNI grid, not a {volume.shape} grid "
+    raise InputError(f"the population map must be on the 1 or 2 mm MNI grid, not a {volume.shape} grid "
                      "(use a map written by `napari-brainage population`)")
-
-
-def top_percent_mask(values: np.ndarray, within: np.ndarray, percent: float) -> np.ndarray:
-    """The ``percent`` % highest voxels of ``values`` inside ``within`` (ties broken by order)."""
-    inside = np.flatnonzero(within)
-    keep = max(1, int(round(inside.size * percent / 100.0)))
-    order = np.argpartition(values.reshape(-1)[inside], inside.size - keep)[inside.size - keep:]
-    mask = np.zeros(values.size, dtype=bool)
-    mask[inside[order]] = True
-    return mask.reshape(values.shape)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -70,7 +62,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def compare_maps(subject: Volume, population: Volume, top_percent: float = 10.0) -> MapComparison:
     """Difference, top-k % Dice and correlation of a subject's map with the population's."""
     if not 0 < top_percent < 100:
-        raise ValueError(f"top percent must be between 0 and 100, got {top_percent:g}")
+        raise InputError(f"top percent must be between 0 and 100, got {top_percent:g}")
     resolution = template_resolution(population)
     shape, affine = mni_grid(resolution)
     brain = load_template(resolution).brain
@@ -78,7 +70,7 @@ def compare_maps(subject: Volume, population: Volume, top_percent: float = 10.0)
     population_values = np.asarray(population.data, dtype=np.float32)
     a, b = subject_values[brain], population_values[brain]
     if a.std() == 0 or b.std() == 0:
-        raise ValueError("a map is constant inside the brain: nothing to compare")
+        raise InputError("a map is constant inside the brain: nothing to compare")
     correlation = float(np.corrcoef(a, b)[0, 1])
     overlap = dice(top_percent_mask(subject_values, brain, top_percent),
                    top_percent_mask(population_values, brain, top_percent))

@@ -1,4 +1,10 @@
-"""One scan's failure in words: the message stored in a results row's ``error`` column.
+"""Errors in words: the user's errors apart from bugs, and one scan's failure as
+the one line stored in a results row's ``error`` column.
+
+* :class:`BrainAgeError`: a problem the user can fix (a bad file, a bad option,
+  an input the model cannot read). The CLI prints its message on one line and
+  exits with status 2; any other exception is a bug and keeps its traceback.
+  :class:`InputError` is the same for bad values, and is also a ``ValueError``.
 
 Runs over many scans catch any ``Exception`` of one scan (never ``BaseException``:
 Ctrl-C still stops the run), keep :func:`describe_error`'s one line in that
@@ -8,6 +14,23 @@ scan's row or log, and go on with the next scan.
 from __future__ import annotations
 
 import re
+
+
+class BrainAgeError(Exception):
+    """A problem the user can fix, said in words (no traceback needed)."""
+
+
+class InputError(BrainAgeError, ValueError):
+    """A bad input value, file content or option (also a ``ValueError``)."""
+
+
+class OptionError(InputError):
+    """A bad value of the option (configuration field) ``option``; the CLI names the
+    flag that sets it ("--epochs must be at least 1, got 0")."""
+
+    def __init__(self, option: str, problem: str):
+        self.option, self.problem = option, problem
+        super().__init__(f"{option} {problem}")
 
 #: Longest message kept (a CSV cell and a terminal line stay readable).
 MAX_LENGTH = 300

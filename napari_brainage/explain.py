@@ -31,11 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import InputError
 from .models import LEFT_RIGHT, mirror
+from .options import Method
 
-METHODS = ("noise", "saliency", "integrated_gradients", "smoothgrad", "occlusion", "gradcam")
-LABELS = {"noise": "noise model (U-Noise)", "saliency": "Saliency", "integrated_gradients": "Integrated Gradients",
-          "smoothgrad": "SmoothGrad", "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
+#: The methods' names and labels (``options.Method`` is where they are defined).
+METHODS = Method.values()
+LABELS = {m.value: m.label for m in Method}
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,12 @@ def noise_importance(x: torch.Tensor, noise_model: torch.nn.Module, mirror_avera
 def attribution(x: torch.Tensor, model, method: str = "noise", settings: MethodSettings | None = None
                 ) -> np.ndarray:
     """The ``method``'s map for the model input ``x`` (1, 1, X, Y, Z), in [0, 1]."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    method = Method.parse(method).value
     settings = settings or MethodSettings()
     averaged = settings.mirror_average if settings.mirror_average is not None else method == "noise"
     if method == "noise":
         if model.noise_model is None:
-            raise ValueError(f"{model.folder}: this model folder has no noise model")
+            raise InputError(f"{model.folder}: this model folder has no noise model")
         return noise_importance(x, model.noise_model, averaged)[0]
     inside = (x[0, 0] > 0).cpu().numpy()
     raw = np.abs(_captum(x, model.predictor, method, settings))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputError
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
 from .preprocess import Prepared, prepare
@@ -33,6 +34,9 @@ from .spaces import uncrop
 
 @dataclass(frozen=True)
 class ScanInput:
+    """One scan of a run: its subject name, file, chronological age (years, if
+    known) and group (see ``collect_inputs``)."""
+
     subject: str
     path: Path
     age: float | None = None
@@ -86,6 +90,7 @@ class AgeResult:
         return "QC pass"
 
     def row(self) -> list[str]:
+        """The CSV cells, in ``FIELDS`` order (numbers to 3 decimals, None empty)."""
         def fmt(value):
             return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
@@ -192,7 +197,7 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
             for row in read_participants(path):
                 age = row.get("age")
                 if group_by is not None and group_by not in row:
-                    raise ValueError(f"{path}: no column {group_by!r} to group by")
+                    raise InputError(f"{path}: no column {group_by!r} to group by")
                 group = row[group_by] if group_by is not None else None
                 found.append(ScanInput(row["subject"], Path(row["path"]), float(age) if age else None, group))
         elif path.exists():
@@ -201,14 +206,16 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
             raise FileNotFoundError(f"{path}: no such file or folder")
     subjects = [s.subject for s in found]
     if group_by is not None and any(item.group is None for item in found):
-        raise ValueError(f"grouping by {group_by!r} needs every input to come from a participants CSV")
+        raise InputError(f"grouping by {group_by!r} needs every input to come from a participants CSV")
     duplicates = sorted(s for s, n in Counter(subjects).items() if n > 1)  # linear: cohorts are large
     if duplicates:
-        raise ValueError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
+        raise InputError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
     return found
 
 
 def write_results(results: Iterable[AgeResult], path: str | Path) -> Path:
+    """Write ``results`` as a CSV (``AgeResult.FIELDS``, ages in years to 3
+    decimals), atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -29,6 +29,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from .errors import InputError
+
 #: File name endings this package reads. ``.hdr``/``.img``: a pair of files, the
 #: header and the voxels, of an ANALYZE 7.5 image or a NIfTI pair; either name
 #: opens the pair.
@@ -62,7 +64,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class VolumeError(ValueError):
+class VolumeError(InputError):
     """A file could not be used as a 3D brain volume; the message says why."""
 
 
@@ -206,7 +208,7 @@ def _read_voxels(image) -> np.ndarray:
     else:
         data = np.asarray(image.get_fdata(dtype=np.float32))
     if data.dtype.fields is not None or np.iscomplexobj(data):
-        raise ValueError(f"voxels of type {data.dtype} (RGB or complex) are not a T1 scan")
+        raise VolumeError(f"voxels of type {data.dtype} (RGB or complex) are not a T1 scan")
     if data.dtype == np.float16 or data.dtype.kind == "b":
         data = data.astype(np.float32)
     return data
@@ -313,7 +315,7 @@ def save_volume(
     image = to_nifti(volume)
     if description is not None:
         if len(description) > 80 or not description.isascii():
-            raise ValueError(f"description must be at most 80 ASCII characters: {description!r}")
+            raise InputError(f"description must be at most 80 ASCII characters: {description!r}")
         image.header["descrip"] = description.encode()
     with atomic_path(path) as tmp:
         nib.save(image, tmp)

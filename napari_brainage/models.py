@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import InputError, OptionError
 from .io import atomic_path
 
 CARD_FILE = "model_card.json"
@@ -40,7 +41,7 @@ NOISE_MODEL_FILE = "noise_model.pt"
 CARD_FORMAT = 1
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model folder is missing, incomplete, corrupt or tampered with."""
 
 
@@ -149,6 +150,19 @@ class NoiseSpec:
     #: nothing about anatomy; maps are shown inside the brain only anyway.
     brain_only: bool = False
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_sd < self.max_sd:
+            raise OptionError("min_sd", f"must be at least 0 and below max_sd ({self.max_sd:g}), "
+                                        f"got {self.min_sd:g}")
+        if self.lam < 0:
+            raise OptionError("lam", f"must not be negative, got {self.lam:g}")
+        if self.target not in NOISE_TARGETS:
+            raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
+
+
+#: What the noisy prediction must match: the predictor's clean output, or the age.
+NOISE_TARGETS = ("prediction", "age")
+
 
 @dataclass
 class ModelCard:
@@ -186,6 +200,7 @@ class ModelCard:
 
 
 def sha256(path: Path) -> str:
+    """The file's SHA-256, hex (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -194,6 +209,7 @@ def sha256(path: Path) -> str:
 
 
 def read_card(folder: str | Path) -> ModelCard:
+    """The ``model_card.json`` of ``folder``; :class:`ModelError` when missing or unreadable."""
     path = Path(folder) / CARD_FILE
     if not path.is_file():
         raise ModelError(f"{folder}: no {CARD_FILE}; not a napari-brainage model folder")
@@ -204,6 +220,7 @@ def read_card(folder: str | Path) -> ModelCard:
 
 
 def write_card(card: ModelCard, folder: str | Path) -> Path:
+    """Write ``card`` as ``folder/model_card.json``, atomically; returns the path."""
     path = Path(folder) / CARD_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(card.to_json() + "\n")
@@ -253,6 +270,17 @@ class BrainAgeModel:
 
     @classmethod
     def load(cls, folder: str | Path, *, need_noise_model: bool = False) -> "BrainAgeModel":
+        """The networks of the model folder ``folder``, on the CPU, frozen.
+
+        Each weight file's sha256 is checked against the card before
+        ``torch.load(..., weights_only=True)`` reads it.
+
+        Raises
+        ------
+        ModelError
+            when the folder, its card or a weight file is missing, unreadable or
+            does not match its checksum, or (``need_noise_model``) has no noise model.
+        """
         folder = Path(folder)
         card = read_card(folder)
         predictor = load_weights(SFCNRegressor(card.predictor_channels), folder, PREDICTOR_FILE, card)
@@ -268,6 +296,7 @@ class BrainAgeModel:
         return cls(card=card, predictor=predictor, noise_model=noise_model, folder=folder)
 
     def to(self, device: torch.device) -> "BrainAgeModel":
+        """Both networks moved to ``device``; returns ``self``."""
         self.predictor.to(device)
         if self.noise_model is not None:
             self.noise_model.to(device)

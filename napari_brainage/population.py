@@ -1,8 +1,10 @@
 """Population maps: subjects' importance maps averaged in template space, and
 atlas regions ranked by mean importance.
 
-Averaging is streamed (``cohort.RunningStats``, one subject at a time), so
-memory does not grow with the number of subjects.
+Averaging is streamed (``stats.RunningStats``, one subject at a time), so
+memory does not grow with the number of subjects; ``cohort.population_stats``
+runs a cohort and returns a :class:`PopulationResult`, which writes the maps and
+the region table (:class:`PopulationOutputs`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Volume, atomic_path
+from .errors import InputError
+from .io import Volume, atomic_path, save_volume
+from .stats import RunningStats, effect_size
 from .template import TemplateKit, load_template, mni_grid
 
 
@@ -35,7 +39,7 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
     """Atlas structures (left+right merged) by mean importance, highest first."""
     kit = kit or load_template(2)
     if importance.shape != kit.shape:
-        raise ValueError(f"the map {importance.shape} is not on the template grid {kit.shape}")
+        raise InputError(f"the map {importance.shape} is not on the template grid {kit.shape}")
     # One pass over the brain: per-label sums and counts (fast enough to re-rank
     # a map whenever the user picks another layer).
     labels = kit.labels[kit.brain].astype(np.intp)
@@ -69,7 +73,7 @@ def region_peak(volume: Volume, region: str, resolution_mm: int = 2) -> np.ndarr
     kit = load_template(resolution_mm)
     labels = [label for label, name in kit.label_names.items() if structure_name(name) == region]
     if not labels:
-        raise KeyError(f"unknown atlas region {region!r}")
+        raise InputError(f"unknown atlas region {region!r}")
     mask = np.isin(kit.labels, labels) & kit.brain
     values = np.where(mask, on_grid(volume, kit.shape, kit.affine), -np.inf)
     voxel = np.unravel_index(int(np.argmax(values)), values.shape)
@@ -82,7 +86,7 @@ def read_region_table(path: str | Path) -> list[RegionScore]:
         rows = list(csv.DictReader(handle))
     missing = {"region", "mean_importance", "voxels"} - set(rows[0] if rows else {})
     if missing:
-        raise ValueError(f"{path}: not a region table (missing columns {', '.join(sorted(missing))})")
+        raise InputError(f"{path}: not a region table (missing columns {', '.join(sorted(missing))})")
     return [RegionScore(row["region"], float(row["mean_importance"]), int(row["voxels"])) for row in rows]
 
 
@@ -117,3 +121,95 @@ def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None
 def template_volume(data: np.ndarray, resolution_mm: int = 2) -> Volume:
     """A map on the MNI grid as a Volume, ready to save."""
     return Volume(data=data.astype(np.float32), affine=mni_grid(resolution_mm)[1])
+
+
+# ------------------------------------------------------------------ a cohort's result
+@dataclass(frozen=True)
+class PopulationOutputs:
+    """Where a population run writes: the mean map, the region table, a map per
+    group, and (with exactly two groups) their difference and effect size."""
+
+    mean: Path
+    regions: Path
+    groups: dict[str, Path]
+    difference: Path | None = None
+    effect_size: Path | None = None
+
+    @classmethod
+    def beside(cls, out: str | Path, regions: str | Path | None = None,
+               group_names: Iterable[str] = ()) -> PopulationOutputs:
+        """The files of a run writing its mean map to ``out`` (``.nii`` or ``.nii.gz``):
+        ``<stem>_regions.csv`` (or ``regions``), ``<stem>_<group>.nii.gz``,
+        ``<stem>_difference.nii.gz`` and ``<stem>_effect_size.nii.gz`` beside it."""
+        out = Path(out)
+        stem = out.name.replace(".nii.gz", "").replace(".nii", "")
+        names = sorted(set(group_names))
+        two = len(names) == 2
+        return cls(mean=out, regions=Path(regions) if regions else out.with_name(stem + "_regions.csv"),
+                   groups={g: out.with_name(f"{stem}_{safe_name(g)}.nii.gz") for g in names},
+                   difference=out.with_name(f"{stem}_difference.nii.gz") if two else None,
+                   effect_size=out.with_name(f"{stem}_effect_size.nii.gz") if two else None)
+
+    def all(self) -> list[Path]:
+        return [self.mean, self.regions, *self.groups.values(),
+                *(p for p in (self.difference, self.effect_size) if p is not None)]
+
+
+def safe_name(name: str) -> str:
+    """A group value usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "empty"
+
+
+@dataclass
+class PopulationResult:
+    """Per-group statistics of a cohort's importance maps on the 2 mm template grid
+    (``stats.RunningStats``), the scans that failed as (subject, reason), and the
+    importance method. Groups are "" when the cohort is not grouped."""
+
+    groups: dict[str, RunningStats]
+    failed: list[tuple[str, str]]
+    method: str = "noise"
+
+    @property
+    def total(self) -> RunningStats:
+        """Every group's maps together."""
+        shape = next(iter(self.groups.values())).mean.shape
+        total = RunningStats(shape)
+        for stats in self.groups.values():
+            total.merge(stats)
+        return total
+
+    def mean_map(self) -> Volume:
+        """The mean map of every mapped scan, on the 2 mm MNI grid."""
+        return template_volume(self.total.mean)
+
+    def save(self, outputs: PopulationOutputs, overwrite: bool = False,
+             say: Callable[[str], None] = lambda message: None) -> list[RegionScore]:
+        """Write the mean map, the region ranking, each group's map and, with two
+        groups, their difference (second - first, in sorted order) and Cohen's d;
+        ``say`` hears why a group map or the effect size could not be made.
+        Returns the region ranking of the mean map."""
+        save_volume(self.mean_map(), outputs.mean, overwrite=overwrite)
+        scores = rank_regions(self.total.mean)
+        write_region_table(scores, outputs.regions)
+        for group, path in outputs.groups.items():
+            if group in self.groups:
+                save_volume(template_volume(self.groups[group].mean), path, overwrite=overwrite)
+            else:  # every scan of this group failed
+                say(f"no map for group {group}: none of its scans could be mapped")
+        counts = self.counts(outputs.groups)
+        if outputs.difference is not None and min(counts.values()) >= 1:
+            (first, a), (second, b) = ((g, self.groups[g]) for g in outputs.groups)
+            save_volume(template_volume(b.mean - a.mean), outputs.difference, overwrite=overwrite,
+                        description=f"importance difference: {second} - {first}")
+            if min(counts.values()) >= 2:
+                save_volume(template_volume(effect_size(a, b)), outputs.effect_size, overwrite=overwrite,
+                            description=f"Cohen's d: {second} vs {first}")
+        if outputs.effect_size is not None and min(counts.values()) < 2:
+            say("no effect-size map: each group needs at least two mapped scans "
+                f"({', '.join(f'{g}: {n}' for g, n in counts.items())})")
+        return scores
+
+    def counts(self, names: Iterable[str]) -> dict[str, int]:
+        """Mapped scans per group name (0 for a group whose scans all failed)."""
+        return {g: self.groups[g].count if g in self.groups else 0 for g in names}

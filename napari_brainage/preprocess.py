@@ -44,11 +44,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from . import quality as qc
 from .errors import meaningful_part
 from .intensity import standardise
 from .io import Volume
+from .options import Preprocessing
 from .quality import QualityError, QualityReport, require_pass
-from . import quality as qc
 from .spaces import brain_mask
 from .template import TemplateKit, load_template, mni_grid
 
@@ -59,7 +60,7 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 #: those grids' voxel lattice, padded, cropped or reordered, and registration
 #: confirms it is aligned; register it otherwise), "register" (always) or
 #: "none" (trust the affine: resample through it, no registration).
-PREPROCESSING_MODES = ("auto", "register", "none")
+PREPROCESSING_MODES = Preprocessing.values()
 #: A scan on the MNI grid is used as it is only if it correlates with the
 #: template through its affine at least this well (in the brain, where it has
 #: signal): held-out synthetic scans in MNI space (aged, with residual
@@ -268,8 +269,8 @@ def template_correlation(data: np.ndarray, kit: TemplateKit, present_only: bool 
 
 
 def check_preprocessing(mode: str) -> None:
-    if mode not in PREPROCESSING_MODES:
-        raise ValueError(f"preprocessing must be auto, register or none, not {mode!r}")
+    """:class:`InputError` unless ``mode`` is one of ``PREPROCESSING_MODES``."""
+    Preprocessing.parse(mode)
 
 
 def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) -> Prepared:
@@ -299,7 +300,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     ValueError
         for an unknown ``mode``.
     """
-    check_preprocessing(mode)
+    mode = Preprocessing.parse(mode).value
     kit = kit or load_template(2)
     tic = time.perf_counter()
     name = volume.path.name if volume.path is not None else ""

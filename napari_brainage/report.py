@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import InputError
 from .io import atomic_path
 
 CAPTION_FONT_PX = 18
@@ -39,7 +40,7 @@ def save_png(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Pa
     """Write ``image`` as a PNG atomically; refuse to replace a file unless ``overwrite``."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: a snapshot must be a .png file")
+        raise InputError(f"{path}: a snapshot must be a .png file")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     with atomic_path(path) as tmp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
 from .io import Volume, load_volume
 
 
@@ -92,7 +93,7 @@ def sample_data_dir() -> Path:
 def sample_path(key: str) -> Path:
     """Path of the bundled sample ``key`` (see :data:`SAMPLES`)."""
     if key not in SAMPLES:
-        raise KeyError(f"unknown sample {key!r}; choose from {sorted(SAMPLES)}")
+        raise InputError(f"unknown sample {key!r}; choose from {sorted(SAMPLES)}")
     return sample_data_dir() / SAMPLES[key].filename
 
 

@@ -18,7 +18,6 @@ from .io import Volume
 from .models import InputSpec, normalise
 from .template import downsample, load_template, mni_grid
 
-
 #: Margin (2 mm voxels) of the template brain kept as every scan's brain mask.
 #: A skull-stripped scan keeps 8 mm: scans in MNI space keep the residual
 #: misregistration such scans have (up to 5 mm and 5 degrees in the synthetic

@@ -82,6 +82,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .errors import InputError
 from .io import Volume, atomic_path, save_volume
 from .template import TemplateKit, load_template
 
@@ -140,15 +141,15 @@ def parse_region(spec: str) -> RegionAgeing:
     """``name`` or ``name=RATE`` (RATE: % per year at 80, e.g. hippocampus=2.0)."""
     name, _, rate = spec.partition("=")
     if name not in REGION_PRESETS:
-        raise ValueError(f"unknown region {name!r}; choose from {', '.join(REGION_PRESETS)}")
+        raise InputError(f"unknown region {name!r}; choose from {', '.join(REGION_PRESETS)}")
     region = REGION_PRESETS[name]
     if rate:
         try:
             value = float(rate)
         except ValueError:
-            raise ValueError(f"{spec!r}: the rate after '=' must be a number (% per year at 80)") from None
+            raise InputError(f"{spec!r}: the rate after '=' must be a number (% per year at 80)") from None
         if not 0 <= value <= 20:
-            raise ValueError(f"{spec!r}: a rate of {value} % per year is outside 0-20")
+            raise InputError(f"{spec!r}: a rate of {value} % per year is outside 0-20")
         region = replace(region, rate_at_80=value, rate_early=min(region.rate_early, value))
     return region
 
@@ -168,14 +169,14 @@ class CohortConfig:
     def __post_init__(self):
         low, high = self.age_range
         if not 0 < low < high <= 110:
-            raise ValueError(f"age range {self.age_range} must satisfy 0 < low < high <= 110")
+            raise InputError(f"age range {self.age_range} must satisfy 0 < low < high <= 110")
         if self.gap_sd < 0 or not np.isfinite(self.gap_sd):
-            raise ValueError(f"gap sd must be >= 0 years, got {self.gap_sd}")
+            raise InputError(f"gap sd must be >= 0 years, got {self.gap_sd}")
         if not 0 <= self.region_age_sd <= 20:
-            raise ValueError(f"region age sd must be 0-20 years, got {self.region_age_sd}")
+            raise InputError(f"region age sd must be 0-20 years, got {self.region_age_sd}")
         names = [r.name for r in self.regions]
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"regions must be a non-empty list without repeats, got {names}")
+            raise InputError(f"regions must be a non-empty list without repeats, got {names}")
 
 
 # ------------------------------------------------------------------ model
@@ -211,7 +212,7 @@ class AgeingModel:
             else:
                 mask &= kit.gm >= 0.5
             if mask.sum() < 8:
-                raise ValueError(f"region {region.name} has no voxels on the {kit.resolution_mm} mm grid")
+                raise InputError(f"region {region.name} has no voxels on the {kit.resolution_mm} mm grid")
             masks[region.name] = mask
         sigma = _VELOCITY_SMOOTHING_MM / kit.resolution_mm
         union = np.logical_or.reduce(list(masks.values()))
@@ -488,9 +489,9 @@ def generate_cohort(
     and participants.csv last, so a cohort with a participants.csv is complete.
     """
     if n < 1:
-        raise ValueError(f"the cohort needs at least 1 subject, got {n}")
+        raise InputError(f"the cohort needs at least 1 subject, got {n}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     table = out / "participants.csv"
     if out.exists() and not out.is_dir():

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .errors import BrainAgeError, InputError
 from .io import load_volume
 from .samples import sample_data_dir
 
@@ -44,7 +45,7 @@ LABEL_NAMES_FILE = "harvard_oxford_labels.csv"
 def mni_grid(resolution_mm: int) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of FSL's MNI152 grid at ``resolution_mm`` (1 or 2)."""
     if resolution_mm not in SUPPORTED_RESOLUTIONS_MM:
-        raise ValueError(f"resolution must be one of {SUPPORTED_RESOLUTIONS_MM} mm, got {resolution_mm}")
+        raise InputError(f"resolution must be one of {SUPPORTED_RESOLUTIONS_MM} mm, got {resolution_mm}")
     shape = tuple(int(np.ceil(n / resolution_mm)) for n in MNI_1MM_SHAPE)
     affine = np.diag([-float(resolution_mm), resolution_mm, resolution_mm, 1.0])
     affine[:3, 3] = MNI_ORIGIN_MM
@@ -78,7 +79,7 @@ class TemplateKit:
         ids = [i for i, name in self.label_names.items() if name in names]
         missing = set(names) - set(self.label_names.values())
         if missing:
-            raise KeyError(f"unknown atlas labels {sorted(missing)}")
+            raise InputError(f"unknown atlas labels {sorted(missing)}")
         return np.isin(self.labels, ids)
 
 
@@ -101,7 +102,7 @@ def load_template(resolution_mm: int = 2) -> TemplateKit:
     _, affine_1mm = mni_grid(1)
     for key, volume in volumes.items():
         if volume.shape != MNI_1MM_SHAPE or not np.allclose(volume.affine, affine_1mm):
-            raise ValueError(f"{TEMPLATE_FILES[key]} is not on the 1 mm MNI grid; rebuild the kit")
+            raise BrainAgeError(f"{TEMPLATE_FILES[key]} is not on the 1 mm MNI grid; rebuild the kit")
 
     def intensities(key: str, scale: float) -> np.ndarray:
         data = volumes[key].data.astype(np.float32) / scale

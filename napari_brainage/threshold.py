@@ -1,5 +1,9 @@
 """Thresholding an importance map: the top k% of voxels, or voxels above a value.
 
+One definition of "top k %" for the whole product (the Threshold widget, map
+comparison, benchmarks): the k % highest voxels among those :func:`counted_voxels`
+names, ties at the cut kept (every voxel >= the cut value).
+
 The threshold widget updates while a slider is dragged, so an update must cost
 a single pass over the voxels. ``Thresholder`` sorts the map's in-brain values
 once (a few hundred ms on a 1 mm map); after that a top-k% threshold is an
@@ -10,6 +14,30 @@ one comparison written into a reused buffer.
 from __future__ import annotations
 
 import numpy as np
+
+from .errors import InputError
+
+
+def counted_voxels(values: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
+    """The voxels a "top k %" counts (boolean, the map's shape): the template's
+    brain for a map on the 1 or 2 mm MNI grid (a population map), otherwise the
+    map's non-zero voxels (a subject's map is 0 outside its scan's brain)."""
+    values = np.asarray(values)
+    if affine is not None:
+        from .template import load_template, mni_grid
+
+        for resolution in (2, 1):
+            shape, grid_affine = mni_grid(resolution)
+            if values.shape == shape and np.allclose(affine, grid_affine, atol=1e-4):
+                return load_template(resolution).brain.copy()
+    return values > 0
+
+
+def top_percent_mask(values: np.ndarray, within: np.ndarray, percent: float) -> np.ndarray:
+    """The top ``percent`` % of ``values`` among the voxels ``within`` (ties at the cut
+    kept), as a new boolean array; see the module's definition."""
+    thresholder = Thresholder(values, within=within)
+    return thresholder.mask(thresholder.value_for_top_percent(percent)).copy()
 
 
 class Thresholder:
@@ -23,12 +51,12 @@ class Thresholder:
     def __init__(self, values: np.ndarray, within: np.ndarray | None = None):
         values = np.asarray(values)
         if values.ndim != 3:
-            raise ValueError(f"a 3D map is needed, got {values.ndim}D")
+            raise InputError(f"a 3D map is needed, got {values.ndim}D")
         self.values = np.ascontiguousarray(values, dtype=np.float32)
         inside = self.values > 0 if within is None else np.asarray(within, dtype=bool)
         self._sorted = np.sort(self.values[inside])
         if self._sorted.size == 0:
-            raise ValueError("the map has no voxels inside the brain (all values are 0)")
+            raise InputError("the map has no voxels inside the brain (all values are 0)")
         # Voxels > 0 are inside by construction; an explicit mask must be applied.
         self._inside = None if within is None else inside
         self._buffer = np.zeros(self.values.shape, dtype=bool)
@@ -45,7 +73,7 @@ class Thresholder:
     def value_for_top_percent(self, percent: float) -> float:
         """The lowest value kept when keeping the top ``percent`` % of voxels."""
         if not 0 < percent <= 100:
-            raise ValueError(f"percent must be in (0, 100], got {percent:g}")
+            raise InputError(f"percent must be in (0, 100], got {percent:g}")
         keep = max(1, int(round(self._sorted.size * percent / 100.0)))
         return float(self._sorted[self._sorted.size - keep])
 

@@ -25,49 +25,37 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .errors import InputError
 from .io import atomic_path, load_volume
 from .models import (
-    NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, ModelCard, ModelError, NoiseSpec, NoiseUNet,
-    SFCNRegressor, load_weights, mirror, pick_device, read_card, save_weights, sha256, write_card,
+    NOISE_MODEL_FILE,
+    PREDICTOR_FILE,
+    InputSpec,
+    ModelCard,
+    ModelError,
+    NoiseSpec,
+    NoiseUNet,
+    SFCNRegressor,
+    load_weights,
+    mirror,
+    pick_device,
+    read_card,
+    save_weights,
+    sha256,
+    write_card,
 )
 from .parallel import ordered_map
+from .training_options import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS, TrainConfig
 
 Progress = Callable[[str], None]
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.15
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    #: Predictor only: add noise of up to this sd, in random smooth patches, to half
-    #: the batches. A predictor that shrugs off noise where age is not written makes
-    #: the noise model's maps specific (Bintsi et al.'s noise model assumes it).
-    noise_augment: float = 0.0
-    #: Predictor only: blur half the batches with a Gaussian of sd drawn from
-    #: [0, blur_augment] voxels, so resampled (registered) scans look like the
-    #: training data. Measured: it narrows the registered-vs-aligned age gap only
-    #: a little and costs accuracy (docs/benchmarks.md), so it is off by default.
-    blur_augment: float = 0.0
-    #: Start from this model folder's predictor (fine-tuning, keeping its age
-    #: standardisation) or, for the noise model, its noise model; None trains from scratch.
-    init_from: str | None = None
-    #: Noise model only: flip half the batches left-right, as the predictor's
-    #: training does, so the mask does not favour one side (the predictor ages a
-    #: scan and its mirror image alike). The predictor always flips.
-    flip: bool = False
-    #: "cosine" anneals the learning rate to 0 over the epochs (stepped once per
-    #: epoch); "constant" keeps it. The predictor always anneals.
-    lr_schedule: str = "cosine"
 
 
 @dataclass
 class Cohort:
+    """A training cohort in memory: each subject's model input and age."""
+
     subjects: list[str]
     scans: np.ndarray        #: (N, X, Y, Z) float32, cropped and normalised model input
     ages: np.ndarray         #: chronological ages
@@ -84,10 +72,10 @@ def read_participants(path: str | Path) -> list[dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
-        raise ValueError(f"{path}: no participants")
+        raise InputError(f"{path}: no participants")
     missing = {"subject", "path"} - set(rows[0])
     if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+        raise InputError(f"{path}: missing column(s) {sorted(missing)}")
     for row in rows:
         row["path"] = str((path.parent / row["path"]).resolve())
     return rows
@@ -115,7 +103,7 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     for table in tables:
         table_rows = read_participants(table)
         if "age" not in table_rows[0]:
-            raise ValueError(f"{table}: training needs an 'age' column")
+            raise InputError(f"{table}: training needs an 'age' column")
         rows += table_rows
     rows = rows[:limit]
     from .preprocess import check_preprocessing
@@ -142,7 +130,7 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     if flagged and progress:
         progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
     if not kept:
-        raise ValueError(f"none of the {len(rows)} scans could be loaded"
+        raise InputError(f"none of the {len(rows)} scans could be loaded"
                          + (f" (first error: {failed[0][0]}: {failed[0][1]})" if failed else ""))
     if failed and progress:
         progress(f"{len(failed)} of {len(rows)} scans failed (listed above) and are left out: "
@@ -171,12 +159,12 @@ def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic split: a subject's side depends only on its id and the seed."""
     if not 0 < val_fraction < 1:
-        raise ValueError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+        raise InputError(f"validation fraction must be between 0 and 1, got {val_fraction}")
     keys = [hashlib.sha256(f"{seed}:{s}".encode()).digest() for s in subjects]
     order = np.argsort(keys, kind="stable")
     n_val = max(1, int(round(val_fraction * len(subjects))))
     if n_val >= len(subjects):
-        raise ValueError(f"{len(subjects)} subjects are too few to split off a validation set")
+        raise InputError(f"{len(subjects)} subjects are too few to split off a validation set")
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -276,8 +264,40 @@ def _prepare_out(out: Path, part: str, resume: bool) -> None:
 
 
 # ------------------------------------------------------------------ predictor
-def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = TrainConfig(),
+def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
                     progress: Progress = print) -> ModelCard:
+    """Train the brain-age predictor (``SFCNRegressor``) on ``cohort`` into the model folder ``out``.
+
+    Loss: L1 on standardised age; left-right flips always, patchy noise and blur
+    when ``config`` asks; AdamW with cosine annealing. The weights of the epoch
+    with the lowest validation MAE are kept (``predictor.pt``), then the age-bias
+    correction of Smith et al. (2019) is fitted on the validation subjects
+    (predicted = slope x age + intercept) and written to the card.
+
+    Parameters
+    ----------
+    cohort
+        Scans already on the model's input grid (``load_cohort``), N x 80 x 96 x 80.
+    out
+        Model folder; a checkpoint after every epoch lets ``config.resume`` continue.
+    config
+        ``TrainConfig`` (epochs, batch size, learning rate, ...; ``init_from``
+        fine-tunes another folder's predictor, keeping its age standardisation).
+    progress
+        Receives one line per epoch.
+
+    Returns
+    -------
+    ModelCard
+        The card written to ``out``.
+
+    Raises
+    ------
+    ModelError
+        when ``config.init_from`` is not a usable model folder.
+    FileExistsError
+        when ``out`` already holds a predictor and ``config.resume`` is not set.
+    """
     out = Path(out)
     # A wrong --init must fail before anything is written.
     start_card = read_card(config.init_from) if config.init_from else None
@@ -348,6 +368,8 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = Train
 @torch.no_grad()
 def predict_ages(model: SFCNRegressor, scans: np.ndarray, card: ModelCard, device: torch.device,
                  batch_size: int = 8) -> np.ndarray:
+    """Predicted ages (years, shape (N,)) of model inputs ``scans`` (N x 80 x 96 x 80),
+    in batches, un-standardised with the card's age mean and sd."""
     model.eval()
     out = [model(_tensor(scans[i:i + batch_size], device)).cpu().numpy()
            for i in range(0, len(scans), batch_size)]
@@ -417,13 +439,45 @@ def _check_same_noise_architecture(start: ModelCard, folder: str, channels: tupl
 
 
 def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path,
-                      config: TrainConfig = TrainConfig(epochs=6, batch_size=2, learning_rate=3e-3,
-                                                        lr_schedule="constant"),
+                      config: TrainConfig = NOISE_MODEL_DEFAULTS,
                       spec: NoiseSpec = NoiseSpec(),
                       progress: Progress = print, full_resolution_head: bool = False) -> ModelCard:
+    """Train the noise model (U-Noise, Koker et al. 2021, as adapted to regression by
+    Bintsi et al. 2021) against the frozen predictor of ``predictor_dir``.
+
+    The U-Net outputs a mask B in [0, 1] per voxel; Gaussian noise of sd
+    ``spec.min_sd + B (spec.max_sd - spec.min_sd)`` (intensities normalised to
+    mean 1) is added to the scan, and the loss is
+    ``|age(noisy) - target| - spec.lam * mean(B)``, the target being the
+    predictor's clean output (``spec.target = "prediction"``) or the true age.
+    Importance is ``1 - B``.
+
+    Parameters
+    ----------
+    cohort
+        Scans on the model's input grid (``load_cohort``), N x 80 x 96 x 80.
+    predictor_dir
+        Model folder whose predictor (and card) the noise model is trained against.
+    out
+        Model folder to write (may be ``predictor_dir``); the predictor is copied
+        into it when it is another folder.
+    config, spec
+        Training settings (``NOISE_MODEL_DEFAULTS``) and the noise's definition.
+    full_resolution_head
+        Refine the 4 mm mask at 2 mm (2x slower to train).
+
+    Returns
+    -------
+    ModelCard
+        The card written to ``out`` (with ``noise_model.pt`` and ``spec``).
+
+    Raises
+    ------
+    ModelError
+        when ``predictor_dir`` or ``config.init_from`` is not a usable model folder,
+        or the starting noise model has another architecture.
+    """
     predictor_dir, out = Path(predictor_dir), Path(out)
-    if spec.target not in ("prediction", "age"):
-        raise ValueError(f"noise target must be 'prediction' or 'age', got {spec.target!r}")
     card = read_card(predictor_dir)
     predictor = load_weights(SFCNRegressor(card.predictor_channels), predictor_dir, PREDICTOR_FILE, card)
     torch.manual_seed(config.seed)  # before the network's random initial weights
@@ -445,8 +499,6 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     predictor.to(device).eval().requires_grad_(False)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    if config.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"learning-rate schedule must be cosine or constant, not {config.lr_schedule!r}")
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
                  if config.lr_schedule == "cosine" else None)
     checkpoint = _Checkpoint(out, "noise_model")
@@ -489,7 +541,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
                  f"validation loss {val_loss:.4f}, mean B {mean_mask:.3f}"
                  f"{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
     if NOISE_MODEL_FILE not in card.weights:
-        raise RuntimeError("noise-model training ran no epoch; raise --epochs")
+        raise InputError("noise-model training ran no epoch; raise --epochs")
     card.training["noise_model"] = {"data": cohort.source, "predictor": str(predictor_dir), **asdict(config),
                                     **{f"noise_{k}": v for k, v in asdict(spec).items()},
                                     "best_validation_loss": best}

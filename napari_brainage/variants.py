@@ -68,6 +68,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
+from .errors import InputError
 from .io import Volume
 
 GROUPS = ("geometry", "storage", "intensity", "head", "resolution", "contrast", "not-anatomical", "partial")
@@ -837,7 +838,7 @@ def _keep_slab(clean: Clean, keep) -> Made:
     axis, _ = _axis_of(clean.affine, 2)
     others = [a for a in range(3) if a != axis]
     if np.any(np.abs(clean.affine[2, others]) > 1e-3 * np.abs(clean.affine[2, axis])):
-        raise ValueError("partial cuts need a scan whose voxel axes follow the world axes")
+        raise InputError("partial cuts need a scan whose voxel axes follow the world axes")
     z = clean.affine[2, 3] + clean.affine[2, axis] * np.arange(clean.shape[axis])
     has_brain = clean.brain.any(axis=tuple(others))
     kept = np.flatnonzero(keep(z, z[has_brain].max(), z[has_brain].min()))
@@ -918,7 +919,7 @@ def select_kinds(kinds: Iterable[str] | None = None) -> list[Kind]:
     wanted = set(kinds)
     unknown = wanted - set(KINDS) - set(GROUPS)
     if unknown:
-        raise ValueError(f"unknown variant kind(s) or group(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}; "
+        raise InputError(f"unknown variant kind(s) or group(s) {sorted(unknown)}; kinds: {', '.join(KINDS)}; "
                          f"groups: {', '.join(GROUPS)}")
     return [kind for kind in KINDS.values() if kind.name in wanted or kind.group in wanted]
 

@@ -192,3 +192,48 @@ def test_preprocess_logs_any_failure_of_one_scan_and_exports_the_others(tiny_coh
     with open(out / "failed.csv", newline="") as handle:
         failures = {row["subject"]: row["error"] for row in csv.DictReader(handle)}
     assert failures == _scan_lines(captured.err, "preprocess")
+
+
+def test_help_and_version_start_without_torch():
+    """The CLI builds every command's parser without loading torch or SimpleITK (a
+    command imports them when it runs): ``--help`` answers at once."""
+    code = ("import sys\n"
+            "from napari_brainage.cli import build_parser\n"
+            "parser = build_parser()\n"
+            "parser.format_help()\n"
+            "for command in ('predict', 'explain', 'population', 'train', 'synth', 'preprocess'):\n"
+            "    try:\n"
+            "        parser.parse_args([command, '--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in ('torch', 'SimpleITK', 'napari', 'captum') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_users_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from napari_brainage import cli
+    from napari_brainage.errors import InputError
+
+    def user_error(args, parser):
+        raise InputError("scan.nii.gz: not a 3D volume")
+
+    monkeypatch.setattr(cli.COMMANDS["info"], "run", user_error)
+    assert cli.main(["info", "scan.nii.gz"]) == 2
+    assert capsys.readouterr().err == "napari-brainage info: error: scan.nii.gz: not a 3D volume\n"
+
+    def bug(args, parser):
+        return {}["missing"]
+
+    monkeypatch.setattr(cli.COMMANDS["info"], "run", bug)
+    with pytest.raises(KeyError, match="missing"):  # not turned into "error: 'missing'", exit 2
+        cli.main(["info", "scan.nii.gz"])
+
+
+def test_outputs_go_into_a_folder_that_does_not_exist_yet(tiny_model, tmp_path):
+    out = tmp_path / "new" / "results.csv"
+    result = run("predict", str(sample_path("synthetic_age80")), "--out", str(out), "--model", str(tiny_model),
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert out.exists()

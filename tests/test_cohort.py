@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_brainage.cohort import RunningStats, effect_size, population_stats
+from napari_brainage.cohort import population_stats
+from napari_brainage.options import RunOptions
+from napari_brainage.stats import RunningStats, effect_size
 from napari_brainage.inference import collect_inputs, importance_in_model_space, load_model
 from napari_brainage.io import load_volume
 from napari_brainage.spaces import uncrop
-from napari_brainage.template import mni_grid
 
 SCRIPT = Path(sys.executable).with_name("napari-brainage")
 
@@ -136,10 +137,10 @@ def test_population_killed_midway_resumes_and_groups(tiny_cohort, tiny_model, tm
 def test_population_on_a_two_worker_local_cluster(tiny_cohort, tiny_model, tmp_path):
     pytest.importorskip("distributed")
     inputs = collect_inputs([tiny_cohort])
-    shape = mni_grid(2)[0]
-    local = population_stats(inputs, tmp_path / "a.npz", shape, str(tiny_model), "cpu", chunk=4)
+    options = RunOptions(model_dir=tiny_model, device="cpu")
+    local = population_stats(inputs, options, tmp_path / "a.npz", chunk=4)
     seen = []
-    cluster = population_stats(inputs, tmp_path / "b.npz", shape, str(tiny_model), "cpu", chunk=4, workers=2,
+    cluster = population_stats(inputs, options, tmp_path / "b.npz", chunk=4, workers=2,
                                progress=lambda done, total: seen.append((done, total)))
     assert cluster.groups[""].count == local.groups[""].count == 12
     np.testing.assert_allclose(cluster.groups[""].mean, local.groups[""].mean, atol=1e-6)
@@ -177,7 +178,7 @@ def test_an_existing_cluster_with_dasks_malloc_trim_gets_a_warning(tiny_cohort, 
         # Only the worker may have it: the nanny also put it into this process.
         monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
         with pytest.warns(UserWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
-            run = population_stats(inputs, tmp_path / "c.npz", mni_grid(2)[0], str(tiny_model), "cpu",
+            run = population_stats(inputs, RunOptions(model_dir=tiny_model, device="cpu"), tmp_path / "c.npz",
                                    scheduler=cluster.scheduler_address)
     assert run.groups[""].count == 2
 

@@ -15,7 +15,7 @@ from napari_brainage.inference import (
 from napari_brainage.io import Volume, load_volume
 from napari_brainage.metrics import auroc, relevance_mass
 from napari_brainage.models import ModelCard
-from napari_brainage.cohort import RunningStats
+from napari_brainage.stats import RunningStats
 from napari_brainage.population import rank_regions, structure_name
 from napari_brainage.spaces import resample
 from napari_brainage.template import load_template, mni_grid

@@ -168,7 +168,10 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
     mask_layer = viewer.layers[f"threshold ({overlay.name})"]
     np.testing.assert_array_equal(mask_layer.affine.affine_matrix, overlay.affine.affine_matrix)
 
-    inside = overlay.data > 0
+    # The sample is on the 2 mm MNI grid: "top k %" counts the template's brain there
+    # (threshold.counted_voxels), as map comparison does.
+    inside = _common.counted_in_layer(overlay)
+    assert inside.sum() == load_template(2).brain.sum()
     for percent in (2.0, 10.0, 25.0):
         widget.percent.value = percent
         kept = mask_layer.data.astype(bool)
@@ -183,7 +186,7 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
         return round(widget.value.min + fraction * (widget.value.max - widget.value.min), 3)
 
     widget.value.value = within(0.4)
-    np.testing.assert_array_equal(mask_layer.data.astype(bool), overlay.data >= widget.value.value)
+    np.testing.assert_array_equal(mask_layer.data.astype(bool), (overlay.data >= widget.value.value) & inside)
 
     kept_layer = widget.keep_layer()
     np.testing.assert_array_equal(kept_layer.data, mask_layer.data)
@@ -196,8 +199,9 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
     saved = nib.load(target)
     source = _expected_importance(tiny_model)
     np.testing.assert_array_equal(saved.affine, source.affine)
+    brain = load_template(2).brain  # the sample's grid is the template's
     np.testing.assert_array_equal(np.asarray(saved.dataobj).astype(bool),
-                                  np.asarray(_common.layer_volume(overlay).data) >= widget.value.value)
+                                  (np.asarray(_common.layer_volume(overlay).data) >= widget.value.value) & brain)
     before = target.read_bytes()
     monkeypatch.setattr("napari_brainage._widgets.threshold.confirm_overwrite", lambda paths, parent: False)
     widget.value.value = within(0.9)
@@ -206,6 +210,26 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
     viewer.layers.remove(mask_layer)  # deleting the live layer: the next move makes a new one
     widget.value.value = within(0.7)
     assert f"threshold ({overlay.name})" in viewer.layers
+
+
+def test_threshold_top_percent_on_the_population_map_is_the_comparisons(make_napari_viewer):
+    """One "top k %": on a population map (MNI grid) the Threshold widget counts the
+    template brain, as map comparison's Dice does, so their top 10 % are the same voxels."""
+    from napari_brainage.threshold import top_percent_mask
+
+    viewer = make_napari_viewer()
+    population = PopulationWidget(viewer)
+    population.load_map()
+    layer = next(iter(_common.map_layers(viewer)))
+    widget = ThresholdWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.map.value = layer
+    widget.percent.value = 10.0
+    shown = _common.layer_volume(viewer.layers[f"threshold ({layer.name})"]).data.astype(bool)
+    values = load_volume(bundled_population_map()).data
+    expected = top_percent_mask(values, load_template(2).brain, 10.0)
+    np.testing.assert_array_equal(shown, expected)
+    assert (values > 0).sum() > load_template(2).brain.sum() * 1.05  # the map's support is wider than the brain
 
 
 # ------------------------------------------------------------------ Regions
@@ -261,10 +285,31 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     assert png.shape[1] == canvas.shape[1] and png.shape[0] > canvas.shape[0]  # caption band below
     assert png[canvas.shape[0]:].max() > 200
 
+    assert nib.load(paths["map"]).header["descrip"].item().decode() == "napari-brainage importance (noise); QC pass"
+
     stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
     monkeypatch.setattr("napari_brainage._widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
     assert widget.export_results() is None
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps  # nothing replaced
+
+
+def test_an_exported_baseline_map_is_labelled_with_its_method(analysed, tmp_path, monkeypatch, qtbot):
+    """A Grad-CAM map is not "1 - noise mask": the NIfTI description and the PNG
+    caption name the method the map was made with (as the CLI's explain does)."""
+    from napari_brainage._widgets import brain_age
+
+    viewer, widget, scan, _ = analysed
+    captions = []
+    real_caption = brain_age.caption_lines
+    monkeypatch.setattr(brain_age, "caption_lines",
+                        lambda *args: captions.append(real_caption(*args)) or captions[-1])
+    widget.method.value = "gradcam"
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    widget.export_dir.value = str(tmp_path)
+    paths = widget.export_results()
+    assert nib.load(paths["map"]).header["descrip"].item().decode() == "napari-brainage importance (gradcam); QC pass"
+    assert captions[-1][1].startswith("importance = Grad-CAM attribution") and "noise mask" not in captions[-1][1]
 
 
 # ------------------------------------------------------------------ Population: failed scans, Cancel
@@ -333,12 +378,12 @@ def test_population_skips_a_failed_scan_keeps_the_others_and_says_so(make_napari
 
 def test_population_reports_when_no_scan_could_be_mapped(make_napari_viewer, qtbot, monkeypatch, tmp_path,
                                                          population_notices):
-    from napari_brainage._widgets import population
+    from napari_brainage import cohort
 
     def fails(items, *args, **kwargs):
         raise RuntimeError(f"CUDA error: an illegal memory access was encountered ({items[0].subject})")
 
-    monkeypatch.setattr(population, "map_chunk", fails)
+    monkeypatch.setattr(cohort, "map_chunk", fails)  # what the CLI's and the widget's runs call per chunk
     for name in ("a", "b"):
         (tmp_path / f"{name}.nii.gz").write_bytes(b"")
     viewer = make_napari_viewer()
@@ -358,16 +403,17 @@ def test_population_cancel_returns_to_ready_while_a_scan_is_stuck(make_napari_vi
                                                                   population_notices):
     import threading
 
-    from napari_brainage._widgets import population
+    from napari_brainage import cohort
+    from napari_brainage.stats import RunningStats
 
     entered, release = threading.Event(), threading.Event()
 
     def stuck(items, *args, **kwargs):
         entered.set()
         release.wait(60)
-        return {"": population.RunningStats((2, 2, 2)).state()}, [items[0].subject], []
+        return {"": RunningStats((2, 2, 2)).state()}, [items[0].subject], []
 
-    monkeypatch.setattr(population, "map_chunk", stuck)
+    monkeypatch.setattr(cohort, "map_chunk", stuck)
     (tmp_path / "a.nii.gz").write_bytes(b"")
     viewer = make_napari_viewer()
     widget = PopulationWidget(viewer)

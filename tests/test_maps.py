@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_brainage.compare import compare_maps, dice, top_percent_mask
+from napari_brainage.compare import compare_maps, dice
+from napari_brainage.errors import InputError
 from napari_brainage.io import Volume
 from napari_brainage.population import rank_regions, rank_regions_of, region_peak, structure_name
 from napari_brainage.report import CAPTION_FONT_PX, captioned, save_png
 from napari_brainage.spaces import resample
 from napari_brainage.template import load_template, mni_grid
-from napari_brainage.threshold import Thresholder
+from napari_brainage.threshold import Thresholder, top_percent_mask
 
 
 def _random_map(seed=0, shape=(30, 40, 35)) -> np.ndarray:
@@ -124,7 +125,7 @@ def test_region_peak_lies_in_the_region_at_its_maximum():
     ras = region_peak(values, "Hippocampus")
     np.testing.assert_allclose(ras, (kit.affine @ [*hot, 1])[:3])
     assert rank_regions_of(values)[0].region == rank_regions(values.data)[0].region
-    with pytest.raises(KeyError, match="unknown atlas region"):
+    with pytest.raises(InputError, match="unknown atlas region"):
         region_peak(values, "Nowhere")
 
 

@@ -89,7 +89,7 @@ def test_scans_in_mni_space_are_used_as_they_are():
     np.testing.assert_array_equal(prepared.model_input(spec), to_model_input(scan, spec))
     assert prepared.model_input(spec).shape == spec.crop_shape
     assert prepared.quality.brain_coverage == 1.0 and prepared.quality.template_correlation > 0.5
-    with pytest.raises(ValueError, match="auto, register or none"):
+    with pytest.raises(ValueError, match="unknown preprocessing .*; choose from auto, register, none"):
         prepare(scan, "maybe")
 
 
@@ -316,12 +316,13 @@ def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(variant_files
     benchmarks/input_robustness.py measures 1 mm scans.)"""
     from napari_brainage.cohort import predict_one
     from napari_brainage.inference import ScanInput
+    from napari_brainage.options import RunOptions
 
     model, device = bundled
     reference = predict_age(variant_clean, model, device).predicted_age
     problems = []
     for variant in variant_files:
-        result = predict_one(ScanInput(variant.name, variant.path), None, "cpu", "auto")
+        result = predict_one(ScanInput(variant.name, variant.path), RunOptions(device="cpu"))
         flagged = result.qc_status in ("warn", "fail")
         if result.qc_status == "fail" and (result.predicted_age is not None or not result.error):
             problems.append(f"{variant.name}: failed QC but has an age or no reason")
@@ -365,3 +366,17 @@ def test_thick_slices_interpolated_onto_thin_voxels_are_named_by_axis():
     assert warning.startswith("the y axis looks interpolated from thicker slices"), warning
     # Thick voxels in the header are slice_thickness's to name, not this check's.
     assert interpolated_slices(thin, (2.0, 8.0, 2.0)) == []
+
+
+def test_a_finer_axis_is_not_taken_for_interpolated_slices():
+    """Voxels 0.8 x 1.3 x 1.5 mm (a moved scan re-gridded by the scanner) leave the
+    0.8 mm axis smoother per voxel; that is not thick slices."""
+    from napari_brainage.quality import MIN_AXIS_SHARPNESS, axis_sharpness, interpolated_slices
+
+    scan = load_volume(sample_path("synthetic_age50"))
+    zooms = np.array([1.2, 2.0, 2.4])
+    affine = scan.affine @ np.diag([*(zooms / 2.0), 1.0])
+    shape = tuple(int(n * 2.0 / z) for n, z in zip(scan.shape, zooms))
+    regridded = np.maximum(resample(scan.data, scan.affine, shape, affine, order=3), 0)
+    assert axis_sharpness(regridded)[0] < MIN_AXIS_SHARPNESS  # what the finer axis alone would say
+    assert interpolated_slices(regridded, zooms) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_brainage.errors import InputError
 from napari_brainage.template import downsample_labels, load_template, mni_grid
 
 
@@ -37,7 +38,7 @@ def test_two_mm_kit_is_anatomically_sensible():
     left = kit.label_mask("Left_Hippocampus")
     x_mm = (kit.affine @ np.vstack([np.argwhere(left).T, np.ones(left.sum())]))[0]
     assert np.all(x_mm < 0)
-    with pytest.raises(KeyError, match="unknown atlas labels"):
+    with pytest.raises(InputError, match="unknown atlas labels"):
         kit.label_mask("Left_Hipocampus")
 
 

@@ -148,6 +148,11 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     (["predictor", "--data", "x.csv", "--out", "m", "--epochs", "0"], "--epochs must be at least 1"),
     (["predictor", "--data", "x.csv", "--out", "m", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["predictor", "--data", "x.csv", "--out", "m", "--blur-augment", "-1"], "--blur-augment must not be negative"),
+    # Checked before any scan is loaded: x.csv does not exist, and that is not what is said.
+    (["noise-model", "--data", "x.csv", "--out", "m", "--predictor", "p", "--min-sd", "0.4"],
+     "--min-sd must be at least 0 and below max_sd (0.3), got 0.4"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--lr", "-0.1"], "--lr must not be negative"),
 ])
 def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],
@@ -272,7 +277,7 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
     in_workers = load_cohort(tmp_path / "participants.csv", workers=2)
     assert in_workers.subjects == cohort.subjects
     assert np.corrcoef(in_workers.scans[0].ravel(), cohort.scans[0].ravel())[0, 1] > 0.99
-    with pytest.raises(ValueError, match="auto, register or none"):
+    with pytest.raises(ValueError, match="unknown preprocessing .*; choose from auto, register, none"):
         load_cohort(tmp_path / "participants.csv", preprocessing="maybe")
 
 

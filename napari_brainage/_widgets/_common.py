@@ -91,6 +91,21 @@ def layer_volume(layer) -> Volume:
     return layer_to_volume(*layer.as_layer_data_tuple()[:2])
 
 
+def counted_in_layer(layer) -> np.ndarray:
+    """The voxels a "top k %" of this map layer counts (``threshold.counted_voxels``),
+    in the layer's own voxel order: the template brain for a map on the MNI grid,
+    so that the Threshold widget and map comparison mean the same "top 10 %"."""
+    from ..geometry import to_display
+    from ..threshold import counted_voxels
+
+    volume = layer_volume(layer)
+    within = counted_voxels(volume.data, volume.affine)
+    displayed, _ = to_display(within, volume.affine)
+    if displayed.shape != layer.data.shape:  # a layer shown some other way: its non-zero voxels
+        return np.asarray(layer.data) > 0
+    return np.asarray(displayed, dtype=bool)
+
+
 def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, metadata: dict | None = None,
                 **kwargs):
     """Add ``volume`` as a map layer called ``name``, replacing a layer of that name.

@@ -21,13 +21,24 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from .._layers import SOURCE_PATH
 from .._viewer import show_anatomically
 from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
-from ..explain import LABELS, METHODS
 from ..io import Volume, save_volume
-from ..preprocess import PREPROCESSING_MODES
+from ..options import Device, Method, Preprocessing, map_description
 from ..report import captioned, save_png
 from ._common import (
-    IMPORTANCE, SOURCE_LAYER, WorkerError, WorkerSlot, confirm_overwrite, describe, is_quality_failure,
-    layer_volume, map_contrast_limits, overlay_colormap, quality_reasons, scan_layers, selected_scan, show_volume,
+    IMPORTANCE,
+    SOURCE_LAYER,
+    WorkerError,
+    WorkerSlot,
+    confirm_overwrite,
+    describe,
+    is_quality_failure,
+    layer_volume,
+    map_contrast_limits,
+    overlay_colormap,
+    quality_reasons,
+    scan_layers,
+    selected_scan,
+    show_volume,
     wrapping_label,
 )
 
@@ -73,14 +84,15 @@ class BrainAgeWidget(Container):
                             "empty otherwise (type it, or leave it empty if unknown).")
         self.model = FileEdit(label="model", mode="d", nullable=True,
                               tooltip="Model folder from `napari-brainage train`; empty: the bundled model.")
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "gpu"], value="auto",
+        self.device = ComboBox(label="device", choices=list(Device.values()), value=Device.AUTO.value,
                                tooltip="auto: the GPU when torch sees one, else the CPU.")
-        self.preprocess = ComboBox(label="preprocessing", choices=list(PREPROCESSING_MODES), value="auto",
+        self.preprocess = ComboBox(label="preprocessing", choices=list(Preprocessing.values()),
+                                   value=Preprocessing.AUTO.value,
                                    tooltip="auto: use a scan on the MNI grid (or its voxel lattice) as it is, "
                                            "register any other to the MNI template; register: always; none: "
                                            "trust the scan's affine. Every route ends with the same brain mask "
                                            "and quality control.")
-        self.method = ComboBox(label="method", choices=[(LABELS[m], m) for m in METHODS], value="noise",
+        self.method = ComboBox(label="method", choices=[(m.label, m.value) for m in Method], value=Method.NOISE.value,
                                tooltip="How importance is computed: the noise model (fast, the plugin's method) "
                                        "or a gradient/occlusion baseline from Captum (slower).")
         self.run = PushButton(text="Run", tooltip="Predict brain age and map voxel importance.")
@@ -251,7 +263,7 @@ class BrainAgeWidget(Container):
             return
         self.progress.value = len(_STEPS)
         importance.path = volume.path
-        self._results[layer] = (result, importance)
+        self._results[layer] = (result, importance, method)
         if layer in self._viewer.layers:  # (the scan may have been closed meanwhile)
             show_volume(
                 self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
@@ -286,7 +298,7 @@ class BrainAgeWidget(Container):
         method = method or self.method.value
         if method == "noise":
             return f"importance ({layer.name})"
-        return f"importance {LABELS[method]} ({layer.name})"
+        return f"importance {Method.parse(method).label} ({layer.name})"
 
     def _set_opacity(self, opacity: float) -> None:
         layer = self.scan.value
@@ -309,7 +321,7 @@ class BrainAgeWidget(Container):
             show_error("Brain age: choose a folder to export to.")
             return None
         folder = Path(self.export_dir.value)
-        result, importance = self._results[layer]
+        result, importance, method = self._results[layer]
         name = result.subject
         paths = self.export_paths(folder, name)
         if not folder.is_dir():
@@ -319,10 +331,11 @@ class BrainAgeWidget(Container):
             return None
         try:
             save_volume(importance, paths["map"], overwrite=True,
-                        description="napari-brainage importance (1 - noise mask)")
+                        description=map_description(method, qc_status(result)))
             write_results([result], paths["csv"])
             snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
-            save_png(captioned(snapshot, caption_lines(result, self.model.value)), paths["png"], overwrite=True)
+            save_png(captioned(snapshot, caption_lines(result, self.model.value, method)), paths["png"],
+                     overwrite=True)
         except (OSError, ValueError) as err:
             show_error(f"Brain age export failed: {err}")
             return None
@@ -410,11 +423,11 @@ def age_from_participants(scan_path: str | None) -> float | None:
     return None
 
 
-def caption_lines(result: AgeResult, model_dir) -> list[str]:
-    """Caption of an exported snapshot: what was analysed, the numbers, which model."""
+def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[str]:
+    """Caption of an exported snapshot: what was analysed, the numbers, which map, which model."""
     numbers = f"predicted age {result.predicted_age:.1f} y"
     if result.age is not None:
         numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
                     f"   corrected gap {result.corrected_gap:+.1f} y")
     model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
-    return [f"{result.subject}: {numbers}", f"importance = 1 - noise mask (napari-brainage); {model}"]
+    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}"]

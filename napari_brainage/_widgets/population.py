@@ -2,8 +2,8 @@
 
 * Load: the bundled population map (held-out synthetic cohort) or one written by
   ``napari-brainage population``.
-* Compute: the same streamed statistics as the CLI (``cohort.map_chunk``, merged
-  ``RunningStats``) over a folder, CSV or scan, in a worker with an n-of-N
+* Compute: the CLI's population run (``cohort.iter_population``) over a folder,
+  CSV or scan, in a worker with an n-of-N
   progress bar and Cancel. A scan that fails (any error) is skipped and named;
   the others' map is kept ("3 of 4 mapped, 1 failed").
 * Compare: subject - population difference layer, Dice of the top-k % voxels and
@@ -17,24 +17,46 @@ from pathlib import Path
 
 import napari
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton,
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
 )
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .._layers import volume_layer_data
 from .._viewer import show_anatomically
-from ..cohort import RunningStats, map_chunk
+from ..cohort import iter_population
 from ..compare import compare_maps
+from ..errors import InputError
 from ..inference import collect_inputs
 from ..io import Volume, load_volume
 from ..models import bundled_model_dir
+from ..options import Device, RunOptions
 from ..population import template_volume
 from ..template import load_template
 from ._common import (
-    DIFFERENCE, IMPORTANCE, MAP_KIND, POPULATION, SOURCE_LAYER, TEMPLATE, WorkerError, WorkerSlot, describe,
-    follow_selection, layer_volume, map_contrast_limits, map_layers, overlay_colormap, refresh_map_choices,
-    show_volume, wrapping_label,
+    DIFFERENCE,
+    IMPORTANCE,
+    MAP_KIND,
+    POPULATION,
+    SOURCE_LAYER,
+    TEMPLATE,
+    WorkerError,
+    WorkerSlot,
+    follow_selection,
+    layer_volume,
+    map_contrast_limits,
+    map_layers,
+    overlay_colormap,
+    refresh_map_choices,
+    show_volume,
+    wrapping_label,
 )
 
 BUNDLED_MAP = "population_map.nii.gz"
@@ -50,33 +72,41 @@ NAMED_FAILURES = 3
 
 
 @thread_worker(ignore_errors=True)  # errors: _on_error
-def _compute(inputs, model_dir: str | None, device: str):
+def _compute(inputs, options: RunOptions):
     """Mean importance map of ``inputs``; yields (done, total, failed) after each scan,
     returns (map or None when no scan could be mapped, count, failed); ``failed``:
     ["subject: reason"].
 
-    Each scan goes through ``cohort.map_chunk``, the function the CLI's workers
-    run, and the partial statistics merge exactly as theirs do. A scan's error,
-    whatever it is, is that scan's: it is named and the next scan goes on (the
-    core keeps most in map_chunk's list; what escapes it is caught here).
+    The run is the CLI's (``cohort.iter_population``): the same per-scan maps,
+    statistics and failure handling. Chunks of one scan on the CPU, so that
+    Cancel stops after the current scan; on a GPU, chunks of eight, which the
+    noise model maps in one batch.
     """
     try:
-        total, failed = None, []
-        for done, item in enumerate(inputs, 1):
-            try:
-                states, _, skipped = map_chunk([item], model_dir, device, "auto")
-            except Exception as err:
-                states, skipped = {}, [(item.subject, describe(err))]
-            failed += [f"{subject}: {error}" for subject, error in skipped]
-            for state in states.values():
-                part = RunningStats.from_state(state)
-                total = part if total is None else total.merge(part)
-            yield done, len(inputs), list(failed)
-        if total is None:
-            return None, 0, failed
-        return template_volume(total.mean, 2), total.count, failed
+        chunk = 8 if _on_gpu(options) else 1
+        failed: list[str] = []
+        try:
+            for state in iter_population(inputs, options, chunk=chunk):
+                failed = [f"{subject}: {error}" for subject, error in state.failed]
+                if state.result is not None:
+                    result = state.result
+                    return template_volume(result.total.mean, 2), result.total.count, failed
+                yield state.done, state.total, list(failed)
+        except InputError as err:
+            if str(err).startswith("no scan could be mapped"):
+                return None, 0, failed
+            raise
+        return None, 0, failed
     except Exception as err:  # e.g. RuntimeError, which superqt would swallow
         raise WorkerError(err) from err
+
+
+def _on_gpu(options: RunOptions) -> bool:
+    if options.device is Device.CPU:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class PopulationWidget(Container):
@@ -172,7 +202,7 @@ class PopulationWidget(Container):
         if self.busy:
             return None
         model_dir = str(self.model.value) if self.model.value is not None else None
-        worker = _compute(inputs, model_dir, "auto")
+        worker = _compute(inputs, RunOptions(model_dir=model_dir))
         name = f"population ({Path(self.cohort.value).stem}, n={len(inputs)})"
         self._slot.connect(worker, yielded=self._on_progress,
                            returned=lambda out: self._on_done(name, len(inputs), *out),

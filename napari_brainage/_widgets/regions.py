@@ -13,7 +13,14 @@ from napari.utils.notifications import show_error
 
 from ..population import RegionScore, rank_regions_of, region_peak
 from ._common import (
-    IMPORTANCE, POPULATION, follow_selection, go_to, layer_volume, map_layers, ras_to_world, refresh_map_choices,
+    IMPORTANCE,
+    POPULATION,
+    follow_selection,
+    go_to,
+    layer_volume,
+    map_layers,
+    ras_to_world,
+    refresh_map_choices,
 )
 
 COLUMNS = ("region", "subject", "population")

@@ -19,7 +19,14 @@ from napari.utils.notifications import show_error, show_info
 
 from ..io import save_volume
 from ..threshold import Thresholder
-from ._common import confirm_overwrite, follow_selection, layer_volume, map_layers, refresh_map_choices
+from ._common import (
+    confirm_overwrite,
+    counted_in_layer,
+    follow_selection,
+    layer_volume,
+    map_layers,
+    refresh_map_choices,
+)
 
 TOP, ABOVE = "top %", "above value"
 MASK_COLOUR = "cyan"
@@ -97,7 +104,7 @@ class ThresholdWidget(Container):
             self.readout.value = "pick a map"
             return
         try:
-            self._thresholder = Thresholder(layer.data)
+            self._thresholder = Thresholder(layer.data, within=counted_in_layer(layer))
         except ValueError as err:
             self._thresholder = None
             show_error(f"Threshold: {layer.name}: {err}")

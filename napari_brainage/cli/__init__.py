@@ -1,0 +1,65 @@
+"""The ``napari-brainage`` command: thin argument parsing over the core.
+
+One module per command (``predict``, ``explain``, ...), each with
+``add_parser(commands)`` and ``run(args, parser) -> exit status``. Each turns its
+arguments into one core call (with an ``options.RunOptions`` where it analyses
+scans) and prints the result.
+
+Exit status: 0 done; 1 done, but some scans failed (named on stderr and in the
+outputs); 2 a problem the user can fix (a bad file, an existing output, a bad
+option: ``errors.BrainAgeError`` and file-system errors), printed on one line.
+Any other exception is a bug and keeps its traceback.
+
+Starting the command imports no torch: ``--help`` and ``--version`` answer at
+once, and each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import BrainAgeError
+from ..options import PREPROCESSING_HELP, Preprocessing
+from . import demo, explain, info, population, predict, preprocess, synth, train
+
+#: In ``napari-brainage --help`` order.
+COMMANDS = {module.NAME: module for module in (demo, synth, train, predict, explain, population, preprocess, info)}
+#: The preprocessing choices and their help (``options.Preprocessing``), kept here for scripts.
+PREPROCESSING_MODES = Preprocessing.values()
+__all__ = ["COMMANDS", "PREPROCESSING_HELP", "PREPROCESSING_MODES", "build_parser", "main"]
+
+#: Errors a user can fix: one line, exit status 2.
+USER_ERRORS = (BrainAgeError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-brainage",
+        description="Interpretable brain-age estimation: predicted age and voxel importance maps.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-brainage {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for module in COMMANDS.values():
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    try:
+        return COMMANDS[args.command].run(args, parser)
+    except USER_ERRORS as err:
+        print(f"napari-brainage {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

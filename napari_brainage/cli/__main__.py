@@ -1,0 +1,7 @@
+"""``python -m napari_brainage.cli``: the same as the ``napari-brainage`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

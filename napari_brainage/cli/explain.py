@@ -1,0 +1,57 @@
+"""``napari-brainage explain``: an importance map on each scan's own grid."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._common import add_inputs, add_run_options, refuse_existing, run_options, say
+
+NAME = "explain"
+HELP = "write voxel importance maps (1 - noise mask, or a Captum baseline) on each scan's grid"
+
+
+def add_parser(commands) -> None:
+    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
+                              "of scans, or participants CSVs (subject, path[, age]).")
+    add_inputs(sub)
+    sub.add_argument("--out", required=True, metavar="DIR")
+    add_run_options(sub, method=True)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..errors import describe_error
+    from ..inference import collect_inputs, importance_map, load_model, prepare_input
+    from ..io import load_volume, save_volume
+    from ..options import map_description
+
+    options = run_options(args)
+    out = Path(args.out)
+    inputs = collect_inputs(args.inputs)
+    targets = [out / f"{item.subject}_importance.nii.gz" for item in inputs]
+    if args.resume:  # maps are written atomically: one that exists is complete
+        kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists()]
+        say(f"explain: resuming, {len(inputs) - len(kept)} maps already done")
+        inputs, targets = [item for item, _ in kept], [target for _, target in kept]
+    for target in targets:
+        refuse_existing(target, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    model, device = load_model(options.model_dir, options.device.value, need_noise_model=True)
+    failed = 0
+    for i, (item, target) in enumerate(zip(inputs, targets), 1):
+        tic = time.monotonic()
+        try:
+            volume = load_volume(item.path)
+            prepared = prepare_input(volume, options.preprocessing.value)
+            quality = prepared.quality
+            save_volume(importance_map(volume, model, device, prepared=prepared, method=options.method.value),
+                        target, overwrite=args.overwrite, description=map_description(options.method, quality.status))
+            say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
+            if quality.status != "pass":
+                say(f"explain {item.subject}: QC: {quality.summary()}")
+        except Exception as err:  # this scan's failure is logged; the others go on (Ctrl-C still stops)
+            failed += 1
+            say(f"explain {i}/{len(inputs)} {item.subject}: error: {describe_error(err)}")
+    print(f"napari-brainage explain: {len(inputs) - failed} of {len(inputs)} maps in {out}; {failed} failed")
+    return 1 if failed else 0

@@ -1,0 +1,36 @@
+"""``napari-brainage info``: each scan's geometry and intensities."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "info"
+
+
+def add_parser(commands) -> None:
+    info = commands.add_parser(
+        NAME,
+        help="describe scans' geometry and intensities",
+        description="Print each scan's shape, voxel size, orientation, field of view and intensity range.",
+    )
+    info.add_argument("scans", nargs="+", metavar="SCAN",
+                      help="NIfTI (.nii, .nii.gz), MGZ or ANALYZE (.hdr/.img) file")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..io import VolumeError, load_volume
+    from ..summary import summarise
+
+    failures = 0
+    for path in args.scans:
+        try:
+            volume = load_volume(path)
+        except VolumeError as err:
+            print(f"napari-brainage info: error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        print(path)
+        for line in summarise(volume).lines():
+            print(f"  {line}")
+    return 2 if failures else 0

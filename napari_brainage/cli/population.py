@@ -1,0 +1,53 @@
+"""``napari-brainage population``: a cohort's mean importance map and region ranking."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_inputs, add_run_options, add_workers, progress, refuse_existing, run_options, say
+
+NAME = "population"
+HELP = "average importance maps in template space and rank atlas regions"
+
+
+def add_parser(commands) -> None:
+    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
+                              "of scans, or participants CSVs (subject, path[, age]).")
+    add_inputs(sub)
+    sub.add_argument("--out", required=True, metavar="NIFTI")
+    add_run_options(sub, method=True)
+    add_workers(sub)
+    sub.add_argument("--group-by", metavar="COLUMN",
+                     help="participants CSV column: a mean map per group; with two groups also "
+                          "their difference and effect size (Cohen's d)")
+    sub.add_argument("--regions", metavar="CSV",
+                     help="region ranking CSV (default: OUT with _regions.csv)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import population_stats
+    from ..inference import collect_inputs
+    from ..population import PopulationOutputs
+
+    out = Path(args.out)
+    inputs = collect_inputs(args.inputs, group_by=args.group_by)
+    group_names = sorted({item.group for item in inputs}) if args.group_by else []
+    outputs = PopulationOutputs.beside(out, args.regions, group_names)
+    for path in outputs.all():
+        refuse_existing(path, args.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
+    stem = out.name.replace(".nii.gz", "").replace(".nii", "")
+    checkpoint = out.with_name(f".{stem}.checkpoint.npz")
+    result = population_stats(inputs, run_options(args), checkpoint, resume=args.resume, workers=args.workers,
+                              scheduler=args.scheduler, progress=progress("population"))
+    for subject, error in result.failed:
+        say(f"population: skipped {subject}: {error}")
+    scores = result.save(outputs, overwrite=args.overwrite, say=lambda message: say(f"population: {message}"))
+    checkpoint.unlink(missing_ok=True)
+    top = ", ".join(f"{s.region} {s.mean_importance:.3f}" for s in scores[:3])
+    counts = result.counts(group_names)
+    groups = f"; groups {', '.join(f'{g} (n={n})' for g, n in counts.items())}" if group_names else ""
+    print(f"napari-brainage population: mean of {result.total.count} maps -> {out}; regions -> {outputs.regions} "
+          f"(top: {top}){groups}; {len(result.failed)} failed")
+    return 1 if result.failed else 0

@@ -1,0 +1,42 @@
+"""``napari-brainage predict``: brain ages (and gaps) of many scans into one CSV."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_inputs, add_run_options, add_workers, progress, refuse_existing, run_options, say
+
+NAME = "predict"
+HELP = "predict brain age (and gaps, when ages are given) for scans"
+
+
+def add_parser(commands) -> None:
+    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
+                              "of scans, or participants CSVs (subject, path[, age]).")
+    add_inputs(sub)
+    sub.add_argument("--out", required=True, metavar="CSV")
+    add_run_options(sub, method=False)
+    add_workers(sub)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import predict_cohort
+    from ..inference import collect_inputs
+
+    out = Path(args.out)
+    if not args.resume:
+        refuse_existing(out, args.overwrite)
+    inputs = collect_inputs(args.inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
+    results = predict_cohort(inputs, out, run_options(args), resume=args.resume, workers=args.workers,
+                             scheduler=args.scheduler, progress=progress("predict"))
+    for result in results:
+        if result.error:
+            say(f"predict {result.subject}: error: {result.error}")
+        elif result.qc and result.qc != "ok":
+            say(f"predict {result.subject}: QC: {result.qc}")
+    failed = sum(bool(r.error) for r in results)
+    print(f"napari-brainage predict: {len(results) - failed} of {len(results)} scans this run -> {out}; "
+          f"{failed} failed")
+    return 1 if failed else 0

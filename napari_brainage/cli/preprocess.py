@@ -1,0 +1,95 @@
+"""``napari-brainage preprocess``: scans onto the model's 2 mm MNI grid, with a QC
+table that is also a participants CSV (train on it, or inspect the registrations)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from ._common import add_inputs, add_preprocessing, progress, refuse_existing, say
+
+NAME = "preprocess"
+HELP = "bring scans onto the model's 2 mm MNI grid (registered unless already in MNI space), with QC"
+
+
+def add_parser(commands) -> None:
+    prep = commands.add_parser(NAME, help=HELP, description=HELP + ". Writes OUT/SUBJECT.nii.gz and "
+                               "OUT/participants.csv (subject, path, age, QC): inspect the registrations, or "
+                               "train on the result. INPUT: scan files, folders of scans, or participants CSVs.")
+    add_inputs(prep)
+    prep.add_argument("--out", required=True, metavar="DIR")
+    add_preprocessing(prep)
+    prep.add_argument("--workers", type=int, default=1, help="processes (registration takes seconds a scan)")
+    prep.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    prep.add_argument("--resume", action="store_true", help="continue an interrupted run")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..inference import collect_inputs
+    from ..io import atomic_path
+    from ..parallel import ordered_map
+    from ..preprocess import EXPORT_FIELDS
+
+    out = Path(args.out)
+    table = out / "participants.csv"
+    inputs = collect_inputs(args.inputs)
+    targets = {item.subject: out / f"{item.subject}.nii.gz" for item in inputs}
+    done: dict[str, dict] = {}
+    if args.resume and table.exists():  # scans are written atomically: a listed, existing one is complete
+        with open(table, newline="") as handle:
+            done = {row["subject"]: row for row in csv.DictReader(handle)
+                    if row["subject"] in targets and targets[row["subject"]].exists()}
+        say(f"preprocess: resuming; already done: {len(done)} of {len(inputs)} scans")
+    else:
+        for path in (table, *targets.values()):
+            refuse_existing(path, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(item.subject, str(item.path), item.age, str(targets[item.subject]), args.preprocess)
+            for item in inputs if item.subject not in done]
+    report, failed = progress("preprocess"), []
+    # Rows are appended as scans finish, so an interrupted run can resume; the
+    # table is rewritten in input order at the end.
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, EXPORT_FIELDS)
+        writer.writeheader()
+        writer.writerows(done.values())
+        for i, row in enumerate(ordered_map(_export_or_error, jobs, args.workers), 1):
+            if "error" in row:
+                failed.append(row)
+                say(f"preprocess {row['subject']}: error: {row['error']}")
+            else:
+                writer.writerow(row)
+                handle.flush()
+                done[row["subject"]] = row
+                if row["qc"] != "ok":
+                    say(f"preprocess {row['subject']}: QC: {row['qc']}")
+            report(i, len(jobs))
+    with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, EXPORT_FIELDS)
+        writer.writeheader()
+        writer.writerows(done[item.subject] for item in inputs if item.subject in done)
+    # Failures go to their own table: participants.csv stays a training table.
+    failures = out / "failed.csv"
+    if failed:
+        with atomic_path(failures) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ("subject", "error"), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(failed)
+    else:
+        failures.unlink(missing_ok=True)  # from an earlier run of the same folder
+    flagged = sum(row["qc"] != "ok" for row in done.values())
+    print(f"napari-brainage preprocess: {len(done)} of {len(inputs)} scans on the 2 mm MNI grid in {out} "
+          f"(table: {table}); {flagged} flagged by QC, {len(failed)} failed"
+          + (f" (reasons: {failures})" if failed else ""))
+    return 1 if failed else 0
+
+
+def _export_or_error(job) -> dict:
+    from ..errors import describe_error
+    from ..preprocess import export_prepared
+
+    try:
+        return export_prepared(job)
+    except Exception as err:  # runs in worker processes: the error comes back as this scan's row
+        return {"subject": job[0], "error": describe_error(err)}

@@ -1,0 +1,107 @@
+"""``napari-brainage train predictor|noise-model``: train on a cohort."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_device, add_preprocessing
+
+NAME = "train"
+#: Configuration fields whose flag is not their name with dashes.
+FLAGS = {"learning_rate": "lr", "relative_to_contrast": "relative-noise"}
+
+
+def add_parser(commands) -> None:
+    from ..training_options import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
+
+    train = commands.add_parser(NAME, help="train the predictor or the noise model on a cohort")
+    parts = train.add_subparsers(dest="part", metavar="PART")
+    parts.required = True
+    for part, text, defaults in [
+            ("predictor", "train the brain-age predictor (SFCN-style 3D CNN)", PREDICTOR_DEFAULTS),
+            ("noise-model", "train the noise model (U-Noise) against a trained predictor", NOISE_MODEL_DEFAULTS)]:
+        sub = parts.add_parser(part, help=text, description=text + ". Resumable; keeps the weights "
+                               "of the best validation epoch; uses CUDA when present.")
+        sub.add_argument("--data", required=True, nargs="+", metavar="CSV",
+                         help="participants CSV(s) (subject, path, age); several are trained on together")
+        sub.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+        if part == "noise-model":
+            sub.add_argument("--predictor", required=True, metavar="DIR", help="model folder with predictor.pt")
+            sub.add_argument("--lam", type=float, default=0.05, help="noise reward lambda (default: 0.05)")
+            sub.add_argument("--max-sd", type=float, default=0.3,
+                             help="noise sd at B = 1, intensities normalised to mean 1 (default: 0.3)")
+            sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
+            sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
+                             help="what the noisy prediction must match (default: prediction)")
+            sub.add_argument("--relative-noise", action="store_true",
+                             help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
+            sub.add_argument("--brain-only", action="store_true",
+                             help="add and reward noise only inside the brain (non-zero voxels)")
+            sub.add_argument("--lr-schedule", choices=("constant", "cosine"), default=defaults.lr_schedule,
+                             help="learning rate kept, or annealed to 0 over the epochs "
+                                  f"(default: {defaults.lr_schedule})")
+            sub.add_argument("--full-resolution-head", action="store_true",
+                             help="refine the 4 mm mask at 2 mm with a light convolution (2x slower to train)")
+            sub.add_argument("--flip", action="store_true",
+                             help="flip half the batches left-right, as the predictor's training does")
+        if part == "predictor":
+            sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
+                             help="train with random patchy noise of up to this sd (default: 0, off)")
+            sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",
+                             help="train with random Gaussian blur of sd up to this many voxels, so that "
+                                  "resampled (registered) scans are read like aligned ones (default: 0, off)")
+        sub.add_argument("--init", metavar="DIR",
+                         help=f"fine-tune the {part.replace('-', ' ')} of this model folder instead of starting "
+                              "from scratch")
+        sub.add_argument("--epochs", type=int, default=defaults.epochs,
+                         help=f"passes over the training scans (default: {defaults.epochs})")
+        sub.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                         help=f"scans per step (default: {defaults.batch_size})")
+        sub.add_argument("--lr", type=float, default=defaults.learning_rate,
+                         help=f"learning rate (default: {defaults.learning_rate:g})")
+        sub.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+        sub.add_argument("--seed", type=int, default=defaults.seed)
+        sub.add_argument("--limit", type=int, help="use only the first N participants")
+        add_device(sub)
+        sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+        add_preprocessing(sub, "bring scans to the model's space as inference does: ")
+        sub.add_argument("--workers", type=int, default=1,
+                         help="processes preparing the scans (registration takes seconds a scan; default: 1)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..errors import OptionError
+    from ..training import TrainConfig, load_cohort, train_noise_model, train_predictor
+
+    # Every option is checked before any scan is loaded (loading may register each one).
+    try:
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+                             resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),
+                             blur_augment=getattr(args, "blur_augment", 0.0), init_from=args.init,
+                             flip=getattr(args, "flip", False),
+                             lr_schedule=getattr(args, "lr_schedule", "cosine"))
+        spec = _noise_spec(args) if args.part == "noise-model" else None
+    except OptionError as err:
+        parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
+    try:
+        cohort = load_cohort(args.data, limit=args.limit, progress=print, preprocessing=args.preprocess,
+                             workers=args.workers)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.part == "predictor":
+        train_predictor(cohort, args.out, config)
+    else:
+        train_noise_model(cohort, args.predictor, args.out, config, spec,
+                          full_resolution_head=args.full_resolution_head)
+    print(f"napari-brainage train {args.part}: trained on {len(cohort.subjects)} of "
+          f"{len(cohort.subjects) + len(cohort.failed)} scans -> {args.out}; {len(cohort.failed)} failed"
+          + (" and were left out (listed above)" if cohort.failed else ""))
+    return 1 if cohort.failed else 0
+
+
+def _noise_spec(args: argparse.Namespace):
+    from ..models import NoiseSpec
+
+    return NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
+                     relative_to_contrast=args.relative_noise, brain_only=args.brain_only)
