@@ -89,9 +89,9 @@ def main() -> None:
     from napari_brainage.inference import collect_inputs, load_model
     from napari_brainage.io import load_volume
     from napari_brainage.metrics import auroc, relevance_mass
+    from napari_brainage.space.grid import crop, to_model_input, uncrop
+    from napari_brainage.space.template import load_template
     from napari_brainage.stats import RunningStats
-    from napari_brainage.spaces import crop, to_model_input, uncrop
-    from napari_brainage.template import load_template
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     methods = args.methods or list(METHODS)

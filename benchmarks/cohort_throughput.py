@@ -39,7 +39,7 @@ def bare_seconds(inputs) -> float:
     from napari_brainage.explain import noise_importance
     from napari_brainage.inference import load_model
     from napari_brainage.io import load_volume
-    from napari_brainage.spaces import to_model_input
+    from napari_brainage.space.grid import to_model_input
 
     model, _ = load_model(None, "cpu", need_noise_model=True)
     tensors = [torch.from_numpy(to_model_input(load_volume(item.path), model.card.input))[None, None]

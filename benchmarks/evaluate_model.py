@@ -33,15 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_brainage.inference import (  # noqa: E402
-    collect_inputs, importance_in_model_space, importance_map, load_model, predict_age,
+    collect_inputs,
+    importance_in_model_space,
+    importance_map,
+    load_model,
+    predict_age,
 )
 from napari_brainage.io import load_volume  # noqa: E402
 from napari_brainage.metrics import auroc, relevance_mass  # noqa: E402
-from napari_brainage.models import write_card  # noqa: E402
-from napari_brainage.stats import RunningStats  # noqa: E402
+from napari_brainage.model.card import write_card  # noqa: E402
 from napari_brainage.population import rank_regions  # noqa: E402
-from napari_brainage.spaces import to_model_input, uncrop  # noqa: E402
-from napari_brainage.template import load_template  # noqa: E402
+from napari_brainage.space.grid import to_model_input, uncrop  # noqa: E402
+from napari_brainage.space.template import load_template  # noqa: E402
+from napari_brainage.stats import RunningStats  # noqa: E402
 
 
 def main() -> None:

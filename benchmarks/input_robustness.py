@@ -54,9 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_brainage.cohort import predict_cohort  # noqa: E402
-from napari_brainage.options import RunOptions  # noqa: E402
 from napari_brainage.inference import collect_inputs, load_model, predict_age  # noqa: E402
 from napari_brainage.io import load_volume, strip_suffix  # noqa: E402
+from napari_brainage.options import RunOptions  # noqa: E402
 from napari_brainage.variants import KINDS, select_kinds, write_variants  # noqa: E402
 
 #: Separates the subject from the kind in a variant's file name: ``sub-0001__axes_psl.nii.gz``.

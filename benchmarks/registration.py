@@ -41,11 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from napari_brainage.inference import (  # noqa: E402
-    collect_inputs, importance_map, load_model, predict_age, prepare_input,
+    collect_inputs,
+    importance_map,
+    load_model,
+    predict_age,
+    prepare_input,
 )
 from napari_brainage.io import Volume, load_volume  # noqa: E402
 from napari_brainage.quality import QualityError  # noqa: E402
-from napari_brainage.spaces import resample  # noqa: E402
+from napari_brainage.space.grid import resample  # noqa: E402
 
 
 def rotation(angles_deg) -> np.ndarray:

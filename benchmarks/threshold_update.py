@@ -30,12 +30,12 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_brainage._widgets._common import IMPORTANCE, show_volume
-    from napari_brainage._widgets.population import bundled_population_map
-    from napari_brainage._widgets.threshold import ThresholdWidget
+    from napari_brainage._napari.widgets._common import IMPORTANCE, show_volume
+    from napari_brainage._napari.widgets.population import bundled_population_map
+    from napari_brainage._napari.widgets.threshold import ThresholdWidget
     from napari_brainage.compare import on_grid
     from napari_brainage.io import Volume, load_volume
-    from napari_brainage.template import mni_grid
+    from napari_brainage.space.template import mni_grid
 
     shape, affine = mni_grid(1)
     values = on_grid(load_volume(bundled_population_map()), shape, affine)

@@ -173,7 +173,7 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     from .explain import noise_importance
     from .inference import prepare_input
     from .io import load_volume
-    from .spaces import uncrop
+    from .space.grid import uncrop
 
     spec = model.card.input
     ready = []

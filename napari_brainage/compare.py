@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import InputError
 from .io import Volume
-from .spaces import on_mni_grid, resample
-from .template import load_template, mni_grid
+from .space.grid import on_mni_grid, resample
+from .space.template import load_template, mni_grid
 from .threshold import top_percent_mask
 
 

@@ -37,12 +37,12 @@ MAX_LENGTH = 300
 
 # Where in our code a failure happened -> what failed, for the message's start.
 _STAGES = (
-    (("napari_brainage.preprocess",), ("register", "_fit", "_working_image"), "registration"),
+    (("napari_brainage.space.registration",), (), "registration"),
     (("napari_brainage.io",), (), "reading the scan"),
     (("napari_brainage.inference",), ("prepare_input",), "preprocessing"),
-    (("napari_brainage.preprocess", "napari_brainage.spaces"), (), "preprocessing"),
+    (("napari_brainage.preprocess", "napari_brainage.space.grid"), (), "preprocessing"),
     (("napari_brainage.explain",), (), "the importance map"),
-    (("napari_brainage.models", "napari_brainage.inference"), (), "the model"),
+    (("napari_brainage.model", "napari_brainage.inference"), (), "the model"),
 )
 
 # "ITK ERROR: MattesMutualInformationImageToImageMetricv4(0x55d0c0a8b2f0): " and the like.
@@ -110,6 +110,7 @@ def _stage(err: BaseException) -> str:
         tb = tb.tb_next
     for module, function in reversed(frames):
         for modules, functions, stage in _STAGES:
-            if module in modules and (not functions or function in functions):
+            if any(module == m or module.startswith(m + ".") for m in modules) and (
+                    not functions or function in functions):
                 return stage
     return "processing"

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .models import LEFT_RIGHT, mirror
+from .model.networks import LEFT_RIGHT, mirror
 from .options import Method
 
 #: The methods' names and labels (``options.Method`` is where they are defined).

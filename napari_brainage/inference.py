@@ -26,10 +26,11 @@ import torch
 
 from .errors import InputError
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
-from .models import BrainAgeModel, ModelCard, bundled_model_dir, pick_device
+from .model.bundle import BrainAgeModel, bundled_model_dir, pick_device
+from .model.card import ModelCard
 from .preprocess import Prepared, prepare
 from .quality import FAIL, WARN, QualityError, age_range
-from .spaces import uncrop
+from .space.grid import uncrop
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
     missing. ``group_by`` names a CSV column whose value becomes each scan's group.
     """
     from .io import READABLE_FORMATS, pair_partner
-    from .training import read_participants
+    from .participants import read_participants
 
     found: list[ScanInput] = []
     for item in inputs:

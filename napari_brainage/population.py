@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import InputError
 from .io import Volume, atomic_path, save_volume
+from .space.template import TemplateKit, load_template, mni_grid
 from .stats import RunningStats, effect_size
-from .template import TemplateKit, load_template, mni_grid
 
 
 def structure_name(label_name: str) -> str:
@@ -107,7 +107,7 @@ def subject_maps(inputs, model, device, on_skip: Callable[[str, Exception], None
     reported to ``on_skip`` (see ``errors.describe_error``) and skipped."""
     from .inference import importance_in_model_space
     from .io import load_volume
-    from .spaces import uncrop
+    from .space.grid import uncrop
 
     for item in inputs:
         try:

@@ -232,7 +232,7 @@ def tissue_contrast(data: np.ndarray, kit) -> tuple[float, float, list[str]]:
 def scalp_signal(data: np.ndarray, kit) -> float:
     """Share of the band ``SCALP_BAND_VOXELS`` outside the template brain that has
     signal: about 0 for a skull-stripped scan in MNI space, high for a head."""
-    from .spaces import dilated_brain
+    from .space.grid import dilated_brain
 
     inner, outer = (dilated_brain(kit.resolution_mm, n) for n in SCALP_BAND_VOXELS)
     band = outer & ~inner

@@ -1,19 +1,28 @@
-"""A PNG snapshot of the view with the numbers written under it.
+"""A result in words for people: the result panel, the one-line notification, and
+a PNG snapshot of the view with the numbers written under it.
 
-A screenshot alone loses what it showed; the caption (scan, predicted age,
-gaps, model) travels with the picture into reports and slides.
+Every place that shows a brain age (the Brain age widget, its exports, the
+notifications) takes its text from here, so they say the same thing. A
+screenshot alone loses what it showed; the caption (scan, predicted age, gaps,
+map, model) travels with the picture into reports and slides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
 from .io import atomic_path
+from .options import Method
+from .quality import FAIL
+
+if TYPE_CHECKING:  # (importing inference loads torch)
+    from .inference import AgeResult
 
 CAPTION_FONT_PX = 18
 _MARGIN_PX = 10
@@ -46,3 +55,54 @@ def save_png(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Pa
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
     return path
+
+
+# ------------------------------------------------------------------ text
+def qc_verdict(result: AgeResult) -> str:
+    """"QC pass", "QC warning: <reasons>" or "QC failed: <reason> \N{EM DASH} no age"."""
+    text = result.verdict()
+    return f"{text} \N{EM DASH} no age" if result.qc_status == FAIL else text
+
+
+def scan_line(name: str) -> str:
+    return f"scan: {name}"  # short: the panel is narrow, long names stay on one line
+
+
+def format_result(result: AgeResult, name: str | None = None) -> str:
+    """The result panel: the scan these numbers belong to, the age with its QC verdict, the gaps."""
+    lines = [scan_line(name or result.subject)]
+    if result.predicted_age is None:
+        return "\n".join([*lines, qc_verdict(result)])
+    lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
+    if result.age is not None:
+        lines += [f"age             {result.age:.1f} y",
+                  f"brain-age gap   {result.gap:+.1f} y",
+                  f"corrected gap   {result.corrected_gap:+.1f} y"]
+    return "\n".join(lines)
+
+
+def notification(result: AgeResult, name: str) -> str:
+    """One line, numbers first: napari's notification shows about 45 characters of
+    its first line (the rest is behind the expand arrow), so "Brain age of <long
+    scan name>:" left no room for the age."""
+    if result.predicted_age is None:
+        return f"Brain age: {qc_verdict(result)} ({name})"
+    numbers = f"Brain age {result.predicted_age:.1f} y"
+    if result.age is not None:
+        numbers += f", gap {result.gap:+.1f} y"
+    status = result.qc_status
+    text = f"{numbers}, QC {'warning' if status == 'warn' else status}: {name}"
+    text += f" (age {result.age:g})" if result.age is not None else " (age not given)"
+    if status == "warn":
+        text += f": {result.qc}"
+    return text
+
+
+def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[str]:
+    """Caption of an exported snapshot: what was analysed, the numbers, which map, which model."""
+    numbers = f"predicted age {result.predicted_age:.1f} y"
+    if result.age is not None:
+        numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
+                    f"   corrected gap {result.corrected_gap:+.1f} y")
+    model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
+    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import obliquity_degrees, orientation_name
 from .io import Volume, voxel_sizes
+from .space.display import obliquity_degrees, orientation_name
 
 
 @dataclass(frozen=True)

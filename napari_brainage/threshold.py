@@ -24,7 +24,7 @@ def counted_voxels(values: np.ndarray, affine: np.ndarray | None = None) -> np.n
     map's non-zero voxels (a subject's map is 0 outside its scan's brain)."""
     values = np.asarray(values)
     if affine is not None:
-        from .template import load_template, mni_grid
+        from .space.template import load_template, mni_grid
 
         for resolution in (2, 1):
             shape, grid_affine = mni_grid(resolution)

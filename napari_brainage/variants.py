@@ -822,7 +822,7 @@ def label_atlas(clean: Clean, rng: np.random.Generator) -> Made:
     among the inputs. QC must flag it.
     """
     from .io import load_volume
-    from .template import TEMPLATE_FILES, template_dir
+    from .space.template import TEMPLATE_FILES, template_dir
 
     atlas = load_volume(template_dir() / TEMPLATE_FILES["labels"])  # on the 1 mm grid
     if clean.shape == atlas.shape and np.allclose(clean.affine, atlas.affine, atol=1e-4):

@@ -36,12 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from napari_brainage.io import Volume, save_volume  # noqa: E402
 from napari_brainage.samples import SYNTHETIC_SAMPLE_SEED, SYNTHETIC_SAMPLE_SUBJECTS  # noqa: E402
-from napari_brainage.synthetic import (  # noqa: E402
-    CohortConfig, Participant, ageing_model, subject_rng, write_scan,
+from napari_brainage.space.template import (  # noqa: E402
+    LABEL_NAMES_FILE,
+    TEMPLATE_FILES,
+    load_template,
+    mni_grid,
 )
-from napari_brainage.template import (  # noqa: E402
-    LABEL_NAMES_FILE, TEMPLATE_FILES, load_template, mni_grid,
-)
+from napari_brainage.synthetic.cohort import Participant, subject_rng, write_scan  # noqa: E402
+from napari_brainage.synthetic.config import CohortConfig  # noqa: E402
+from napari_brainage.synthetic.model import ageing_model  # noqa: E402
 
 MAXPROB_THRESHOLD_PERCENT = 25
 

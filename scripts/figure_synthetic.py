@@ -22,7 +22,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from napari_brainage.synthetic import CohortConfig, ageing_model, subject_rng  # noqa: E402
+from napari_brainage.synthetic.cohort import subject_rng  # noqa: E402
+from napari_brainage.synthetic.config import CohortConfig  # noqa: E402
+from napari_brainage.synthetic.model import ageing_model  # noqa: E402
 
 AGES = (50.0, 80.0)
 SEED, SUBJECT = 7, 0

@@ -59,7 +59,7 @@ def oblique_scan(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """12 synthetic subjects (2 mm): enough to smoke-test training and inference."""
-    from napari_brainage.synthetic import generate_cohort
+    from napari_brainage.synthetic.cohort import generate_cohort
 
     out = tmp_path_factory.mktemp("tiny_cohort")
     return generate_cohort(out, 12, seed=4242, workers=1)
@@ -68,8 +68,11 @@ def tiny_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_cohort, tmp_path_factory) -> Path:
     """A model folder trained for one epoch on the tiny cohort (predictor + noise model)."""
-    from napari_brainage.models import NoiseSpec
-    from napari_brainage.training import TrainConfig, load_cohort, train_noise_model, train_predictor
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.training.config import TrainConfig
+    from napari_brainage.training.data import load_cohort
+    from napari_brainage.training.noise_model import train_noise_model
+    from napari_brainage.training.predictor import train_predictor
 
     out = tmp_path_factory.mktemp("tiny_model")
     cohort = load_cohort(tiny_cohort)

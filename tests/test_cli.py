@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import phantom, write_nifti
 
 import napari_brainage
 from napari_brainage.samples import sample_path
-
-from conftest import phantom, write_nifti
 
 SCRIPT = Path(sys.executable).with_name("napari-brainage")
 
@@ -100,9 +99,9 @@ def test_preprocess_writes_registered_scans_and_a_qc_table_that_training_reads(t
     from test_preprocess import _moved
 
     from napari_brainage.io import load_volume, save_volume
-    from napari_brainage.spaces import to_mni_grid
-    from napari_brainage.template import mni_grid
-    from napari_brainage.training import load_cohort
+    from napari_brainage.space.grid import to_mni_grid
+    from napari_brainage.space.template import mni_grid
+    from napari_brainage.training.data import load_cohort
 
     aligned = load_volume(sample_path("synthetic_age80"))
     save_volume(_moved(aligned)[0], tmp_path / "moved.nii.gz")

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from napari_brainage.cohort import population_stats
-from napari_brainage.options import RunOptions
-from napari_brainage.stats import RunningStats, effect_size
 from napari_brainage.inference import collect_inputs, importance_in_model_space, load_model
 from napari_brainage.io import load_volume
-from napari_brainage.spaces import uncrop
+from napari_brainage.options import RunOptions
+from napari_brainage.space.grid import uncrop
+from napari_brainage.stats import RunningStats, effect_size
 
 SCRIPT = Path(sys.executable).with_name("napari-brainage")
 

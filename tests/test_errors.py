@@ -45,16 +45,16 @@ def test_itk_errors_become_one_readable_line():
 
 def test_what_failed_comes_from_where_it_was_raised(tmp_path, monkeypatch):
     """Raised inside registration: "registration failed"; inside reading: "reading the scan failed"."""
-    import napari_brainage.io as io
-    import napari_brainage.preprocess as preprocess
-
     from conftest import phantom, write_nifti
+
+    import napari_brainage.io as io
+    import napari_brainage.space.registration as registration
 
     def working_image(volume):
         raise RuntimeError("ITK said no")
 
-    monkeypatch.setattr(preprocess, "_working_image", working_image)
-    err = _raised(preprocess.register, None)
+    monkeypatch.setattr(registration, "_working_image", working_image)
+    err = _raised(registration.register, None)
     assert describe_error(err) == "registration failed (RuntimeError: ITK said no)"
 
     scan = write_nifti(tmp_path / "scan.nii", phantom(), np.eye(4))

@@ -10,7 +10,7 @@ from napari_brainage.explain import METHODS, MethodSettings, attribution
 from napari_brainage.inference import importance_map, load_model
 from napari_brainage.io import load_volume
 from napari_brainage.samples import sample_path
-from napari_brainage.spaces import to_model_input
+from napari_brainage.space.grid import to_model_input
 
 FAST = MethodSettings(ig_steps=4, smoothgrad_samples=2)
 

@@ -6,12 +6,15 @@ import itertools
 
 import numpy as np
 import pytest
-
-from napari_brainage.geometry import (
-    RAS_TO_WORLD, from_display, obliquity_degrees, orientation_name, to_display,
-)
-
 from conftest import make_affine, phantom
+
+from napari_brainage.space.display import (
+    RAS_TO_WORLD,
+    from_display,
+    obliquity_degrees,
+    orientation_name,
+    to_display,
+)
 
 # All 48 voxel-axis layouts a NIfTI file can have (6 axis orders x 8 flips).
 LAYOUTS = [tuple({0: "RL", 1: "AP", 2: "SI"}[axis][flip] for axis, flip in zip(order, flips))

@@ -8,19 +8,22 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from napari_brainage.inference import (
-    collect_inputs, corrected_gap, importance_map, load_model, predict_age,
+    collect_inputs,
+    corrected_gap,
+    importance_map,
+    load_model,
+    predict_age,
 )
 from napari_brainage.io import Volume, load_volume
 from napari_brainage.metrics import auroc, relevance_mass
-from napari_brainage.models import ModelCard
-from napari_brainage.stats import RunningStats
+from napari_brainage.model.card import ModelCard
 from napari_brainage.population import rank_regions, structure_name
-from napari_brainage.spaces import resample
-from napari_brainage.template import load_template, mni_grid
-
-from conftest import rotation
+from napari_brainage.space.grid import resample
+from napari_brainage.space.template import load_template, mni_grid
+from napari_brainage.stats import RunningStats
 
 
 def test_bias_correction_follows_de_lange_and_cole():

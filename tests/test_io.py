@@ -9,11 +9,10 @@ import stat
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import make_affine, phantom, write_nifti
 
 from napari_brainage import io
 from napari_brainage.io import Volume, VolumeError, load_volume, save_volume
-
-from conftest import make_affine, phantom, write_nifti
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
@@ -284,7 +283,7 @@ def test_a_folder_lists_each_pair_once_by_its_header(tmp_path):
 
 def test_napari_reader_opens_a_pair_once(tmp_path):
     pytest.importorskip("napari")
-    from napari_brainage import _reader
+    from napari_brainage._napari import reader as _reader
 
     nib.save(nib.AnalyzeImage(phantom(), np.eye(4)), tmp_path / "a.hdr")
     hdr, img = str(tmp_path / "a.hdr"), str(tmp_path / "a.img")

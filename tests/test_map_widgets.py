@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_brainage._widgets import _common
-from napari_brainage._widgets.brain_age import BrainAgeWidget
-from napari_brainage._widgets.population import PopulationWidget, bundled_population_map
-from napari_brainage._widgets.regions import RegionsWidget
-from napari_brainage._widgets.slices import SliceWidget
-from napari_brainage._widgets.threshold import ThresholdWidget
+from napari_brainage._napari.widgets import _common
+from napari_brainage._napari.widgets.brain_age import BrainAgeWidget
+from napari_brainage._napari.widgets.population import PopulationWidget, bundled_population_map
+from napari_brainage._napari.widgets.regions import RegionsWidget
+from napari_brainage._napari.widgets.slices import SliceWidget
+from napari_brainage._napari.widgets.threshold import ThresholdWidget
 from napari_brainage.compare import compare_maps
 from napari_brainage.inference import collect_inputs, importance_in_model_space, importance_map, load_model
 from napari_brainage.io import load_volume
 from napari_brainage.population import rank_regions_of, region_peak
 from napari_brainage.samples import sample_path
-from napari_brainage.spaces import uncrop
-from napari_brainage.template import load_template
+from napari_brainage.space.grid import uncrop
+from napari_brainage.space.template import load_template
 
 SAMPLE = "synthetic_age50_accelerated"
 
@@ -115,7 +115,7 @@ def test_population_computed_in_a_worker_matches_the_core(make_napari_viewer, qt
 
 
 def test_population_reports_bad_input(make_napari_viewer, monkeypatch, tmp_path):
-    from napari_brainage._widgets import population
+    from napari_brainage._napari.widgets import population
 
     errors: list[str] = []
     monkeypatch.setattr(population, "show_error", errors.append)
@@ -203,7 +203,7 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
     np.testing.assert_array_equal(np.asarray(saved.dataobj).astype(bool),
                                   (np.asarray(_common.layer_volume(overlay).data) >= widget.value.value) & brain)
     before = target.read_bytes()
-    monkeypatch.setattr("napari_brainage._widgets.threshold.confirm_overwrite", lambda paths, parent: False)
+    monkeypatch.setattr("napari_brainage._napari.widgets.threshold.confirm_overwrite", lambda paths, parent: False)
     widget.value.value = within(0.9)
     assert widget.save_mask() is None and target.read_bytes() == before  # the user said no
 
@@ -288,7 +288,7 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     assert nib.load(paths["map"]).header["descrip"].item().decode() == "napari-brainage importance (noise); QC pass"
 
     stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
-    monkeypatch.setattr("napari_brainage._widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
+    monkeypatch.setattr("napari_brainage._napari.widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
     assert widget.export_results() is None
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps  # nothing replaced
 
@@ -296,7 +296,7 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
 def test_an_exported_baseline_map_is_labelled_with_its_method(analysed, tmp_path, monkeypatch, qtbot):
     """A Grad-CAM map is not "1 - noise mask": the NIfTI description and the PNG
     caption name the method the map was made with (as the CLI's explain does)."""
-    from napari_brainage._widgets import brain_age
+    from napari_brainage._napari.widgets import brain_age
 
     viewer, widget, scan, _ = analysed
     captions = []
@@ -318,7 +318,7 @@ from widget_fakes import ITK_ERROR, FakeCore, ended  # noqa: E402
 
 @pytest.fixture
 def population_notices(monkeypatch):
-    from napari_brainage._widgets import population
+    from napari_brainage._napari.widgets import population
 
     shown: list[tuple[str, str]] = []
     for severity in ("info", "warning", "error"):

@@ -12,8 +12,8 @@ from napari_brainage.errors import InputError
 from napari_brainage.io import Volume
 from napari_brainage.population import rank_regions, rank_regions_of, region_peak, structure_name
 from napari_brainage.report import CAPTION_FONT_PX, captioned, save_png
-from napari_brainage.spaces import resample
-from napari_brainage.template import load_template, mni_grid
+from napari_brainage.space.grid import resample
+from napari_brainage.space.template import load_template, mni_grid
 from napari_brainage.threshold import Thresholder, top_percent_mask
 
 

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from napari_brainage.models import (
-    CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, BrainAgeModel, ModelCard, ModelError, NoiseUNet,
-    SFCNRegressor, bundled_model_dir, normalise, pick_device, read_card,
+from napari_brainage.model.bundle import BrainAgeModel, bundled_model_dir, pick_device
+from napari_brainage.model.card import (
+    CARD_FILE,
+    NOISE_MODEL_FILE,
+    PREDICTOR_FILE,
+    ModelCard,
+    ModelError,
+    normalise,
+    read_card,
 )
+from napari_brainage.model.networks import NoiseUNet, SFCNRegressor
 
 
 def test_networks_shapes_and_mask_range():
@@ -67,7 +74,7 @@ class _Payload:
 
 
 def test_pickled_objects_are_never_unpickled_even_with_a_matching_checksum(tiny_model, tmp_path):
-    from napari_brainage.models import sha256
+    from napari_brainage.model.weights import sha256
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
@@ -133,7 +140,9 @@ def test_full_resolution_head_corrects_the_coarse_mask_and_old_cards_still_load(
 
 
 def test_a_noise_model_trained_with_the_head_loads_with_it(tiny_cohort, tiny_model, tmp_path):
-    from napari_brainage.training import TrainConfig, load_cohort, train_noise_model
+    from napari_brainage.training.config import TrainConfig
+    from napari_brainage.training.data import load_cohort
+    from napari_brainage.training.noise_model import train_noise_model
 
     config = TrainConfig(epochs=1, batch_size=2, val_fraction=0.25, seed=1)
     train_noise_model(load_cohort(tiny_cohort), tiny_model, tmp_path, config, progress=lambda _: None,

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import phantom, write_nifti
 from napari.utils.notifications import notification_manager
 
-from napari_brainage import _reader
-from napari_brainage.geometry import RAS_TO_WORLD
+from napari_brainage._napari import reader as _reader
 from napari_brainage.io import load_volume
 from napari_brainage.samples import SAMPLES, sample_path
-
-from conftest import phantom, write_nifti
+from napari_brainage.space.display import RAS_TO_WORLD
 
 PLUGIN = "napari-brainage"
 

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_affine, phantom, rotation
 from scipy import ndimage
 
 from napari_brainage.inference import importance_map, load_model, predict_age, prepare_input
 from napari_brainage.io import Volume, load_volume
+from napari_brainage.model.card import InputSpec
 from napari_brainage.preprocess import (
-    brain_mask, from_itk, mni_lattice, needs_registration, prepare, resample_to_template, to_itk,
+    brain_mask,
+    from_itk,
+    mni_lattice,
+    needs_registration,
+    prepare,
+    resample_to_template,
+    to_itk,
 )
 from napari_brainage.quality import QualityError
 from napari_brainage.samples import sample_path
-from napari_brainage.models import InputSpec
-from napari_brainage.spaces import resample, to_mni_grid, to_model_input
-from napari_brainage.template import load_template
-
-from conftest import make_affine, phantom, rotation
+from napari_brainage.space.grid import resample, to_mni_grid, to_model_input
+from napari_brainage.space.template import load_template
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from napari_brainage.io import load_volume
-from napari_brainage.synthetic import (
-    REGION_PRESETS, CohortConfig, ageing_model, draw_participants, generate_cohort, parse_region,
-)
+from napari_brainage.synthetic.cohort import draw_participants, generate_cohort
+from napari_brainage.synthetic.config import REGION_PRESETS, CohortConfig, parse_region
+from napari_brainage.synthetic.model import ageing_model
 
 COHORT_SIZE = 200
 

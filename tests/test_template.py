@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_brainage.errors import InputError
-from napari_brainage.template import downsample_labels, load_template, mni_grid
+from napari_brainage.space.template import downsample_labels, load_template, mni_grid
 
 
 @pytest.mark.parametrize("resolution, shape", [(1, (182, 218, 182)), (2, (91, 109, 91))])

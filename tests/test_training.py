@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from napari_brainage.models import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, read_card, sha256
-from napari_brainage.training import TrainConfig, load_cohort, split_by_subject, train_predictor
+from napari_brainage.model.card import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, read_card
+from napari_brainage.model.weights import sha256
+from napari_brainage.training.config import TrainConfig
+from napari_brainage.training.data import load_cohort, split_by_subject
+from napari_brainage.training.predictor import train_predictor
 
 
 def test_split_is_by_subject_deterministic_and_disjoint():
@@ -54,7 +57,7 @@ def test_training_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
 def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tiny_cohort, tiny_model, tmp_path):
     import torch
 
-    from napari_brainage.models import BrainAgeModel
+    from napari_brainage.model.bundle import BrainAgeModel
 
     cohort = load_cohort(tiny_cohort)
     start = BrainAgeModel.load(tiny_model)
@@ -83,8 +86,9 @@ def test_fine_tuning_from_a_folder_that_is_no_model_writes_nothing(tiny_cohort, 
 
 
 def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_model, tmp_path):
-    from napari_brainage.models import BrainAgeModel, NoiseSpec
-    from napari_brainage.training import train_noise_model
+    from napari_brainage.model.bundle import BrainAgeModel
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.training.noise_model import train_noise_model
 
     cohort = load_cohort(tiny_cohort)
     train_noise_model(cohort, tiny_model, tmp_path, TrainConfig(epochs=1, batch_size=4, val_fraction=0.25),
@@ -97,7 +101,7 @@ def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_
 def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, tiny_model, tmp_path):
     import torch
 
-    from napari_brainage.training import train_noise_model
+    from napari_brainage.training.noise_model import train_noise_model
 
     # With a learning rate of 0 the saved weights are the starting weights, bit for bit;
     # flipped batches (and their recomputed targets) must run without error on the way.
@@ -114,8 +118,8 @@ def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, 
 
 
 def test_noise_model_init_with_another_head_says_what_to_change(tiny_cohort, tiny_model, tmp_path):
-    from napari_brainage.models import ModelError
-    from napari_brainage.training import train_noise_model
+    from napari_brainage.model.card import ModelError
+    from napari_brainage.training.noise_model import train_noise_model
 
     config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, init_from=str(tiny_model))
     with pytest.raises(ModelError, match="trained without --full-resolution-head; drop --full-resolution-head"):
@@ -164,7 +168,7 @@ def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
 def test_patchy_noise_is_local_and_bounded():
     import torch
 
-    from napari_brainage.training import patchy_noise
+    from napari_brainage.training.augment import patchy_noise
 
     torch.manual_seed(0)
     x = torch.zeros(2, 1, 32, 40, 32)
@@ -180,7 +184,7 @@ def test_blur_augmentation_matches_scipy_and_keeps_intensity():
     import torch
     from scipy import ndimage
 
-    from napari_brainage.training import gaussian_blur
+    from napari_brainage.training.augment import gaussian_blur
 
     rng = np.random.default_rng(0)
     volume = rng.random((1, 1, 20, 24, 20)).astype(np.float32)
@@ -197,8 +201,8 @@ def test_blur_augmentation_matches_scipy_and_keeps_intensity():
 def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
     import torch
 
-    from napari_brainage.models import NoiseSpec
-    from napari_brainage.training import local_contrast, noisy_input
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.training.objective import local_contrast, noisy_input
 
     x = torch.ones(1, 1, 16, 16, 16)
     x[..., 8:, :, :] = 2.0                        # one edge between two flat tissues
@@ -218,8 +222,8 @@ def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
 def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
     import torch
 
-    from napari_brainage.models import NoiseSpec
-    from napari_brainage.training import noise_reward, noisy_input
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.training.objective import noise_reward, noisy_input
 
     x = torch.zeros(2, 1, 8, 8, 8)
     x[:, :, 2:6, 2:6, 2:6] = 1.0                  # a brain of 64 voxels in an empty box
@@ -245,7 +249,7 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
 
     from napari_brainage.io import Volume, load_volume, save_volume
     from napari_brainage.samples import sample_path
-    from napari_brainage.spaces import to_model_input
+    from napari_brainage.space.grid import to_model_input
 
     aligned = load_volume(sample_path("synthetic_age80"))
     moved, _ = _moved(aligned)

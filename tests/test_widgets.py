@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_brainage._widgets.scan_info import ScanInfoWidget
-
+from napari_brainage._napari.widgets.scan_info import ScanInfoWidget
 
 
 def test_scan_info_follows_the_selected_layer(make_napari_viewer, oblique_scan, tmp_path):
@@ -44,7 +43,7 @@ def test_scan_info_ignores_2d_and_rgb_layers(make_napari_viewer):
 
 
 # ------------------------------------------------------------------ Brain age
-from napari_brainage._widgets.brain_age import BrainAgeWidget  # noqa: E402
+from napari_brainage._napari.widgets.brain_age import BrainAgeWidget  # noqa: E402
 from napari_brainage.inference import importance_map, load_model, predict_age  # noqa: E402
 from napari_brainage.io import load_volume  # noqa: E402
 from napari_brainage.samples import sample_path  # noqa: E402
@@ -89,7 +88,7 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
     assert overlay.colormap.name == "inferno (see-through)" and overlay.blending == "translucent"
     assert overlay.colormap.map(np.array([0.0]))[0, 3] == 0  # low importance: the scan shows through
     # Same voxels as the core's map, in napari's display layout.
-    from napari_brainage._layers import layer_to_volume
+    from napari_brainage._napari.layers import layer_to_volume
 
     written = layer_to_volume(*overlay.as_layer_data_tuple()[:2])
     np.testing.assert_allclose(written.data, importance_map(volume, model, device).data, atol=1e-5)
@@ -101,7 +100,7 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
 
 
 def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):
-    from napari_brainage._widgets import brain_age
+    from napari_brainage._napari.widgets import brain_age
 
     errors: list[str] = []
     monkeypatch.setattr(brain_age, "show_error", errors.append)  # what the user would be shown
@@ -143,7 +142,7 @@ def test_brain_age_widget_runs_a_baseline_method_beside_the_noise_model(make_nap
     _run_and_wait(qtbot, widget)
     layer = viewer.layers["importance Grad-CAM (synthetic_age80)"]
     assert layer.metadata["method"] == "gradcam"
-    from napari_brainage._layers import layer_to_volume
+    from napari_brainage._napari.layers import layer_to_volume
 
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
     expected = importance_map(load_volume(sample_path("synthetic_age80")), model, device, method="gradcam")
@@ -167,9 +166,10 @@ def test_brain_age_widget_prefills_age_from_a_participants_csv(make_napari_viewe
 # The core is replaced by fast stand-ins where the point is the widget's state, not the numbers.
 import threading  # noqa: E402
 
-from widget_fakes import ITK_ERROR, FakeCore, ended as _ended  # noqa: E402
+from widget_fakes import ITK_ERROR, FakeCore  # noqa: E402
+from widget_fakes import ended as _ended  # noqa: E402
 
-from napari_brainage._widgets import brain_age as brain_age_module  # noqa: E402
+from napari_brainage._napari.widgets import brain_age as brain_age_module  # noqa: E402
 from napari_brainage.inference import AgeResult  # noqa: E402
 
 SAMPLE = "synthetic_age50_accelerated"
@@ -192,8 +192,8 @@ def _is_ready(widget) -> bool:
 
 def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewer, qtbot, oblique_scan,
                                                                  monkeypatch, notices):
-    from napari_brainage._widgets._common import IMPORTANCE, SOURCE_LAYER, layer_volume, show_volume
-    from napari_brainage._widgets.population import PopulationWidget
+    from napari_brainage._napari.widgets._common import IMPORTANCE, SOURCE_LAYER, layer_volume, show_volume
+    from napari_brainage._napari.widgets.population import PopulationWidget
 
     FakeCore(monkeypatch)
     viewer = make_napari_viewer()
@@ -228,7 +228,7 @@ def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewe
     population = PopulationWidget(viewer)
     population_map = population.load_map()
     template = population._add_template()
-    from napari_brainage._widgets.threshold import ThresholdWidget
+    from napari_brainage._napari.widgets.threshold import ThresholdWidget
 
     threshold = ThresholdWidget(viewer)
     threshold.percent.value = 3.0

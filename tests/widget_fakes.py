@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_brainage._widgets import brain_age
+from napari_brainage._napari.widgets import brain_age
 from napari_brainage.inference import AgeResult
 from napari_brainage.io import Volume
 

@@ -1,7 +1,8 @@
 """The ``napari-brainage`` command: thin argument parsing over the core.
 
-One module per command (``predict``, ``explain``, ...), each with
-``add_parser(commands)`` and ``run(args, parser) -> exit status``. Each turns its
+One module per command (``predict``, ``explain``, ...), each with ``NAME``,
+``HELP`` (one line for ``--help``), ``DESCRIPTION``, ``add_arguments(parser)``
+and ``run(args, parser) -> exit status``. Each turns its
 arguments into one core call (with an ``options.RunOptions`` where it analyses
 scans) and prints the result.
 
@@ -21,9 +22,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..cli import demo, explain, info, population, predict, preprocess, synth, train
 from ..errors import BrainAgeError
 from ..options import PREPROCESSING_HELP, Preprocessing
-from . import demo, explain, info, population, predict, preprocess, synth, train
 
 #: In ``napari-brainage --help`` order.
 COMMANDS = {module.NAME: module for module in (demo, synth, train, predict, explain, population, preprocess, info)}
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for module in COMMANDS.values():
-        module.add_parser(commands)
+        module.add_arguments(commands.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION))
     return parser
 
 

@@ -38,8 +38,22 @@ def progress(name: str):
     return report
 
 
+#: How the analysis commands describe their INPUT.
+INPUT_HELP = " INPUT: scan files, folders of scans, or participants CSVs (subject, path[, age])."
+
+
 def add_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT")
+
+
+def add_analysis_arguments(parser: argparse.ArgumentParser, out: str, method: bool, workers: bool) -> None:
+    """INPUT..., --out, the ``RunOptions`` flags (and --workers/--scheduler): what
+    predict, explain and population share."""
+    add_inputs(parser)
+    parser.add_argument("--out", required=True, metavar=out)
+    add_run_options(parser, method=method)
+    if workers:
+        add_workers(parser)
 
 
 def add_preprocessing(parser: argparse.ArgumentParser, help_prefix: str = "") -> None:

@@ -6,18 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import add_inputs, add_run_options, refuse_existing, run_options, say
+from ._common import INPUT_HELP, add_analysis_arguments, refuse_existing, run_options, say
 
 NAME = "explain"
 HELP = "write voxel importance maps (1 - noise mask, or a Captum baseline) on each scan's grid"
 
 
-def add_parser(commands) -> None:
-    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
-                              "of scans, or participants CSVs (subject, path[, age]).")
-    add_inputs(sub)
-    sub.add_argument("--out", required=True, metavar="DIR")
-    add_run_options(sub, method=True)
+DESCRIPTION = HELP + "." + INPUT_HELP
+
+
+def add_arguments(parser) -> None:
+    add_analysis_arguments(parser, out="DIR", method=True, workers=False)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -8,12 +8,11 @@ import sys
 NAME = "info"
 
 
-def add_parser(commands) -> None:
-    info = commands.add_parser(
-        NAME,
-        help="describe scans' geometry and intensities",
-        description="Print each scan's shape, voxel size, orientation, field of view and intensity range.",
-    )
+HELP = "describe scans' geometry and intensities"
+DESCRIPTION = "Print each scan's shape, voxel size, orientation, field of view and intensity range."
+
+
+def add_arguments(info) -> None:
     info.add_argument("scans", nargs="+", metavar="SCAN",
                       help="NIfTI (.nii, .nii.gz), MGZ or ANALYZE (.hdr/.img) file")
 

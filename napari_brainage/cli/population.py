@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_inputs, add_run_options, add_workers, progress, refuse_existing, run_options, say
+from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, run_options, say
 
 NAME = "population"
 HELP = "average importance maps in template space and rank atlas regions"
 
 
-def add_parser(commands) -> None:
-    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
-                              "of scans, or participants CSVs (subject, path[, age]).")
-    add_inputs(sub)
-    sub.add_argument("--out", required=True, metavar="NIFTI")
-    add_run_options(sub, method=True)
-    add_workers(sub)
-    sub.add_argument("--group-by", metavar="COLUMN",
+DESCRIPTION = HELP + "." + INPUT_HELP
+
+
+def add_arguments(parser) -> None:
+    add_analysis_arguments(parser, out="NIFTI", method=True, workers=True)
+    parser.add_argument("--group-by", metavar="COLUMN",
                      help="participants CSV column: a mean map per group; with two groups also "
                           "their difference and effect size (Cohen's d)")
-    sub.add_argument("--regions", metavar="CSV",
+    parser.add_argument("--regions", metavar="CSV",
                      help="region ranking CSV (default: OUT with _regions.csv)")
 
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_inputs, add_run_options, add_workers, progress, refuse_existing, run_options, say
+from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, run_options, say
 
 NAME = "predict"
 HELP = "predict brain age (and gaps, when ages are given) for scans"
 
 
-def add_parser(commands) -> None:
-    sub = commands.add_parser(NAME, help=HELP, description=HELP + ". INPUT: scan files, folders "
-                              "of scans, or participants CSVs (subject, path[, age]).")
-    add_inputs(sub)
-    sub.add_argument("--out", required=True, metavar="CSV")
-    add_run_options(sub, method=False)
-    add_workers(sub)
+DESCRIPTION = HELP + "." + INPUT_HELP
+
+
+def add_arguments(parser) -> None:
+    add_analysis_arguments(parser, out="CSV", method=False, workers=True)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

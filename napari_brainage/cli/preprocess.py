@@ -7,16 +7,17 @@ import argparse
 import csv
 from pathlib import Path
 
-from ._common import add_inputs, add_preprocessing, progress, refuse_existing, say
+from ._common import INPUT_HELP, add_inputs, add_preprocessing, progress, refuse_existing, say
 
 NAME = "preprocess"
 HELP = "bring scans onto the model's 2 mm MNI grid (registered unless already in MNI space), with QC"
 
 
-def add_parser(commands) -> None:
-    prep = commands.add_parser(NAME, help=HELP, description=HELP + ". Writes OUT/SUBJECT.nii.gz and "
-                               "OUT/participants.csv (subject, path, age, QC): inspect the registrations, or "
-                               "train on the result. INPUT: scan files, folders of scans, or participants CSVs.")
+DESCRIPTION = (HELP + ". Writes OUT/SUBJECT.nii.gz and OUT/participants.csv (subject, path, age, QC): inspect "
+               "the registrations, or train on the result." + INPUT_HELP)
+
+
+def add_arguments(prep) -> None:
     add_inputs(prep)
     prep.add_argument("--out", required=True, metavar="DIR")
     add_preprocessing(prep)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._common import progress
+
 NAME = "synth"
 
 
-def add_parser(commands) -> None:
-    from ..synthetic import DEFAULT_REGIONS, REGION_PRESETS
+HELP = "generate a synthetic brain-ageing cohort with ground-truth ageing regions"
+DESCRIPTION = ("Write N synthetic T1 scans on the MNI grid, participants.csv (subject, path, age, brain_age, gap, "
+               "region volumes) and ground_truth/ masks. Deterministic for a given seed.")
 
-    synth = commands.add_parser(
-        NAME,
-        help="generate a synthetic brain-ageing cohort with ground-truth ageing regions",
-        description="Write N synthetic T1 scans on the MNI grid, participants.csv "
-        "(subject, path, age, brain_age, gap, region volumes) and ground_truth/ masks. "
-        "Deterministic for a given seed.",
-    )
+
+def add_arguments(synth) -> None:
+    from ..synthetic.config import DEFAULT_REGIONS, REGION_PRESETS
+
     synth.add_argument("out", metavar="OUT", help="output folder")
     synth.add_argument("--n", type=int, required=True, help="number of subjects")
     synth.add_argument("--seed", type=int, required=True, help="random seed (same seed, same files)")
@@ -42,7 +42,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..synthetic import CohortConfig, generate_cohort, parse_region, timed_progress
+    from ..synthetic.cohort import generate_cohort
+    from ..synthetic.config import CohortConfig, parse_region
 
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
@@ -57,6 +58,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as err:
         parser.error(str(err))
     table = generate_cohort(args.out, args.n, args.seed, config, workers=args.workers,
-                            overwrite=args.overwrite, progress=timed_progress())
+                            overwrite=args.overwrite, progress=progress("synth"))
     print(f"napari-brainage synth: {args.n} subjects in {table.parent} (table: {table})")
     return 0

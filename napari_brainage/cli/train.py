@@ -11,10 +11,13 @@ NAME = "train"
 FLAGS = {"learning_rate": "lr", "relative_to_contrast": "relative-noise"}
 
 
-def add_parser(commands) -> None:
-    from ..training_options import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
+HELP = "train the predictor or the noise model on a cohort"
+DESCRIPTION = HELP[0].upper() + HELP[1:] + " (PART: predictor or noise-model)."
 
-    train = commands.add_parser(NAME, help="train the predictor or the noise model on a cohort")
+
+def add_arguments(train) -> None:
+    from ..training.config import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
+
     parts = train.add_subparsers(dest="part", metavar="PART")
     parts.required = True
     for part, text, defaults in [
@@ -71,7 +74,10 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..errors import OptionError
-    from ..training import TrainConfig, load_cohort, train_noise_model, train_predictor
+    from ..training.config import TrainConfig
+    from ..training.data import load_cohort
+    from ..training.noise_model import train_noise_model
+    from ..training.predictor import train_predictor
 
     # Every option is checked before any scan is loaded (loading may register each one).
     try:
@@ -101,7 +107,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _noise_spec(args: argparse.Namespace):
-    from ..models import NoiseSpec
+    from ..model.card import NoiseSpec
 
     return NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
                      relative_to_contrast=args.relative_noise, brain_only=args.brain_only)

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import BrainAgeError, InputError
-from .io import atomic_path
+from ..errors import BrainAgeError, InputError
+from ..io import atomic_path
 
 #: Widgets docked by the demo (display names from napari.yaml).
 DEMO_WIDGETS = ("Brain age", "Scan info")
@@ -42,7 +42,7 @@ def has_display() -> bool:
 
 
 def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False) -> int:
-    from .samples import SAMPLES
+    from ..samples import SAMPLES
 
     if sample not in SAMPLES:
         raise InputError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
@@ -88,7 +88,8 @@ def build_demo_viewer(sample: str, show: bool):
     """
     import napari
 
-    from .models import CARD_FILE, bundled_model_dir
+    from ..model.bundle import bundled_model_dir
+    from ..model.card import CARD_FILE
 
     viewer = napari.Viewer(title="napari-brainage demo", show=show)
     viewer.window.resize(*WINDOW_SIZE)

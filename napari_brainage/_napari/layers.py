@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import from_display, to_display
-from .io import Volume
+from ..errors import InputError
+from ..io import Volume
+from ..space.display import from_display, to_display
 
 #: Layer metadata keys (plain values, so layers stay easy to inspect).
 SOURCE_AFFINE = "source_affine"

@@ -6,8 +6,8 @@ go through ``_load``. Synthetic subjects carry their ages in the layer metadata.
 
 from __future__ import annotations
 
-from ._layers import volume_layer_data
-from .samples import SAMPLES, load_sample
+from ..samples import SAMPLES, load_sample
+from .layers import volume_layer_data
 
 
 def _load(key: str) -> list[tuple]:

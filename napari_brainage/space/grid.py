@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from .io import Volume
-from .models import InputSpec, normalise
+from ..io import Volume
+from ..model.card import InputSpec, normalise
 from .template import downsample, load_template, mni_grid
 
 #: Margin (2 mm voxels) of the template brain kept as every scan's brain mask.

@@ -12,7 +12,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Slider
 from napari.utils.notifications import show_error
 
-from .._viewer import show_anatomically
+from ..viewer import show_anatomically
 from ._common import follow_selection, go_to, map_layers, refresh_map_choices, voxel_to_world
 
 #: Display layers are laid out (S, A, R): the axis each plane slices through,

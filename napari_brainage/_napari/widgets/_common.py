@@ -10,9 +10,9 @@ from pathlib import Path
 import napari
 import numpy as np
 
-from .._layers import layer_to_volume, volume_layer_data
-from ..geometry import RAS_TO_WORLD
-from ..io import Volume
+from ...io import Volume
+from ...space.display import RAS_TO_WORLD
+from ..layers import layer_to_volume, volume_layer_data
 
 #: Layer metadata key marking layers this plugin added, with their kind.
 MAP_KIND = "brainage_map"
@@ -95,8 +95,8 @@ def counted_in_layer(layer) -> np.ndarray:
     """The voxels a "top k %" of this map layer counts (``threshold.counted_voxels``),
     in the layer's own voxel order: the template brain for a map on the MNI grid,
     so that the Threshold widget and map comparison mean the same "top 10 %"."""
-    from ..geometry import to_display
-    from ..threshold import counted_voxels
+    from ...space.display import to_display
+    from ...threshold import counted_voxels
 
     volume = layer_volume(layer)
     within = counted_voxels(volume.data, volume.affine)
@@ -140,7 +140,7 @@ def describe(err: BaseException) -> str:
     """One line saying what went wrong, without a traceback (``errors.describe_error``
     where the core has it)."""
     try:
-        from ..errors import describe_error
+        from ...errors import describe_error
     except ImportError:  # an older core: the exception's own first words
         text = " ".join(str(err).split())
         if isinstance(err, (ValueError, OSError)):
@@ -264,3 +264,29 @@ def confirm_overwrite(paths: Sequence[Path], parent=None) -> bool:
                                   QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                   QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
+
+
+class MapPickers:
+    """Subject-map and population-map pickers (``self.subject``, ``self.population``)
+    that list the viewer's maps of each kind and follow the scan selected in the
+    layer list; for the Population and Regions widgets. Call ``_watch_layers()``
+    once the pickers exist."""
+
+    def _subject_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, IMPORTANCE)
+
+    def _population_choices(self, _widget=None) -> list:
+        return map_layers(self._viewer, POPULATION)
+
+    def _watch_layers(self) -> None:
+        self._viewer.layers.events.inserted.connect(self._refresh_choices)
+        self._viewer.layers.events.removed.connect(self._refresh_choices)
+        self._viewer.layers.selection.events.active.connect(self._follow_selection)
+
+    def _refresh_choices(self, _event=None) -> None:
+        refresh_map_choices(self.subject, self.population)
+        self._follow_selection()
+
+    def _follow_selection(self, _event=None) -> None:
+        """The importance map of the scan selected in the layer list (or the selected map)."""
+        follow_selection(self._viewer, self.subject, self.population)

@@ -18,12 +18,13 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from .._layers import SOURCE_PATH
-from .._viewer import show_anatomically
-from ..inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
-from ..io import Volume, save_volume
-from ..options import Device, Method, Preprocessing, map_description
-from ..report import captioned, save_png
+from ...inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
+from ...io import Volume, save_volume
+from ...options import Device, Method, Preprocessing, map_description
+from ...participants import age_from_participants
+from ...report import caption_lines, captioned, format_result, notification, save_png, scan_line
+from ..layers import SOURCE_PATH
+from ..viewer import show_anatomically
 from ._common import (
     IMPORTANCE,
     SOURCE_LAYER,
@@ -273,7 +274,7 @@ class BrainAgeWidget(Container):
             )
             self._viewer.layers.selection.active = layer
         self._set_panel(layer, format_result(result, layer.name))
-        (show_warning if qc_status(result) == "warn" else show_info)(notification(result, layer.name))
+        (show_warning if result.qc_status == "warn" else show_info)(notification(result, layer.name))
 
     def _on_error(self, layer, error: Exception) -> None:
         """The scan's panel says why it failed (no numbers of an earlier run), and
@@ -331,7 +332,7 @@ class BrainAgeWidget(Container):
             return None
         try:
             save_volume(importance, paths["map"], overwrite=True,
-                        description=map_description(method, qc_status(result)))
+                        description=map_description(method, result.qc_status))
             write_results([result], paths["csv"])
             snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
             save_png(captioned(snapshot, caption_lines(result, self.model.value, method)), paths["png"],
@@ -341,93 +342,3 @@ class BrainAgeWidget(Container):
             return None
         show_info(f"Brain age: exported to {folder}")
         return paths
-
-
-def qc_status(result: AgeResult) -> str:
-    """"pass", "warn" (age kept, flagged) or "fail" (no age); from the core's
-    ``qc_status`` where it has one."""
-    status = getattr(result, "qc_status", None)
-    if status:
-        return status
-    if result.predicted_age is None:
-        return "fail"
-    return "pass" if result.qc in ("", "ok") else "warn"
-
-
-def qc_verdict(result: AgeResult) -> str:
-    """"QC pass", "QC warning: <reasons>" or "QC failed: <reason> \N{EM DASH} no age" (the
-    core's ``AgeResult.verdict`` where it has one)."""
-    status = qc_status(result)
-    if getattr(result, "qc_status", "") and callable(getattr(result, "verdict", None)):
-        text = result.verdict()
-    elif status == "fail":
-        reason = result.error or (result.qc if result.qc not in ("", "ok") else "") or "the scan failed QC"
-        text = reason if reason.startswith("QC failed") else f"QC failed: {reason}"
-    elif status == "warn":
-        text = f"QC warning: {result.qc}"
-    else:
-        text = "QC pass"
-    return f"{text} \N{EM DASH} no age" if status == "fail" else text
-
-
-def scan_line(name: str) -> str:
-    return f"scan: {name}"  # short: the panel is narrow, long names stay on one line
-
-
-def format_result(result: AgeResult, name: str | None = None) -> str:
-    """The result panel: the scan these numbers belong to, the age with its QC verdict, the gaps."""
-    lines = [scan_line(name or result.subject)]
-    if result.predicted_age is None:
-        return "\n".join([*lines, qc_verdict(result)])
-    lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
-    if result.age is not None:
-        lines += [f"age             {result.age:.1f} y",
-                  f"brain-age gap   {result.gap:+.1f} y",
-                  f"corrected gap   {result.corrected_gap:+.1f} y"]
-    return "\n".join(lines)
-
-
-def notification(result: AgeResult, name: str) -> str:
-    """One line, numbers first: napari's notification shows about 45 characters of
-    its first line (the rest is behind the expand arrow), so "Brain age of <long
-    scan name>:" left no room for the age."""
-    if result.predicted_age is None:
-        return f"Brain age: {qc_verdict(result)} ({name})"
-    numbers = f"Brain age {result.predicted_age:.1f} y"
-    if result.age is not None:
-        numbers += f", gap {result.gap:+.1f} y"
-    status = qc_status(result)
-    text = f"{numbers}, QC {'warning' if status == 'warn' else status}: {name}"
-    text += f" (age {result.age:g})" if result.age is not None else " (age not given)"
-    if status == "warn":
-        text += f": {result.qc}"
-    return text
-
-
-def age_from_participants(scan_path: str | None) -> float | None:
-    """The ``age`` of ``scan_path`` in a participants.csv in the same folder, if any."""
-    if not scan_path:
-        return None
-    scan = Path(scan_path)
-    table = scan.parent / "participants.csv"
-    if not table.is_file():
-        return None
-    try:
-        from ..training import read_participants
-
-        for row in read_participants(table):
-            if Path(row["path"]).resolve() == scan.resolve() and row.get("age"):
-                return float(row["age"])
-    except (OSError, ValueError, KeyError):
-        return None  # an unreadable table just means no pre-filled age
-    return None
-
-
-def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[str]:
-    """Caption of an exported snapshot: what was analysed, the numbers, which map, which model."""
-    numbers = f"predicted age {result.predicted_age:.1f} y"
-    if result.age is not None:
-        numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
-                    f"   corrected gap {result.corrected_gap:+.1f} y")
-    model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
-    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}"]

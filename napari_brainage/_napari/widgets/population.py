@@ -29,32 +29,29 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from .._layers import volume_layer_data
-from .._viewer import show_anatomically
-from ..cohort import iter_population
-from ..compare import compare_maps
-from ..errors import InputError
-from ..inference import collect_inputs
-from ..io import Volume, load_volume
-from ..models import bundled_model_dir
-from ..options import Device, RunOptions
-from ..population import template_volume
-from ..template import load_template
+from ...cohort import iter_population
+from ...compare import compare_maps
+from ...errors import InputError
+from ...inference import collect_inputs
+from ...io import Volume, load_volume
+from ...model.bundle import bundled_model_dir
+from ...options import Device, RunOptions
+from ...population import template_volume
+from ...space.template import load_template
+from ..layers import volume_layer_data
+from ..viewer import show_anatomically
 from ._common import (
     DIFFERENCE,
-    IMPORTANCE,
     MAP_KIND,
     POPULATION,
     SOURCE_LAYER,
     TEMPLATE,
+    MapPickers,
     WorkerError,
     WorkerSlot,
-    follow_selection,
     layer_volume,
     map_contrast_limits,
-    map_layers,
     overlay_colormap,
-    refresh_map_choices,
     show_volume,
     wrapping_label,
 )
@@ -109,7 +106,7 @@ def _on_gpu(options: RunOptions) -> bool:
     return torch.cuda.is_available()
 
 
-class PopulationWidget(Container):
+class PopulationWidget(MapPickers, Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
@@ -148,26 +145,10 @@ class PopulationWidget(Container):
         self.cancel.changed.connect(self.stop)
         self.compare.changed.connect(self.run_comparison)
         self.side_by_side.changed.connect(self.show_side_by_side)
-        viewer.layers.events.inserted.connect(self._refresh_choices)
-        viewer.layers.events.removed.connect(self._refresh_choices)
-        viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._watch_layers()
         show_anatomically(viewer)
         self._refresh_choices()
 
-    # ---- choices
-    def _subject_choices(self, _widget=None) -> list:
-        return map_layers(self._viewer, IMPORTANCE)
-
-    def _population_choices(self, _widget=None) -> list:
-        return map_layers(self._viewer, POPULATION)
-
-    def _refresh_choices(self, _event=None) -> None:
-        refresh_map_choices(self.subject, self.population)
-        self._follow_selection()
-
-    def _follow_selection(self, _event=None) -> None:
-        """The subject map of the scan selected in the layer list (or the selected map)."""
-        follow_selection(self._viewer, self.subject, self.population)
 
     # ---- load
     def load_map(self, _value=None):

@@ -11,9 +11,9 @@ from pathlib import Path
 import napari
 from magicgui.widgets import ComboBox, Container, Label
 
-from .._layers import layer_to_volume
-from .._viewer import show_anatomically
-from ..summary import summarise
+from ...summary import summarise
+from ..layers import layer_to_volume
+from ..viewer import show_anatomically
 
 
 class ScanInfoWidget(Container):

@@ -17,8 +17,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 
-from ..io import save_volume
-from ..threshold import Thresholder
+from ...io import save_volume
+from ...threshold import Thresholder
 from ._common import (
     confirm_overwrite,
     counted_in_layer,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import OptionError
-from .options import Device
+from ..errors import OptionError
+from ..options import Device
 
 
 @dataclass

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .errors import BrainAgeError, InputError
-from .io import load_volume
-from .samples import sample_data_dir
+from ..errors import BrainAgeError, InputError
+from ..io import load_volume
+from ..samples import sample_data_dir
 
 MNI_ORIGIN_MM = np.array([90.0, -126.0, -72.0])
 MNI_1MM_SHAPE = (182, 218, 182)

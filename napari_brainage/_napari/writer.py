@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._layers import layer_to_volume
-from .io import WRITABLE_SUFFIXES, has_suffix, save_volume
+from ..io import WRITABLE_SUFFIXES, has_suffix, save_volume
+from .layers import layer_to_volume
 
 
 def write_volume_layer(path: str, data: Any, attributes: dict) -> list[str]:

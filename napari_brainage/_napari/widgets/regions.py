@@ -11,22 +11,18 @@ import napari
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 
-from ..population import RegionScore, rank_regions_of, region_peak
+from ...population import RegionScore, rank_regions_of, region_peak
 from ._common import (
-    IMPORTANCE,
-    POPULATION,
-    follow_selection,
+    MapPickers,
     go_to,
     layer_volume,
-    map_layers,
     ras_to_world,
-    refresh_map_choices,
 )
 
 COLUMNS = ("region", "subject", "population")
 
 
-class RegionsWidget(Container):
+class RegionsWidget(MapPickers, Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
@@ -50,25 +46,10 @@ class RegionsWidget(Container):
         self.subject.changed.connect(self.rank_regions)
         self.population.changed.connect(self.rank_regions)
         self.table.native.cellClicked.connect(lambda row, _column: self.go_to_region(self.rows[row][0]))
-        viewer.layers.events.inserted.connect(self._refresh_choices)
-        viewer.layers.events.removed.connect(self._refresh_choices)
-        viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._watch_layers()
         self.rows: list[tuple[str, float | None, float | None]] = []
         self._refresh_choices()
 
-    def _subject_choices(self, _widget=None) -> list:
-        return map_layers(self._viewer, IMPORTANCE)
-
-    def _population_choices(self, _widget=None) -> list:
-        return map_layers(self._viewer, POPULATION)
-
-    def _refresh_choices(self, _event=None) -> None:
-        refresh_map_choices(self.subject, self.population)
-        self._follow_selection()
-
-    def _follow_selection(self, _event=None) -> None:
-        """The importance map of the scan selected in the layer list (or the selected map)."""
-        follow_selection(self._viewer, self.subject, self.population)
 
     def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
         """Fill the table; returns its rows (region, subject mean, population mean)."""

@@ -1,7 +1,7 @@
 """npe2 reader: NIfTI / MGZ / ANALYZE scans as napari Image layers in world millimetres.
 
 A thin wrapper over :func:`napari_brainage.io.load_volume`. The layer's data
-are the scan reordered for display (see :mod:`napari_brainage.geometry`), its
+are the scan reordered for display (see :mod:`napari_brainage.space.display`), its
 affine maps them to RAS millimetres, and its metadata keep the source affine,
 shape and header so that the writer can put anything derived back on the
 scan's own voxel grid.
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from napari.utils.notifications import show_error
 
-from ._layers import volume_layer_data
-from .io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
+from ..io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
+from .layers import volume_layer_data
 
 PathOrPaths = str | Sequence[str]
 

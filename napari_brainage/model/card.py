@@ -1,0 +1,133 @@
+"""The model card: what a model folder holds, how its input is made, how its noise
+model was trained, and its age standardisation and bias correction.
+
+Torch-free: the CLI and readers of model folders need it without the networks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, OptionError
+from ..io import atomic_path
+
+CARD_FILE = "model_card.json"
+PREDICTOR_FILE = "predictor.pt"
+NOISE_MODEL_FILE = "noise_model.pt"
+CARD_FORMAT = 1
+
+
+class ModelError(InputError):
+    """A model folder is missing, incomplete, corrupt or tampered with."""
+
+
+@dataclass
+class InputSpec:
+    """What the networks expect, and how a 2 mm MNI scan is made into it."""
+
+    grid: str = "FSL MNI152 2 mm (91x109x91, LAS, origin (90, -126, -72) mm)"
+    resolution_mm: int = 2
+    crop_start: tuple[int, int, int] = (5, 7, 0)
+    crop_shape: tuple[int, int, int] = (80, 96, 80)
+    normalisation: str = "divide by the mean of the non-zero voxels (SFCN); zeros stay zero"
+
+
+@dataclass
+class NoiseSpec:
+    """How the noise model's mask B becomes noise: sd = min_sd + B (max_sd - min_sd)."""
+
+    min_sd: float = 0.0
+    max_sd: float = 0.3
+    lam: float = 0.05
+    target: str = "prediction"   #: "prediction" (the predictor's clean output) or "age"
+    #: Scale the sd by the scan's local contrast (3x3x3 standard deviation,
+    #: mean 1 over the brain): noise in flat white matter then costs nothing,
+    #: noise on an edge costs what moving that edge would.
+    relative_to_contrast: bool = False
+    #: Add noise, and reward it, only inside the brain (non-zero input voxels).
+    #: The background is empty in every training scan, so noise there says
+    #: nothing about anatomy; maps are shown inside the brain only anyway.
+    brain_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_sd < self.max_sd:
+            raise OptionError("min_sd", f"must be at least 0 and below max_sd ({self.max_sd:g}), "
+                                        f"got {self.min_sd:g}")
+        if self.lam < 0:
+            raise OptionError("lam", f"must not be negative, got {self.lam:g}")
+        if self.target not in NOISE_TARGETS:
+            raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
+
+
+#: What the noisy prediction must match: the predictor's clean output, or the age.
+NOISE_TARGETS = ("prediction", "age")
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use, judge and reproduce a model folder."""
+
+    input: InputSpec = field(default_factory=InputSpec)
+    predictor_channels: tuple[int, ...] = (8, 16, 32, 64, 64)
+    noise_channels: tuple[int, ...] = (8, 16, 32)
+    noise_full_resolution_head: bool = False
+    age_mean: float = 62.5
+    age_sd: float = 10.0
+    #: Age-bias correction fitted on the training cohort: predicted = slope * age + intercept.
+    bias_slope: float = 1.0
+    bias_intercept: float = 0.0
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    weights: dict[str, str] = field(default_factory=dict)       #: file -> sha256
+    training: dict[str, Any] = field(default_factory=dict)      #: data, seeds, commands, epochs
+    metrics: dict[str, Any] = field(default_factory=dict)       #: held-out results
+    format: int = CARD_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelCard":
+        data = dict(data)
+        if data.get("format") != CARD_FORMAT:
+            raise ModelError(f"model card format {data.get('format')!r} is not {CARD_FORMAT}")
+        data["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in data.get("input", {}).items()})
+        data["noise"] = NoiseSpec(**data.get("noise", {}))
+        for key in ("predictor_channels", "noise_channels"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def read_card(folder: str | Path) -> ModelCard:
+    """The ``model_card.json`` of ``folder``; :class:`ModelError` when missing or unreadable."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {CARD_FILE}; not a napari-brainage model folder")
+    try:
+        return ModelCard.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as err:
+        raise ModelError(f"{path}: unreadable model card ({err})") from err
+
+
+def write_card(card: ModelCard, folder: str | Path) -> Path:
+    """Write ``card`` as ``folder/model_card.json``, atomically; returns the path."""
+    path = Path(folder) / CARD_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(card.to_json() + "\n")
+    return path
+
+
+def normalise(scans: np.ndarray) -> np.ndarray:
+    """Divide each scan by the mean of its non-zero voxels (SFCN's normalisation)."""
+    scans = np.asarray(scans, dtype=np.float32)
+    flat = scans.reshape(scans.shape[0], -1) if scans.ndim == 4 else scans.reshape(1, -1)
+    nonzero = flat != 0
+    means = (flat * nonzero).sum(axis=1) / np.maximum(nonzero.sum(axis=1), 1)
+    means = np.where(means > 0, means, 1.0)
+    shape = (-1,) + (1,) * (scans.ndim - 1) if scans.ndim == 4 else ()
+    return (scans / (means.reshape(shape) if shape else means[0])).astype(np.float32)

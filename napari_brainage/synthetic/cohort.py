@@ -1,0 +1,153 @@
+"""A cohort on disk: participants drawn, scans made in parallel and written,
+``participants.csv`` and the ground-truth masks; deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import Volume, atomic_path, save_volume
+from .config import CohortConfig
+from .model import AgeingModel, SyntheticScan, ageing_model
+
+
+@dataclass(frozen=True)
+class Participant:
+    subject: str
+    age: float
+    brain_age: float
+    region_ages: tuple[tuple[str, float], ...] = ()   #: (region, its own age) when ageing is heterogeneous
+
+
+def draw_participants(n: int, seed: int, config: CohortConfig) -> list[Participant]:
+    """Ages uniform over ``age_range``; gap ~ N(0, gap_sd); rounded to 0.01 year.
+    With ``region_age_sd`` each focal region also gets its own age around brain_age.
+
+    Ages, gaps and regional deviations come from separate streams, so the first
+    k participants of a cohort of n are those of a cohort of k with the same seed.
+    """
+    ages = np.random.default_rng(np.random.SeedSequence([seed, 0])).uniform(*config.age_range, size=n)
+    gaps = np.random.default_rng(np.random.SeedSequence([seed, 2])).normal(0.0, config.gap_sd, size=n)
+    names = [r.name for r in config.regions]
+    # One row per subject (rows are drawn in order), so prefixes stay prefixes.
+    deviations = (np.random.default_rng(np.random.SeedSequence([seed, 3])).normal(0.0, config.region_age_sd,
+                                                                                   size=(n, len(names)))
+                  if config.region_age_sd else np.zeros((n, 0)))
+    width = max(4, len(str(n)))
+    participants = []
+    for i, (a, g) in enumerate(zip(ages, gaps)):
+        brain_age = round(float(a + g), 2)
+        own = tuple((name, round(brain_age + float(d), 2)) for name, d in zip(names, deviations[i]))
+        participants.append(Participant(f"sub-{i + 1:0{width}d}", round(float(a), 2), brain_age, own))
+    return participants
+
+
+def subject_rng(seed: int, index: int) -> np.random.Generator:
+    """Each subject's own stream: independent of cohort size and worker count."""
+    return np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
+
+
+def _make_subject(args) -> tuple[int, dict[str, float]]:
+    config, seed, index, participant, path = args
+    scan = ageing_model(config).synthesize(participant.brain_age, subject_rng(seed, index),
+                                           region_ages=dict(participant.region_ages) or None)
+    write_scan(scan, participant, path)
+    return index, scan.volumes_ml
+
+
+def write_scan(scan: "SyntheticScan", participant: Participant, path: Path) -> Path:
+    """Save a synthetic scan with its ages in the header's description field."""
+    note = f"synthetic age={participant.age:.2f} brain_age={participant.brain_age:.2f}"
+    return save_volume(Volume(scan.data, scan.affine), path, overwrite=True, description=note)
+
+
+def generate_cohort(
+    out: str | os.PathLike,
+    n: int,
+    seed: int,
+    config: CohortConfig = CohortConfig(),
+    *,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``n`` synthetic subjects, participants.csv and ground_truth/ under ``out``.
+
+    Returns the path of participants.csv. Refuses to write into a folder that
+    already holds a cohort unless ``overwrite``. Files are written atomically
+    and participants.csv last, so a cohort with a participants.csv is complete.
+    """
+    if n < 1:
+        raise InputError(f"the cohort needs at least 1 subject, got {n}")
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    out = Path(out)
+    table = out / "participants.csv"
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if table.exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a cohort (participants.csv); pass overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    model = ageing_model(config)  # built before forking: workers inherit it
+
+    write_ground_truth(model, out / "ground_truth")
+    participants = draw_participants(n, seed, config)
+    jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz") for i, p in enumerate(participants)]
+    volumes: dict[int, dict[str, float]] = {}
+    if workers == 1:
+        results = map(_make_subject, jobs)
+        for done, (index, vol) in enumerate(results, 1):
+            volumes[index] = vol
+            if progress:
+                progress(done, n)
+    else:
+        # fork lets workers inherit the built model; one torch thread each, so
+        # processes do not oversubscribe the cores (and libgomp is never
+        # re-entered after the fork).
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                              else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_single_threaded) as pool:
+            for done, (index, vol) in enumerate(pool.map(_make_subject, jobs, chunksize=4), 1):
+                volumes[index] = vol
+                if progress:
+                    progress(done, n)
+
+    region_names = [r.name for r in config.regions]
+    with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        own_ages = [f"{name}_age" for name in region_names] if config.region_age_sd else []
+        writer.writerow(["subject", "path", "age", "brain_age", "gap",
+                         *[f"{name}_ml" for name in region_names], *own_ages])
+        for i, p in enumerate(participants):
+            writer.writerow([p.subject, f"{p.subject}.nii.gz", f"{p.age:.2f}", f"{p.brain_age:.2f}",
+                             f"{p.brain_age - p.age:.2f}",
+                             *[f"{volumes[i][name]:.3f}" for name in region_names],
+                             *[f"{age:.2f}" for _, age in p.region_ages]])
+    return table
+
+
+def _single_threaded() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def write_ground_truth(model: AgeingModel, folder: Path) -> dict[str, Path]:
+    """One uint8 mask per ageing region, their union, and the cortex mask."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, mask in model.ground_truth().items():
+        path = folder / f"{name}.nii.gz"
+        save_volume(Volume(mask.astype(np.uint8), model.kit.affine), path, overwrite=True)
+        written[name] = path
+    return written

@@ -1,0 +1,120 @@
+"""The training cohort: a participants table read, each scan brought onto the model's
+input grid as inference does, and the split by subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import load_volume
+from ..model.card import (
+    InputSpec,
+)
+from ..parallel import ordered_map
+from ..participants import read_participants
+from .loop import Progress
+
+
+@dataclass
+class Cohort:
+    """A training cohort in memory: each subject's model input and age."""
+
+    subjects: list[str]
+    scans: np.ndarray        #: (N, X, Y, Z) float32, cropped and normalised model input
+    ages: np.ndarray         #: chronological ages
+    source: str
+    #: (subject, why) of the participants whose scan could not be loaded; left out of the arrays
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = InputSpec(),
+                limit: int | None = None, progress: Progress | None = None, preprocessing: str = "auto",
+                workers: int = 1) -> Cohort:
+    """Every participant's scan as model input, prepared exactly as inference prepares it.
+
+    ``csv_path``: one participants CSV, or several (cohorts trained on together;
+    the same subject id in two tables is one person, kept on one side of the split).
+
+    ``preprocessing`` is inference's choice ("auto": scans already on an MNI grid are
+    used as they are, others registered to the template; "register"; "none"), so a
+    model trained on raw scans sees what it will be given. Registration takes a few
+    seconds a scan: ``workers`` processes share the work. Scans that fail quality
+    control are reported through ``progress`` (not dropped: the caller decides).
+    A scan that cannot be loaded or prepared at all, whatever the error, is
+    reported through ``progress``, listed in ``Cohort.failed`` and left out;
+    only a cohort with no scan left is an error.
+    """
+    tables = [csv_path] if isinstance(csv_path, (str, Path)) else list(csv_path)
+    rows = []
+    for table in tables:
+        table_rows = read_participants(table)
+        if "age" not in table_rows[0]:
+            raise InputError(f"{table}: training needs an 'age' column")
+        rows += table_rows
+    rows = rows[:limit]
+    from ..preprocess import check_preprocessing
+
+    check_preprocessing(preprocessing)  # before any worker starts
+    scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
+    jobs = [(row["path"], spec, preprocessing) for row in rows]
+    flagged, kept, failed = 0, [], []
+    for i, (scan, warnings, error) in enumerate(ordered_map(_model_input, jobs, workers)):
+        subject = rows[i]["subject"]
+        if error:
+            failed.append((subject, error))
+            if progress:
+                progress(f"{subject}: error: {error}")
+        else:
+            scans[len(kept)] = scan  # packed in input order: failed scans leave no gap
+            kept.append(rows[i])
+        if warnings:
+            flagged += 1
+            if progress:
+                progress(f"{subject}: {'; '.join(warnings)}")
+        if progress and ((i + 1) % 200 == 0 or i + 1 == len(rows)):
+            progress(f"loaded {i + 1}/{len(rows)} scans")
+    if flagged and progress:
+        progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
+    if not kept:
+        raise InputError(f"none of the {len(rows)} scans could be loaded"
+                         + (f" (first error: {failed[0][0]}: {failed[0][1]})" if failed else ""))
+    if failed and progress:
+        progress(f"{len(failed)} of {len(rows)} scans failed (listed above) and are left out: "
+                 f"{', '.join(subject for subject, _ in failed)}")
+    return Cohort([r["subject"] for r in kept], scans[:len(kept)], np.array([float(r["age"]) for r in kept]),
+                  " + ".join(str(t) for t in tables), failed)
+
+
+def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
+    """(model input, QC warnings, "") of one scan, or (None, [], why it failed).
+
+    Runs in worker processes: any failure of the scan comes back as words
+    (``errors.describe_error``) instead of stopping the pool.
+    """
+    from ..errors import describe_error
+    from ..preprocess import prepare
+
+    path, spec, preprocessing = job
+    try:
+        prepared = prepare(load_volume(path), preprocessing)
+        return prepared.model_input(spec), prepared.quality.warnings, ""
+    except Exception as err:  # Ctrl-C (not an Exception) still stops the run
+        return None, [], describe_error(err)
+
+
+def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split: a subject's side depends only on its id and the seed."""
+    if not 0 < val_fraction < 1:
+        raise InputError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    keys = [hashlib.sha256(f"{seed}:{s}".encode()).digest() for s in subjects]
+    order = np.argsort(keys, kind="stable")
+    n_val = max(1, int(round(val_fraction * len(subjects))))
+    if n_val >= len(subjects):
+        raise InputError(f"{len(subjects)} subjects are too few to split off a validation set")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -1,0 +1,99 @@
+"""What both training loops share: seeded epochs and batches, resumable checkpoints,
+and the model folder they write into.
+
+Checkpoints (``checkpoints/<part>_last.pt``: weights, optimiser, epoch, best
+score, RNG state; tensors and numbers only, so they load with
+``weights_only=True``) are written atomically after every epoch; ``resume``
+continues from there. The weights kept are those of the epoch with the best
+validation score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_path
+from ..model.card import (
+    NOISE_MODEL_FILE,
+    PREDICTOR_FILE,
+    ModelCard,
+)
+from ..model.weights import sha256
+from .config import TrainConfig
+
+Progress = Callable[[str], None]
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """Each epoch's randomness depends only on (seed, epoch): resuming repeats it exactly."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return np.random.default_rng([seed, epoch])
+
+
+def train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indices: np.ndarray,
+                 config: TrainConfig, epoch: int, device: torch.device, loss_of, augment=None) -> float:
+    """One pass over ``indices`` in shuffled batches; returns the mean batch loss."""
+    rng = epoch_rng(config.seed, epoch)
+    model.train()
+    losses = []
+    for batch in batches(indices, config.batch_size, rng):
+        x = as_tensor(scans[batch], device)
+        if augment is not None:
+            x = augment(x, rng)
+        loss = loss_of(x, torch.from_numpy(targets[batch]).float().to(device))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def batches(indices: np.ndarray, size: int, rng: np.random.Generator | None):
+    order = rng.permutation(indices) if rng is not None else indices
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+def as_tensor(scans: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(scans))[:, None].to(device)
+
+
+class Checkpoint:
+    """Last-epoch state of one training run, for resuming."""
+
+    def __init__(self, folder: Path, part: str):
+        self.path = folder / "checkpoints" / f"{part}_last.pt"
+
+    def save(self, model, optimiser, epoch: int, best: float, scheduler=None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
+                 "best": best, "scheduler": scheduler.state_dict() if scheduler else {}}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, model, optimiser, scheduler=None) -> tuple[int, float] | None:
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        return int(state["epoch"]), float(state["best"])
+
+
+def adopt_best_weights(out: Path, filename: str, card: ModelCard) -> None:
+    """On resume, the best weights so far are the file this run wrote atomically."""
+    if (out / filename).is_file():
+        card.weights[filename] = sha256(out / filename)
+
+
+def prepare_out(out: Path, part: str, resume: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / (PREDICTOR_FILE if part == "predictor" else NOISE_MODEL_FILE)
+    if target.exists() and not resume:
+        raise FileExistsError(f"{target} already exists; choose another --out or pass --resume")

@@ -1,0 +1,61 @@
+"""The U-Noise objective (Koker et al. 2021; for regression, Bintsi et al. 2021):
+noise of a per-voxel sd set by the mask B is added to the scan, and the loss
+asks the frozen predictor's output to stay put while rewarding noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from ..model.card import (
+    NoiseSpec,
+)
+
+
+def local_contrast(x: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of x over each voxel's 3x3x3 neighbourhood, divided by
+    its mean over the non-zero voxels of each scan (so about 1 on average)."""
+    mean = F.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
+    square = F.avg_pool3d(x * x, 3, stride=1, padding=1, count_include_pad=False)
+    contrast = (square - mean * mean).clamp_min(0).sqrt()
+    inside = (x != 0).float()
+    scale = (contrast * inside).sum(dim=(1, 2, 3, 4), keepdim=True) / inside.sum(
+        dim=(1, 2, 3, 4), keepdim=True).clamp_min(1)
+    return contrast / scale.clamp_min(1e-6)
+
+
+def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=None) -> torch.Tensor:
+    """x + eps * sd(B): the noise model's perturbation (U-Noise)."""
+    sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
+    if spec.relative_to_contrast:
+        sd = sd * local_contrast(x)
+    if spec.brain_only:
+        sd = sd * (x != 0)
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + eps * sd
+
+
+def brain_mean(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over each scan's brain (non-zero voxels of ``x``), per scan."""
+    inside = (x != 0).to(values.dtype)
+    return (values * inside).sum(dim=(1, 2, 3, 4)) / inside.sum(dim=(1, 2, 3, 4)).clamp_min(1)
+
+
+def noise_reward(mask: torch.Tensor, x: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
+    """mean(log B) per scan: over the whole input, or over the brain with ``brain_only``."""
+    log_mask = torch.log(mask.clamp_min(1e-6))
+    return brain_mean(log_mask, x) if spec.brain_only else log_mask.mean(dim=(1, 2, 3, 4))
+
+
+def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
+               years_per_unit: float) -> torch.Tensor:
+    """|f(x + noise) - target| in years - lambda * mean(log B).
+
+    The predictor works in standardised age units; the error is converted to
+    years so that lambda means "years of error traded per unit of log-noise",
+    independent of the cohort's age spread.
+    """
+    mask = noise_model(x)
+    prediction = predictor(noisy_input(x, mask, spec))
+    return years_per_unit * F.l1_loss(prediction, target) - spec.lam * noise_reward(mask, x, spec).mean()

@@ -1,0 +1,138 @@
+"""Training the brain-age predictor (SFCN-style 3D CNN, L1 on standardised age).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..model.bundle import pick_device
+from ..model.card import (
+    PREDICTOR_FILE,
+    ModelCard,
+    read_card,
+    write_card,
+)
+from ..model.networks import SFCNRegressor, mirror
+from ..model.weights import load_weights, save_weights
+from .augment import gaussian_blur, patchy_noise
+from .config import PREDICTOR_DEFAULTS, TrainConfig
+from .data import Cohort, split_by_subject
+from .loop import Checkpoint, Progress, adopt_best_weights, as_tensor, prepare_out, train_epoch
+
+
+def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
+                    progress: Progress = print) -> ModelCard:
+    """Train the brain-age predictor (``SFCNRegressor``) on ``cohort`` into the model folder ``out``.
+
+    Loss: L1 on standardised age; left-right flips always, patchy noise and blur
+    when ``config`` asks; AdamW with cosine annealing. The weights of the epoch
+    with the lowest validation MAE are kept (``predictor.pt``), then the age-bias
+    correction of Smith et al. (2019) is fitted on the validation subjects
+    (predicted = slope x age + intercept) and written to the card.
+
+    Parameters
+    ----------
+    cohort
+        Scans already on the model's input grid (``load_cohort``), N x 80 x 96 x 80.
+    out
+        Model folder; a checkpoint after every epoch lets ``config.resume`` continue.
+    config
+        ``TrainConfig`` (epochs, batch size, learning rate, ...; ``init_from``
+        fine-tunes another folder's predictor, keeping its age standardisation).
+    progress
+        Receives one line per epoch.
+
+    Returns
+    -------
+    ModelCard
+        The card written to ``out``.
+
+    Raises
+    ------
+    ModelError
+        when ``config.init_from`` is not a usable model folder.
+    FileExistsError
+        when ``out`` already holds a predictor and ``config.resume`` is not set.
+    """
+    out = Path(out)
+    # A wrong --init must fail before anything is written.
+    start_card = read_card(config.init_from) if config.init_from else None
+    prepare_out(out, "predictor", config.resume)
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
+    if start_card is not None:
+        # The network outputs standardised age: keep the scale it was trained on.
+        card = ModelCard(input=start_card.input, predictor_channels=start_card.predictor_channels,
+                         age_mean=start_card.age_mean, age_sd=start_card.age_sd)
+        model = load_weights(SFCNRegressor(card.predictor_channels), config.init_from, PREDICTOR_FILE, start_card)
+        progress(f"predictor: fine-tuning the predictor of {config.init_from}")
+    else:
+        card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
+        model = SFCNRegressor(card.predictor_channels)
+    model.to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+    checkpoint = Checkpoint(out, "predictor")
+    start, best = 0, np.inf
+    if config.resume and (state := checkpoint.load(model, optimiser, scheduler)):
+        start, best = state
+        adopt_best_weights(out, PREDICTOR_FILE, card)
+        progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
+    targets = (cohort.ages - card.age_mean) / card.age_sd
+    progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
+    def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
+            x = mirror(x)
+        if config.noise_augment and rng.random() < 0.5:
+            x = patchy_noise(x, config.noise_augment)
+        if config.blur_augment and rng.random() < 0.5:
+            x = gaussian_blur(x, float(rng.uniform(0.0, config.blur_augment)))
+        return x
+
+    for epoch in range(start, config.epochs):
+        tic = time.monotonic()
+        train_mae = card.age_sd * train_epoch(
+            model, optimiser, cohort.scans, targets, train, config, epoch, device,
+            loss_of=lambda x, y: F.l1_loss(model(x), y), augment=augment)
+        scheduler.step()
+        val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
+        improved = val_mae < best
+        if improved:
+            best = val_mae
+            save_weights(model, out, PREDICTOR_FILE, card)
+        checkpoint.save(model, optimiser, epoch + 1, best, scheduler)
+        progress(f"predictor epoch {epoch + 1}/{config.epochs}: train MAE {train_mae:.2f} y, "
+                 f"validation MAE {val_mae:.2f} y{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
+
+    # The age-bias fit uses the validation subjects: predictions on the
+    # training subjects are over-fitted and would understate the bias.
+    model = load_weights(SFCNRegressor(card.predictor_channels), out, PREDICTOR_FILE, card)
+    model.to(device)
+    predicted = predict_ages(model, cohort.scans[val], card, device)
+    card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
+    card.training["predictor"] = {
+        "data": cohort.source, "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
+        **asdict(config), "best_validation_mae": best,
+    }
+    write_card(card, out)
+    progress(f"predictor: best validation MAE {best:.2f} y; bias fit predicted = "
+             f"{card.bias_slope:.3f} x age + {card.bias_intercept:.2f}; saved to {out}")
+    return card
+
+
+@torch.no_grad()
+def predict_ages(model: SFCNRegressor, scans: np.ndarray, card: ModelCard, device: torch.device,
+                 batch_size: int = 8) -> np.ndarray:
+    """Predicted ages (years, shape (N,)) of model inputs ``scans`` (N x 80 x 96 x 80),
+    in batches, un-standardised with the card's age mean and sd."""
+    model.eval()
+    out = [model(as_tensor(scans[i:i + batch_size], device)).cpu().numpy()
+           for i in range(0, len(scans), batch_size)]
+    return np.concatenate(out) * card.age_sd + card.age_mean
