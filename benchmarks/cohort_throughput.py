@@ -61,7 +61,7 @@ def end_to_end_seconds(inputs, workers: int) -> tuple[float, float]:
 
     cluster, startup, scheduler = None, 0.0, None
     if workers > 1:
-        from napari_brainage.cohort import local_cluster
+        from napari_brainage.parallel import local_cluster
 
         tic = time.perf_counter()
         cluster = local_cluster(workers)

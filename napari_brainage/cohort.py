@@ -11,9 +11,10 @@ importance method), the object the CLI and the widgets build.
   checkpointed atomically every few subjects, resumable; the result is a
   ``population.PopulationResult``, which writes the maps and the region table.
   The CLI, the Population widget and benchmarks all go through it.
-* ``executor``: in-process by default; ``workers > 1`` starts an embedded Dask
-  ``LocalCluster``, ``scheduler`` joins an existing ``dask.distributed``
-  cluster. Each worker process loads the model once (``_worker_model``).
+* Execution (``parallel.executor``): in-process by default; ``workers > 1``
+  starts an embedded Dask ``LocalCluster``, ``scheduler`` joins an existing
+  ``dask.distributed`` cluster. Each worker process loads the model once
+  (``_worker_model``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BrainAgeError, InputError, describe_error
+from .errors import InputError, describe_error
 from .inference import AgeResult, ScanInput
 from .io import atomic_path
 from .options import Method, RunOptions
+from .parallel import executor
 from .population import PopulationResult
 from .stats import RunningStats
 
@@ -191,80 +193,6 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
             failed += [(item.subject, describe_error(err)) for item, _ in batch]
             continue
         yield from zip((item for item, _ in batch), maps)
-
-
-def local_cluster(workers: int):
-    """A Dask ``LocalCluster`` of ``workers`` single-threaded processes, set up for
-    3D networks.
-
-    One thread per process: the processes, not torch's threads, share the cores.
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so they hand
-    freed memory back to the OS; that also switches off glibc's adaptive mmap
-    threshold, so every activation buffer of a 3D convolution (tens of MB) is a
-    fresh mapping whose pages fault in again. Measured here, it made each worker
-    1.6x slower than the same process without it (2.48 vs 1.56 s per 8 maps), so
-    our workers start without it. A user's own ``MALLOC_TRIM_THRESHOLD_`` is still
-    inherited.
-    """
-    import dask
-    from dask.distributed import LocalCluster
-
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            env={"OMP_NUM_THREADS": "1"})
-
-
-def _malloc_trim_threshold() -> str | None:
-    # Runs on the worker: a module-level function travels by reference, while
-    # ``os.environ.get`` would carry a copy of *this* process's environment.
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
-
-
-def _warn_about_malloc_trim(client) -> None:
-    """Say so when an existing cluster's workers run with a malloc trim threshold
-    (Dask's default), which slows the networks (see :func:`local_cluster`)."""
-    import warnings
-
-    trimmed = {value for value in client.run(_malloc_trim_threshold).values() if value}
-    if trimmed:
-        warnings.warn(f"the cluster's workers run with MALLOC_TRIM_THRESHOLD_={', '.join(sorted(trimmed))} "
-                      "(Dask's default), which made the 3D networks 1.6x slower here; start them with "
-                      "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ set to null",
-                      stacklevel=4)  # the run that opened the executor (past contextlib)
-
-
-@contextmanager
-def executor(workers: int = 1, scheduler: str | None = None):
-    """A ``map_unordered(function, argument_tuples)`` iterator factory.
-
-    In-process for one worker; otherwise Dask (a LocalCluster of ``workers``
-    single-threaded processes, or the cluster at ``scheduler``).
-    """
-    if workers <= 1 and scheduler is None:
-        yield lambda function, jobs: (function(*job) for job in jobs)
-        return
-    try:
-        from dask.distributed import Client, as_completed
-    except ImportError:
-        raise BrainAgeError("--workers and --scheduler need dask.distributed: "
-                           "pip install 'napari-brainage[cluster]'") from None
-
-    cluster = None if scheduler else local_cluster(workers)
-    client = Client(scheduler or cluster)
-    if scheduler:
-        _warn_about_malloc_trim(client)
-    try:
-        def map_unordered(function, jobs) -> Iterator:
-            futures = [client.submit(function, *job, pure=False) for job in jobs]
-            for future in as_completed(futures):
-                yield future.result()
-                future.release()
-
-        yield map_unordered
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # ------------------------------------------------------------------ runs

@@ -26,6 +26,8 @@ from .threshold import top_percent_mask
 
 @dataclass(frozen=True)
 class MapComparison:
+    """A subject's map against a population map (``compare_maps``)."""
+
     difference: Volume      #: subject - population on the population's grid
     dice_top: float         #: Dice of the top ``top_percent`` % voxels of each map
     correlation: float      #: Pearson r over the brain
@@ -33,6 +35,7 @@ class MapComparison:
     voxels: int             #: voxels compared (the template brain)
 
     def summary(self) -> str:
+        """Three lines for the Population widget: Dice of the top k %, correlation, voxels compared."""
         return (f"Dice of top {self.top_percent:g} %   {self.dice_top:.2f}\n"
                 f"correlation        {self.correlation:.2f}\n"
                 f"voxels compared    {self.voxels}")
@@ -55,6 +58,7 @@ def template_resolution(volume: Volume) -> int:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient 2|A and B| / (|A| + |B|) of two boolean masks; 1 when both are empty."""
     total = int(a.sum()) + int(b.sum())
     return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
 

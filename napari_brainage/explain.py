@@ -42,6 +42,8 @@ LABELS = {m.value: m.label for m in Method}
 
 @dataclass(frozen=True)
 class MethodSettings:
+    """Settings of the Captum baselines (steps, samples, noise sd, patch sizes) and mirror averaging."""
+
     ig_steps: int = 50
     smoothgrad_samples: int = 20
     smoothgrad_sd: float = 0.1

@@ -49,6 +49,8 @@ _SAMPLE_STEP = 2
 
 @dataclass
 class IntensityCheck:
+    """What ``standardise`` made of the stored intensities, and what it found."""
+
     data: np.ndarray                     #: float32, finite, background 0, non-negative
     background: float = 0.0              #: the stored value taken as background (subtracted)
     nonfinite: int = 0                   #: NaN or infinite voxels found

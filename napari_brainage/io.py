@@ -91,6 +91,7 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The voxel grid's shape (X, Y, Z)."""
         return tuple(int(n) for n in self.data.shape)  # type: ignore[return-value]
 
     @property

@@ -30,6 +30,8 @@ def structure_name(label_name: str) -> str:
 
 @dataclass(frozen=True)
 class RegionScore:
+    """An atlas structure (left and right together), its mean importance and its size in voxels."""
+
     region: str
     mean_importance: float
     voxels: int
@@ -91,6 +93,7 @@ def read_region_table(path: str | Path) -> list[RegionScore]:
 
 
 def write_region_table(scores: Iterable[RegionScore], path: str | Path) -> Path:
+    """Write the ranking as a CSV (rank, region, mean_importance, voxels), atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -151,6 +154,7 @@ class PopulationOutputs:
                    effect_size=out.with_name(f"{stem}_effect_size.nii.gz") if two else None)
 
     def all(self) -> list[Path]:
+        """Every file the run may write (to refuse existing ones before it starts)."""
         return [self.mean, self.regions, *self.groups.values(),
                 *(p for p in (self.difference, self.effect_size) if p is not None)]
 

@@ -107,6 +107,7 @@ class QualityReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing was found (status ``pass``)."""
         return self.status == PASS
 
     def summary(self) -> str:

@@ -65,6 +65,7 @@ def qc_verdict(result: AgeResult) -> str:
 
 
 def scan_line(name: str) -> str:
+    """The first line of the result panel: the scan the numbers belong to."""
     return f"scan: {name}"  # short: the panel is narrow, long names stay on one line
 
 

@@ -15,6 +15,8 @@ from .io import Volume, load_volume
 
 @dataclass(frozen=True)
 class Sample:
+    """A bundled scan: its key, file, menu name and (for synthetic subjects) ages."""
+
     key: str           #: identifier used in napari.yaml and the CLI
     filename: str      #: file inside sample_data/
     display_name: str  #: what the napari menu shows

@@ -24,6 +24,7 @@ class RunningStats:
         self.m2 = np.zeros(shape, dtype=np.float64)
 
     def add(self, values: np.ndarray) -> None:
+        """Fold one map in (Welford's update)."""
         if values.shape != self.mean.shape:
             raise ValueError(f"map shape {values.shape} differs from {self.mean.shape}")
         self.count += 1
@@ -50,10 +51,12 @@ class RunningStats:
         return self.m2 / (self.count - 1)
 
     def state(self) -> dict[str, np.ndarray]:
+        """Arrays to save or send between processes (count, mean, m2)."""
         return {"count": np.array(self.count), "mean": self.mean, "m2": self.m2}
 
     @classmethod
     def from_state(cls, state) -> RunningStats:
+        """Statistics from ``state()``'s arrays (copied)."""
         stats = cls(state["mean"].shape)
         stats.count, stats.mean, stats.m2 = int(state["count"]), state["mean"].copy(), state["m2"].copy()
         return stats

@@ -16,6 +16,8 @@ from .space.display import obliquity_degrees, orientation_name
 
 @dataclass(frozen=True)
 class ScanSummary:
+    """A scan's geometry and intensities, as ``summarise`` measured them."""
+
     shape: tuple[int, int, int]
     voxel_size_mm: tuple[float, float, float]
     orientation: str            #: e.g. 'LAS': the direction each voxel axis points to

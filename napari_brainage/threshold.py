@@ -68,6 +68,7 @@ class Thresholder:
 
     @property
     def value_range(self) -> tuple[float, float]:
+        """Lowest and highest value among the counted voxels."""
         return float(self._sorted[0]), float(self._sorted[-1])
 
     def value_for_top_percent(self, percent: float) -> float:
@@ -97,4 +98,5 @@ class Thresholder:
         return out
 
     def top_percent(self, percent: float, out: np.ndarray | None = None) -> np.ndarray:
+        """Mask of the top ``percent`` % of the counted voxels (see ``mask`` for ``out``)."""
         return self.mask(self.value_for_top_percent(percent), out=out)

@@ -120,6 +120,8 @@ class Made:
 
 @dataclass(frozen=True)
 class Kind:
+    """A kind of real-world file: its name, group, what is expected of it, and how to make it."""
+
     name: str
     group: str
     expected: str
@@ -127,6 +129,7 @@ class Kind:
 
     @property
     def description(self) -> str:
+        """The first paragraph of the maker's docstring, on one line."""
         doc = (self.make.__doc__ or "").strip()
         return " ".join(doc.split("\n\n")[0].split())
 

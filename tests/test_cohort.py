@@ -154,7 +154,7 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
     pytest.importorskip("distributed")
     from dask.distributed import Client
 
-    from napari_brainage.cohort import local_cluster
+    from napari_brainage.parallel import local_cluster
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with local_cluster(1) as cluster, Client(cluster) as client:

@@ -88,10 +88,12 @@ class ModelCard:
     format: int = CARD_FORMAT
 
     def to_json(self) -> str:
+        """The card as indented JSON (the content of ``model_card.json``)."""
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelCard":
+        """A card from its JSON dictionary; :class:`ModelError` for another card format."""
         data = dict(data)
         if data.get("format") != CARD_FORMAT:
             raise ModelError(f"model card format {data.get('format')!r} is not {CARD_FORMAT}")

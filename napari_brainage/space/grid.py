@@ -74,6 +74,7 @@ def to_mni_grid(volume: Volume, resolution_mm: int = 2) -> np.ndarray:
 
 
 def crop(data: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The model's box of a volume on the 2 mm MNI grid (a view, ``spec.crop_shape``)."""
     box = tuple(slice(s, s + n) for s, n in zip(spec.crop_start, spec.crop_shape))
     return data[box]
 

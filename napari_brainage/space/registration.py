@@ -52,6 +52,7 @@ def to_itk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
 
 
 def from_itk(image: sitk.Image) -> np.ndarray:
+    """An ITK image's voxels as an (X, Y, Z) array (ITK stores Z, Y, X)."""
     return np.ascontiguousarray(sitk.GetArrayFromImage(image).T)
 
 

@@ -68,10 +68,12 @@ class TemplateKit:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The grid's shape (91 x 109 x 91 at 2 mm)."""
         return self.t1.shape  # type: ignore[return-value]
 
     @property
     def voxel_volume_ml(self) -> float:
+        """One voxel's volume in millilitres."""
         return float(self.resolution_mm**3) / 1000.0
 
     def label_mask(self, *names: str) -> np.ndarray:
@@ -84,10 +86,12 @@ class TemplateKit:
 
 
 def template_dir() -> Path:
+    """The folder of the bundled template files (``sample_data/template``)."""
     return sample_data_dir() / "template"
 
 
 def read_label_names(path: Path | None = None) -> dict[int, str]:
+    """Atlas label -> structure name, from the bundled Harvard-Oxford table (or ``path``)."""
     path = path or template_dir() / LABEL_NAMES_FILE
     with open(path, newline="") as handle:
         return {int(row["label"]): row["name"] for row in csv.DictReader(handle)}

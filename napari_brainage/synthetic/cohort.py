@@ -5,10 +5,8 @@
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +14,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import Volume, atomic_path, save_volume
+from ..parallel import ordered_map
 from .config import CohortConfig
 from .model import AgeingModel, SyntheticScan, ageing_model
 
 
 @dataclass(frozen=True)
 class Participant:
+    """One synthetic subject: name, chronological age and brain age (years) and, with
+    heterogeneous ageing, each region's own age."""
+
     subject: str
     age: float
     brain_age: float
@@ -103,24 +105,11 @@ def generate_cohort(
     participants = draw_participants(n, seed, config)
     jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz") for i, p in enumerate(participants)]
     volumes: dict[int, dict[str, float]] = {}
-    if workers == 1:
-        results = map(_make_subject, jobs)
-        for done, (index, vol) in enumerate(results, 1):
-            volumes[index] = vol
-            if progress:
-                progress(done, n)
-    else:
-        # fork lets workers inherit the built model; one torch thread each, so
-        # processes do not oversubscribe the cores (and libgomp is never
-        # re-entered after the fork).
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=_single_threaded) as pool:
-            for done, (index, vol) in enumerate(pool.map(_make_subject, jobs, chunksize=4), 1):
-                volumes[index] = vol
-                if progress:
-                    progress(done, n)
+    # Forked workers inherit the ageing model built above (building it takes seconds).
+    for done, (index, vol) in enumerate(ordered_map(_make_subject, jobs, workers, inherit=True), 1):
+        volumes[index] = vol
+        if progress:
+            progress(done, n)
 
     region_names = [r.name for r in config.regions]
     with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
@@ -134,12 +123,6 @@ def generate_cohort(
                              *[f"{volumes[i][name]:.3f}" for name in region_names],
                              *[f"{age:.2f}" for _, age in p.region_ages]])
     return table
-
-
-def _single_threaded() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def write_ground_truth(model: AgeingModel, folder: Path) -> dict[str, Path]:

@@ -39,6 +39,8 @@ class AgeingModel:
     # ---- building
     @classmethod
     def build(cls, config: CohortConfig) -> "AgeingModel":
+        """Region masks, velocity fields and the strength calibration for ``config``
+        (takes seconds; ``ageing_model`` caches it)."""
         kit = load_template(config.resolution_mm)
         csf_like = kit.t1 < np.percentile(kit.t1[kit.brain], 15)
         masks = {}
@@ -246,6 +248,8 @@ class AgeingModel:
 
 @dataclass
 class SyntheticScan:
+    """One synthetic subject's scan, its brain age (years) and its regions' volumes (mL)."""
+
     data: np.ndarray            #: int16 T1, MNI grid
     affine: np.ndarray
     brain_age: float

@@ -53,12 +53,14 @@ def train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indice
 
 
 def batches(indices: np.ndarray, size: int, rng: np.random.Generator | None):
+    """``indices`` in batches of ``size``, shuffled by ``rng`` (in order without one)."""
     order = rng.permutation(indices) if rng is not None else indices
     for start in range(0, len(order), size):
         yield order[start:start + size]
 
 
 def as_tensor(scans: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Model inputs (N, X, Y, Z) as a (N, 1, X, Y, Z) tensor on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(scans))[:, None].to(device)
 
 
@@ -69,6 +71,7 @@ class Checkpoint:
         self.path = folder / "checkpoints" / f"{part}_last.pt"
 
     def save(self, model, optimiser, epoch: int, best: float, scheduler=None) -> None:
+        """Write the checkpoint atomically: weights, optimiser, scheduler, epoch, best score."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
                  "best": best, "scheduler": scheduler.state_dict() if scheduler else {}}
@@ -76,6 +79,7 @@ class Checkpoint:
             torch.save(state, tmp)
 
     def load(self, model, optimiser, scheduler=None) -> tuple[int, float] | None:
+        """Restore the checkpoint into ``model``/``optimiser``/``scheduler``; (epoch, best) or None without one."""
         if not self.path.is_file():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -93,6 +97,7 @@ def adopt_best_weights(out: Path, filename: str, card: ModelCard) -> None:
 
 
 def prepare_out(out: Path, part: str, resume: bool) -> None:
+    """Make the model folder; ``FileExistsError`` when it already holds this part's weights and ``resume`` is off."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / (PREDICTOR_FILE if part == "predictor" else NOISE_MODEL_FILE)
     if target.exists() and not resume:
