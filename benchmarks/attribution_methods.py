@@ -2,10 +2,14 @@
 
 For each held-out synthetic subject and each method (``explain.METHODS``):
 
-* subject AUROC: the map's values as scores for the ground-truth ageing union,
-  within the brain (the same definition as benchmarks/evaluate_model.py);
+* subject AUROC, average precision (AP) and Dice@GT: the map's values as scores
+  for the ground-truth ageing union, within the brain (``metrics``; the same
+  definitions as benchmarks/evaluate_model.py);
 * relevance mass: share of the map's total inside the ground truth;
-* population AUROC: the same for the mean map over the subjects;
+* population AUROC, AP and Dice@GT: the same for the mean map over the subjects;
+* two nulls in the same table (issue 18): the depth-only map
+  (``metrics.depth_map``) and the noise model's population map used as every
+  subject's map; and chance (AP = the truth's share of the brain);
 * faithfulness (deletion): the top k % of brain voxels by the map (k = 1, 2, 5,
   10, 20) are replaced by a blurred copy of the scan (Gaussian, sigma 3 voxels:
   removes detail without an out-of-distribution hole), and the change in
@@ -19,7 +23,8 @@ scan and its mirror image, the baselines single-pass as published. ``--mirror
 on`` mirror-averages the baselines too (rows labelled so), ``--mirror off``
 runs the noise model single-pass: with ``--merge`` these add like-for-like rows.
 
-Writes a markdown table (stdout and --table) and a bar plot (--plot).
+Writes a markdown table (stdout and --table) and a bar plot (--plot) with the
+nulls as reference lines.
 
 Usage: python benchmarks/attribution_methods.py --cohort HELDOUT [--limit 100] \
            [--table docs/attribution_methods.md] [--plot docs/attribution_methods.png]
@@ -88,7 +93,7 @@ def main() -> None:
     from napari_brainage.explain import LABELS, METHODS, MethodSettings, attribution
     from napari_brainage.inference import collect_inputs, load_model
     from napari_brainage.io import load_volume
-    from napari_brainage.metrics import auroc, relevance_mass
+    from napari_brainage.metrics import depth_map, localisation, relevance_mass
     from napari_brainage.space.grid import crop, to_model_input, uncrop
     from napari_brainage.space.template import load_template
     from napari_brainage.stats import RunningStats
@@ -121,32 +126,49 @@ def main() -> None:
     previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
     earlier_merges = [line for line in existing.splitlines() if line.startswith("Rows re-measured")]
     rng = np.random.default_rng(0)
+    depth = localisation(depth_map(brain, 2.0), union, brain)
+    chance = float(union[brain].mean())
 
     def report(done: int):
         random_area = float(np.mean(random_deletion))
         rows = []
         for method in methods:
             s = scores[method]
-            rows.append((label_of(method), auroc(population[method].mean, union, brain), float(np.mean(s["auroc"])),
-                         float(np.min(s["auroc"])), float(np.mean(s["mass"])),
-                         float(np.mean(s["deletion"])) / random_area, float(np.median(s["seconds"]))))
+            pop = localisation(population[method].mean, union, brain)
+            rows.append((label_of(method), pop["auroc"], pop["ap"], pop["dice_at_gt"], float(np.mean(s["auroc"])),
+                         float(np.min(s["auroc"])), float(np.mean(s["ap"])), float(np.mean(s["dice_at_gt"])),
+                         float(np.mean(s["mass"])), float(np.mean(s["deletion"])) / random_area,
+                         float(np.median(s["seconds"]))))
         if previous:
             measured = {r[0]: r for r in rows}
             fresh = set(measured)
             rows = [measured.get(label, old) for label, old in previous.items()]
             rows += [r for label, r in measured.items() if label not in previous]
             rows.sort(key=lambda r: table_order(r[0]))
-        seconds_of = {r[0]: r[6] for r in rows}
+        seconds_of = {r[0]: r[10] for r in rows}
         noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))  # the plugin's noise map
         lines = [f"{done} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..; "
-                 "ground truth: the ageing union; "
+                 f"ground truth: the ageing union ({100 * chance:.1f} % of the brain); "
                  f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
-                 "| method | population AUROC | subject AUROC, mean (min) | relevance mass | deletion AUC / random "
-                 "| s per map | time vs noise model |",
-                 "|---|---|---|---|---|---|---|"]
-        for label, pop, mean, low, mass, deletion, seconds in rows:
-            lines.append(f"| {label} | {pop:.3f} | {mean:.3f} ({low:.3f}) | {mass:.3f} | {deletion:.2f} | "
-                         f"{seconds:.2f} | {seconds / noise_seconds:.1f}x |")
+                 "| method | population AUROC | population AP | population Dice@GT | subject AUROC, mean (min) "
+                 "| subject AP | subject Dice@GT | relevance mass | deletion AUC / random | s per map "
+                 "| time vs noise model |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for label, pop, pop_ap, pop_dice, mean, low, ap, dice, mass, deletion, seconds in rows:
+            lines.append(f"| {label} | {pop:.3f} | {pop_ap:.3f} | {pop_dice:.3f} | {mean:.3f} ({low:.3f}) "
+                         f"| {ap:.3f} | {dice:.3f} | {mass:.3f} | {deletion:.2f} | {seconds:.2f} "
+                         f"| {seconds / noise_seconds:.1f}x |")
+        if LABELS["noise"] in seconds_of and "noise" in population:  # the population map as every subject's
+            pop = localisation(population["noise"].mean, union, brain)
+            nulls = [("null: the noise model's population map as every subject's map", pop),
+                     ("null: depth only (distance to the brain's edge)", depth)]
+        else:
+            nulls = [("null: depth only (distance to the brain's edge)", depth)]
+        for label, null in nulls:
+            lines.append(f"| {label} | {null['auroc']:.3f} | {null['ap']:.3f} | {null['dice_at_gt']:.3f} "
+                         f"| {null['auroc']:.3f} | {null['ap']:.3f} | {null['dice_at_gt']:.3f} | - | - | - | - |")
+        lines.append(f"| chance | 0.500 | {chance:.3f} | {chance:.3f} | 0.500 | {chance:.3f} | {chance:.3f} "
+                     "| - | - | - | - |")
         lines.append("")
         lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
         if previous:
@@ -169,7 +191,8 @@ def main() -> None:
                                   "\n\n" + text + "\n")
         return rows
 
-    scores = {m: {"auroc": [], "mass": [], "deletion": [], "seconds": []} for m in methods}
+    scores = {m: {"auroc": [], "ap": [], "dice_at_gt": [], "mass": [], "deletion": [], "seconds": []}
+              for m in methods}
     random_deletion = []
     population = {m: RunningStats(kit.shape) for m in methods}
     for i, item in enumerate(inputs, 1):
@@ -184,15 +207,16 @@ def main() -> None:
             scores[method]["seconds"].append(time.perf_counter() - tic)
             full = uncrop(values, spec)
             population[method].add(full)
-            scores[method]["auroc"].append(auroc(full, union, brain))
+            for key, value in localisation(full, union, brain).items():
+                scores[method][key].append(value)
             scores[method]["mass"].append(relevance_mass(full, union, brain))
             scores[method]["deletion"].append(deletion_curve(x, values, model.predictor, blurred, inside))
-        print(f"{i}/{len(inputs)} " + " ".join(f"{m} {scores[m]['auroc'][-1]:.3f}" for m in methods), flush=True)
+        print(f"{i}/{len(inputs)} " + " ".join(f"{m} {scores[m]['ap'][-1]:.3f}" for m in methods), flush=True)
         if i % 10 == 0 or i == len(inputs):  # a table so far, in case the run is cut short
             rows = report(i)
 
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, depth, chance)
 
 
 def table_order(label: str) -> tuple[int, bool]:
@@ -204,19 +228,24 @@ def table_order(label: str) -> tuple[int, bool]:
 
 
 def read_table(path: Path) -> dict[str, tuple]:
-    """Rows of a table this script wrote, by method label (the same tuples report() makes)."""
+    """Method rows of a table this script wrote, by label (the same tuples report() makes);
+    the null and chance rows are measured anew by every run."""
     rows = {}
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 7 or not cells[1][:1].isdigit():
+        if len(cells) != 11 or not cells[1][:1].isdigit() or cells[0].startswith(("null", "chance")):
             continue
-        mean, low = cells[2].replace("(", "").replace(")", "").split()
-        rows[cells[0]] = (cells[0], float(cells[1]), float(mean), float(low), float(cells[3]), float(cells[4]),
-                          float(cells[5]))
+        mean, low = cells[4].replace("(", "").replace(")", "").split()
+        numbers = [float(c) for c in (cells[1], cells[2], cells[3], mean, low, *cells[5:10])]
+        rows[cells[0]] = (cells[0], *numbers)
+    if not rows:
+        raise SystemExit(f"{path}: no method rows in this script's current format; run without --merge")
     return rows
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, depth: dict[str, float], chance: float) -> None:
+    """Population AP, subject AP and deletion per method; the depth-only null and
+    chance as reference lines on the AP panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,16 +253,19 @@ def plot(rows, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     labels = [r[0] for r in rows]
-    for ax, column, title in zip(axes, (1, 2, 5), ("population AUROC", "subject AUROC (mean)",
+    for ax, column, title in zip(axes, (2, 6, 9), ("population AP", "subject AP (mean)",
                                                     "deletion AUC / random")):
         # Variants (single pass, mirror-averaged) paler than the methods as the plugin runs them.
         colours = [("#d95f02" if r[0].startswith("noise") else "#7570b3") + ("80" if table_order(r[0])[1] else "")
                    for r in rows]
         bars = ax.barh(labels, [r[column] for r in rows], color=colours)
-        ax.bar_label(bars, fmt="%.3f" if column in (1, 2) else "%.2f", padding=2, fontsize=8)
+        ax.bar_label(bars, fmt="%.3f" if column in (2, 6) else "%.2f", padding=2, fontsize=8)
         ax.set_title(title)
-        if column in (1, 2):
-            ax.set_xlim(0.5, 1.06)  # room for the labels; the AUROCs that matter differ in the 3rd decimal
+        if column in (2, 6):
+            ax.axvline(depth["ap"], color="black", linestyle="--", linewidth=1, label="depth-only null")
+            ax.axvline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
+            ax.set_xlim(0, 1.0)
+            ax.legend(loc="lower right", fontsize=7)
         else:
             ax.set_xlim(0, max(r[column] for r in rows) * 1.18)
         ax.invert_yaxis()

@@ -8,8 +8,12 @@ Prints, and with --update-card writes into the model card:
 * predictor MAE against chronological age, the generator's irreducible error
   (mean |brain_age - age| of the same subjects) and their ratio; correlation of
   the predicted gap (predicted - age) with the true gap (brain_age - age);
-* localisation: AUROC, within the brain, of each subject's importance map and
-  of the population map against the ground-truth ageing union; the atlas
+* localisation: AUROC, average precision (AP) and Dice@GT (``metrics``), within
+  the brain, of each subject's importance map and of the population map
+  against the ground-truth ageing union, beside two nulls measured in the same
+  run: the depth-only map (``metrics.depth_map``: each voxel's distance to the
+  brain's edge, no model, no subject) and the population map used as every
+  subject's map; chance AP is the truth's share of the brain. The atlas
   structures ranked by the population map's mean importance, next to the
   ranking of the ground-truth mask itself (what a perfect map would give);
 * CPU time per scan for a predicted age and for an importance map (2 mm input,
@@ -40,7 +44,7 @@ from napari_brainage.inference import (  # noqa: E402
     predict_age,
 )
 from napari_brainage.io import load_volume  # noqa: E402
-from napari_brainage.metrics import auroc, relevance_mass  # noqa: E402
+from napari_brainage.metrics import depth_map, localisation, relevance_mass  # noqa: E402
 from napari_brainage.model.card import write_card  # noqa: E402
 from napari_brainage.population import rank_regions  # noqa: E402
 from napari_brainage.space.grid import to_model_input, uncrop  # noqa: E402
@@ -64,7 +68,7 @@ def main() -> None:
     union = load_volume(args.cohort / "ground_truth" / "union.nii.gz").data.astype(bool)
     brain = kit.brain & (uncrop(np.ones(model.card.input.crop_shape), model.card.input) > 0)
 
-    predicted, ages, brain_ages, subject_aurocs, masses = [], [], [], [], []
+    predicted, ages, brain_ages, subject_scores, masses = [], [], [], [], []
     t_predict, t_map, t_forward = [], [], []
     population = RunningStats(kit.shape)
     for i, item in enumerate(inputs):
@@ -82,7 +86,7 @@ def main() -> None:
             t_forward.append(time.perf_counter() - tic)
         full = uncrop(importance_in_model_space(volume, model, device), model.card.input)
         population.add(full)
-        subject_aurocs.append(auroc(full, union, brain))
+        subject_scores.append(localisation(full, union, brain))
         masses.append(relevance_mass(full, union, brain))
         predicted.append(result.predicted_age)
         ages.append(item.age)
@@ -95,6 +99,10 @@ def main() -> None:
     irreducible = float(np.abs(brain_ages - ages).mean())
     gap_r = float(np.corrcoef(predicted - ages, brain_ages - ages)[0, 1])
     population_map = population.mean.astype(np.float32)
+    subject = {key: np.array([s[key] for s in subject_scores]) for key in ("auroc", "ap", "dice_at_gt")}
+    population_scores = localisation(population_map, union, brain)
+    depth_scores = localisation(depth_map(brain, 2.0), union, brain)
+    chance_ap = float(union[brain].mean())
     ranked = rank_regions(population_map, kit)
     # A perfect map is the ageing mask itself: its ranking is the reference the
     # map's ranking should reproduce.
@@ -106,9 +114,18 @@ def main() -> None:
         "mae_ratio_to_irreducible": round(mae / irreducible, 3),
         "brain_age_mae_years": round(float(np.abs(predicted - brain_ages).mean()), 3),
         "gap_correlation": round(gap_r, 3),
-        "subject_auroc_mean": round(float(np.mean(subject_aurocs)), 4),
-        "subject_auroc_min": round(float(np.min(subject_aurocs)), 4),
-        "population_auroc": round(auroc(population_map, union, brain), 4),
+        "subject_auroc_mean": round(float(subject["auroc"].mean()), 4),
+        "subject_auroc_min": round(float(subject["auroc"].min()), 4),
+        "subject_ap_mean": round(float(subject["ap"].mean()), 4),
+        "subject_ap_min": round(float(subject["ap"].min()), 4),
+        "subject_dice_at_gt_mean": round(float(subject["dice_at_gt"].mean()), 4),
+        "population_auroc": round(population_scores["auroc"], 4),
+        "population_ap": round(population_scores["ap"], 4),
+        "population_dice_at_gt": round(population_scores["dice_at_gt"], 4),
+        "null_depth_auroc": round(depth_scores["auroc"], 4),
+        "null_depth_ap": round(depth_scores["ap"], 4),
+        "null_depth_dice_at_gt": round(depth_scores["dice_at_gt"], 4),
+        "chance_ap": round(chance_ap, 4),
         "population_relevance_mass": round(relevance_mass(population_map, union, brain), 4),
         "subject_relevance_mass_mean": round(float(np.mean(masses)), 4),
         "top_regions": [s.region for s in ranked[:5]],
@@ -126,8 +143,20 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| MAE vs age / irreducible | {mae:.2f} / {irreducible:.2f} y = {mae / irreducible:.2f}x | <= 1.25x |")
     print(f"| gap correlation | {gap_r:.3f} | >= 0.7 |")
-    print(f"| population AUROC | {metrics['population_auroc']:.3f} | >= 0.90 |")
-    print(f"| subject AUROC (mean) | {metrics['subject_auroc_mean']:.3f} | |")
+    print()
+    print("| map (against the ageing union, in the brain) | subject AUROC, mean (min) | subject AP, mean (min) "
+          "| subject Dice@GT | population AUROC | population AP | population Dice@GT |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| noise model | {subject['auroc'].mean():.3f} ({subject['auroc'].min():.3f}) | {subject['ap'].mean():.3f} "
+          f"({subject['ap'].min():.3f}) | {subject['dice_at_gt'].mean():.3f} | {population_scores['auroc']:.3f} "
+          f"| {population_scores['ap']:.3f} | {population_scores['dice_at_gt']:.3f} |")
+    print(f"| null: the population map as every subject's map | {population_scores['auroc']:.3f} "
+          f"| {population_scores['ap']:.3f} | {population_scores['dice_at_gt']:.3f} | | | |")
+    print(f"| null: depth only (distance to the brain's edge) | {depth_scores['auroc']:.3f} | {depth_scores['ap']:.3f} "
+          f"| {depth_scores['dice_at_gt']:.3f} | {depth_scores['auroc']:.3f} | {depth_scores['ap']:.3f} "
+          f"| {depth_scores['dice_at_gt']:.3f} |")
+    print(f"| chance | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} |")
+    print()
     print(f"| top regions | {', '.join(metrics['top_regions'][:3])} (hippocampus #{metrics['hippocampus_rank']}) "
           f"| ground truth's own: {', '.join(metrics['ground_truth_top_regions'][:3])} |")
     print(f"| s per predicted age (bare forward) | {metrics['seconds_predict_median']:.3f} "
