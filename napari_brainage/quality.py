@@ -160,7 +160,9 @@ def axis_sharpness(data: np.ndarray) -> np.ndarray:
     inside = data > 0.1 * np.percentile(positive, 90)
     sharpness = []
     for axis in range(3):
-        x, m = np.moveaxis(data, axis, 0), np.moveaxis(inside, axis, 0)
+        # Every second line across the axis is plenty for a ratio of means (4x less work).
+        lines = tuple(slice(None) if a == axis else slice(None, None, 2) for a in range(3))
+        x, m = np.moveaxis(data[lines], axis, 0), np.moveaxis(inside[lines], axis, 0)
         if x.shape[0] < 3:
             return np.ones(3)
         first, second = x[2:] - x[1:-1], x[2:] - 2 * x[1:-1] + x[:-2]

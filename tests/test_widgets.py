@@ -87,6 +87,13 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
     np.testing.assert_array_equal(overlay.affine.affine_matrix, scan.affine.affine_matrix)
     assert overlay.colormap.name == "inferno (see-through)" and overlay.blending == "translucent"
     assert overlay.colormap.map(np.array([0.0]))[0, 3] == 0  # low importance: the scan shows through
+    # Default display from the map's own distribution: transparent below its median,
+    # its top tenth in the brightest colour; the colour bar says what the colours mean.
+    inside = overlay.data[overlay.data > 0]
+    low, high = overlay.contrast_limits
+    assert (inside < low).mean() == pytest.approx(0.5, abs=0.01)
+    assert (inside >= high).mean() == pytest.approx(0.10, abs=0.01)
+    assert overlay.colorbar.visible
     # Same voxels as the core's map, in napari's display layout.
     from napari_brainage._napari.layers import layer_to_volume
 

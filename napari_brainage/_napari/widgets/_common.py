@@ -116,7 +116,9 @@ def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, met
     layer_kwargs["metadata"][MAP_KIND] = kind
     if name in viewer.layers:
         viewer.layers.remove(name)
-    return viewer.add_image(data, **layer_kwargs)
+    layer = viewer.add_image(data, **layer_kwargs)
+    layer.colorbar.visible = True  # the values behind the colours, in the view and in exported snapshots
+    return layer
 
 
 # ------------------------------------------------------------------ workers
@@ -226,15 +228,23 @@ def overlay_colormap(name: str = "inferno"):
     return Colormap(colors=colors, controls=positions, name=f"{name} (see-through)")
 
 
-def map_contrast_limits(values: np.ndarray, lower_percentile: float = 50.0) -> tuple[float, float]:
-    """Colour the upper half of a map's in-brain values: with the see-through
-    colormap the lower half stays invisible, so the scan shows through where the
-    model did not look."""
+#: A map's default display: its top this many per cent of in-brain voxels in the
+#: brightest colour, fading to transparent at the median (issue 18: importance
+#: is high over most of the brain, so limits at the map's maximum showed one
+#: broad glow; the top decile is where the eye should go).
+SATURATED_TOP_PERCENT = 10.0
+
+
+def map_contrast_limits(values: np.ndarray, lower_percentile: float = 50.0,
+                        saturated_top_percent: float = SATURATED_TOP_PERCENT) -> tuple[float, float]:
+    """Contrast limits from the map's own distribution over its in-brain (non-zero)
+    voxels: transparent up to the ``lower_percentile`` (the scan shows through where
+    the model did not look), saturated over the top ``saturated_top_percent`` %."""
     values = np.asarray(values)
     inside = values[values > 0]
     if inside.size == 0:
         return (0.0, 1.0)
-    low, high = np.percentile(inside, [lower_percentile, 99.5])
+    low, high = np.percentile(inside, [lower_percentile, 100.0 - saturated_top_percent])
     return float(low), float(max(high, low + 1e-3))
 
 
