@@ -25,16 +25,9 @@ from scipy.stats import rankdata
 
 def auroc(scores: np.ndarray, positives: np.ndarray, domain: np.ndarray | None = None) -> float:
     """Area under the ROC curve of ``scores`` separating ``positives`` within ``domain``."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = np.asarray(positives, dtype=bool)
-    if domain is not None:
-        domain = np.asarray(domain, dtype=bool)
-        scores, positives = scores[domain], positives[domain]
-    scores, positives = scores.ravel(), positives.ravel()
+    scores, positives = _within(scores, positives, domain)
     n_pos = int(positives.sum())
     n_neg = positives.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both positive and negative voxels")
     ranks = rankdata(scores)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
