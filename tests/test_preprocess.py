@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari_brainage.variants import GROUPS
+
 from conftest import make_affine, phantom, rotation
 from scipy import ndimage
 
@@ -311,7 +313,8 @@ def test_qc_fails_a_non_brain_volume_and_a_cut_field_of_view(bundled):
     assert predict_age(aligned, model, device).qc == "ok"
 
 
-def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(variant_files, variant_clean, bundled):
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(group, variant_files, variant_clean, bundled):
     """The variants generator's files (tests/conftest.py), through the path a user
     takes: files whose voxels are the clean scan's (other field of view, axis order,
     header, storage, intensity scale or offset) get exactly its age; moved,
@@ -326,7 +329,9 @@ def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(variant_files
     model, device = bundled
     reference = predict_age(variant_clean, model, device).predicted_age
     problems = []
-    for variant in variant_files:
+    kinds = [v for v in variant_files if v.group == group]  # one group per test: xdist spreads them
+    assert kinds, f"no variant kinds in group {group}"
+    for variant in kinds:
         result = predict_one(ScanInput(variant.name, variant.path), RunOptions(device="cpu"))
         flagged = result.qc_status in ("warn", "fail")
         if result.qc_status == "fail" and (result.predicted_age is not None or not result.error):
