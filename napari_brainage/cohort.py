@@ -218,6 +218,14 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     return results
 
 
+class NothingMapped(InputError):
+    """No scan of a population run could be mapped; ``failed``: (subject, reason) of each."""
+
+    def __init__(self, failed: list[tuple[str, str]]):
+        self.failed = failed
+        super().__init__("no scan could be mapped" + (f" (first error: {failed[0][1]})" if failed else ""))
+
+
 @dataclass
 class PopulationProgress:
     """Where a population run stands: subjects ``done`` of ``total`` (failed ones
@@ -245,7 +253,8 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
     Raises
     ------
     InputError
-        when a resumed checkpoint used another method, or no scan could be mapped.
+        when a resumed checkpoint used another method; ``NothingMapped`` (an
+        ``InputError``) when no scan could be mapped.
     """
     options = options or RunOptions()
     method = options.method.value
@@ -274,7 +283,7 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
                 _save_checkpoint(checkpoint, groups, done, method)
             yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
-        raise InputError("no scan could be mapped" + (f" (first error: {failed[0][1]})" if failed else ""))
+        raise NothingMapped(failed)
     yield PopulationProgress(len(done), len(inputs), list(failed), PopulationResult(groups, failed, method))
 
 

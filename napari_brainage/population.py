@@ -13,6 +13,7 @@ import csv
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -174,9 +175,9 @@ class PopulationResult:
     failed: list[tuple[str, str]]
     method: str = "noise"
 
-    @property
+    @cached_property
     def total(self) -> RunningStats:
-        """Every group's maps together."""
+        """Every group's maps together (merged once: the result is not changed after the run)."""
         shape = next(iter(self.groups.values())).mean.shape
         total = RunningStats(shape)
         for stats in self.groups.values():

@@ -170,11 +170,6 @@ def template_correlation(data: np.ndarray, kit: TemplateKit, present_only: bool 
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def check_preprocessing(mode: str) -> None:
-    """:class:`InputError` unless ``mode`` is one of ``PREPROCESSING_MODES``."""
-    Preprocessing.parse(mode)
-
-
 def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) -> Prepared:
     """``volume`` on the model's 2 mm MNI grid, brain-masked, with its quality report.
 

@@ -16,6 +16,7 @@ from ..io import load_volume
 from ..model.card import (
     InputSpec,
 )
+from ..options import Preprocessing
 from ..parallel import ordered_map
 from ..participants import read_participants
 from .loop import Progress
@@ -58,9 +59,8 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
             raise InputError(f"{table}: training needs an 'age' column")
         rows += table_rows
     rows = rows[:limit]
-    from ..preprocess import check_preprocessing
 
-    check_preprocessing(preprocessing)  # before any worker starts
+    Preprocessing.parse(preprocessing)  # before any worker starts
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
     jobs = [(row["path"], spec, preprocessing) for row in rows]
     flagged, kept, failed = 0, [], []

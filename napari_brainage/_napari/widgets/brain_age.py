@@ -20,7 +20,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
 from ...io import Volume, save_volume
-from ...options import Device, Method, Preprocessing, map_description
+from ...options import Device, Method, Preprocessing, RunOptions, map_description
 from ...participants import age_from_participants
 from ...report import caption_lines, captioned, format_result, notification, save_png, scan_line
 from ..layers import SOURCE_PATH
@@ -48,21 +48,20 @@ _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain
 
 
 @thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
-def _analyse(volume: Volume, age: float | None, model_dir: str | None, device: str, preprocessing: str,
-             method: str = "noise"):
+def _analyse(volume: Volume, age: float | None, options: RunOptions):
     """Generator run in a worker: yields between steps so Cancel can stop it there.
     Any error leaves it as a ``WorkerError`` (see there why not as it is)."""
     try:
         yield _STEPS[0]
-        model, torch_device = load_model(model_dir or None, device, need_noise_model=True)
+        model, torch_device = load_model(options.model_dir, options.device.value, need_noise_model=True)
         yield _STEPS[1]
-        prepared = prepare_input(volume, preprocessing)
+        prepared = prepare_input(volume, options.preprocessing.value)
         yield _STEPS[2]
         result = predict_age(volume, model, torch_device, age, prepared=prepared)
         if result.predicted_age is None:  # failed QC, reported in the result: no age, no map
             return result, None
         yield _STEPS[3]
-        return result, importance_map(volume, model, torch_device, prepared=prepared, method=method)
+        return result, importance_map(volume, model, torch_device, prepared=prepared, method=options.method.value)
     except Exception as err:
         raise WorkerError(err) from err
 
@@ -220,9 +219,10 @@ class BrainAgeWidget(Container):
         except ValueError as err:
             show_error(f"Brain age: {err}")
             return None
-        model_dir = str(self.model.value) if self.model.value is not None else None
-        method = self.method.value
-        worker = _analyse(volume, age, model_dir, self.device.value, self.preprocess.value, method)
+        options = RunOptions(model_dir=self.model.value, device=self.device.value,
+                             preprocessing=self.preprocess.value, method=self.method.value)
+        method = options.method.value
+        worker = _analyse(volume, age, options)
         self._slot.connect(
             worker, yielded=self._on_step,
             returned=lambda out: self._on_done(layer, volume, *out, method=method),

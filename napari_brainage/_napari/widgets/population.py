@@ -29,14 +29,12 @@ from magicgui.widgets import (
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ...cohort import iter_population
+from ...cohort import NothingMapped, iter_population
 from ...compare import compare_maps
-from ...errors import InputError
 from ...inference import collect_inputs
 from ...io import Volume, load_volume
-from ...model.bundle import bundled_model_dir
-from ...options import Device, RunOptions
-from ...population import template_volume
+from ...model.bundle import bundled_model_dir, pick_device
+from ...options import RunOptions
 from ...space.template import load_template
 from ..layers import volume_layer_data
 from ..viewer import show_anatomically
@@ -80,30 +78,17 @@ def _compute(inputs, options: RunOptions):
     noise model maps in one batch.
     """
     try:
-        chunk = 8 if _on_gpu(options) else 1
-        failed: list[str] = []
+        chunk = 8 if pick_device(options.device.value).type == "cuda" else 1
         try:
             for state in iter_population(inputs, options, chunk=chunk):
                 failed = [f"{subject}: {error}" for subject, error in state.failed]
                 if state.result is not None:
-                    result = state.result
-                    return template_volume(result.total.mean, 2), result.total.count, failed
-                yield state.done, state.total, list(failed)
-        except InputError as err:
-            if str(err).startswith("no scan could be mapped"):
-                return None, 0, failed
-            raise
-        return None, 0, failed
+                    return state.result.mean_map(), state.result.total.count, failed
+                yield state.done, state.total, failed
+        except NothingMapped as err:
+            return None, 0, [f"{subject}: {error}" for subject, error in err.failed]
     except Exception as err:  # e.g. RuntimeError, which superqt would swallow
         raise WorkerError(err) from err
-
-
-def _on_gpu(options: RunOptions) -> bool:
-    if options.device is Device.CPU:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 class PopulationWidget(MapPickers, Container):
