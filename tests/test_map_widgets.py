@@ -66,6 +66,14 @@ def test_population_load_compare_and_side_by_side(analysed, tiny_model):
     assert f"Dice of top 15 %   {expected.dice_top:.2f}" in widget.result.value
     assert f"correlation        {expected.correlation:.2f}" in widget.result.value
     difference = viewer.layers[f"difference ({overlay.name} - population)"]
+    # One colour bar at a time (napari does not label them): the topmost shown map's (the
+    # difference layer comes in hidden).
+    shown = [layer for layer in _common.map_layers(viewer) if layer.visible]
+    assert [layer for layer in _common.map_layers(viewer) if layer.colorbar.visible] == shown[-1:]
+    assert not difference.visible and shown
+    difference.visible = True  # shown by the user: now its colour bar is the one
+    assert [layer for layer in _common.map_layers(viewer) if layer.colorbar.visible] == [difference]
+    difference.visible = False
     written = _common.layer_volume(difference)
     np.testing.assert_allclose(written.data, expected.difference.data, atol=1e-5)
     np.testing.assert_array_equal(written.affine, on_disk.affine)  # the template grid

@@ -117,8 +117,19 @@ def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, met
     if name in viewer.layers:
         viewer.layers.remove(name)
     layer = viewer.add_image(data, **layer_kwargs)
-    layer.colorbar.visible = True  # the values behind the colours, in the view and in exported snapshots
+    layer.events.visible.connect(lambda _event: one_colour_bar(viewer))
+    one_colour_bar(viewer)
     return layer
+
+
+def one_colour_bar(viewer: napari.Viewer) -> None:
+    """The values behind the colours, in the view and in exported snapshots: one colour
+    bar, the topmost shown map's (napari does not label colour bars, so two side by side
+    cannot be told apart). Called whenever a map is added or shown or hidden."""
+    maps = map_layers(viewer)
+    shown = [layer for layer in maps if layer.visible]
+    for layer in maps:
+        layer.colorbar.visible = bool(shown) and layer is shown[-1]
 
 
 # ------------------------------------------------------------------ workers
