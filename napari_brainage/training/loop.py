@@ -90,10 +90,17 @@ class Checkpoint:
         return int(state["epoch"]), float(state["best"])
 
 
-def adopt_best_weights(out: Path, filename: str, card: ModelCard) -> None:
-    """On resume, the best weights so far are the file this run wrote atomically."""
-    if (out / filename).is_file():
-        card.weights[filename] = sha256(out / filename)
+def resume(checkpoint: Checkpoint, model, optimiser, scheduler, card: ModelCard, weights: Path
+           ) -> tuple[int, float]:
+    """(first epoch, best score) of a resumed run: restored from ``checkpoint`` when there is
+    one, the best weights so far (``weights``, written atomically by the run) recorded in
+    ``card``; (0, inf) otherwise."""
+    state = checkpoint.load(model, optimiser, scheduler)
+    if state is None:
+        return 0, np.inf
+    if weights.is_file():
+        card.weights[weights.name] = sha256(weights)
+    return state
 
 
 def prepare_out(out: Path, part: str, resume: bool) -> None:

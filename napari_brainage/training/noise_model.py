@@ -27,7 +27,7 @@ from ..model.networks import NoiseUNet, SFCNRegressor, mirror
 from ..model.weights import load_weights, save_weights
 from .config import NOISE_MODEL_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, adopt_best_weights, as_tensor, prepare_out, train_epoch
+from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
 from .objective import brain_mean, noise_loss, noise_reward, noisy_input
 from .predictor import predict_ages
 
@@ -109,10 +109,9 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
                  if config.lr_schedule == "cosine" else None)
     checkpoint = Checkpoint(out, "noise_model")
-    start, best = 0, np.inf
-    if config.resume and (state := checkpoint.load(model, optimiser, scheduler)):
-        start, best = state
-        adopt_best_weights(out, NOISE_MODEL_FILE, card)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / NOISE_MODEL_FILE)
+                   if config.resume else (0, np.inf))
+    if start:
         progress(f"resuming noise-model training after epoch {start} (best validation loss {best:.4f})")
     train, val = split_by_subject(cohort.subjects, config.val_fraction, config.seed)
     clean = predict_ages(predictor, cohort.scans, card, device)

@@ -23,7 +23,7 @@ from ..model.weights import load_weights, save_weights
 from .augment import gaussian_blur, patchy_noise
 from .config import PREDICTOR_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, adopt_best_weights, as_tensor, prepare_out, train_epoch
+from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
 
 
 def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
@@ -80,10 +80,9 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
     checkpoint = Checkpoint(out, "predictor")
-    start, best = 0, np.inf
-    if config.resume and (state := checkpoint.load(model, optimiser, scheduler)):
-        start, best = state
-        adopt_best_weights(out, PREDICTOR_FILE, card)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / PREDICTOR_FILE)
+                   if config.resume else (0, np.inf))
+    if start:
         progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
     targets = (cohort.ages - card.age_mean) / card.age_sd
     progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
