@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DELETION_PERCENTS = (1, 2, 5, 10, 20)
+OWN_TRUTH_NOTE = "; subject maps scored against each subject's own union (moved by its warp)"
 
 
 def deletion_curve(x, order_scores, predictor, blurred, inside) -> float:
@@ -97,6 +98,7 @@ def main() -> None:
     from napari_brainage.space.grid import crop, to_model_input, uncrop
     from napari_brainage.space.template import load_template
     from napari_brainage.stats import RunningStats
+    from napari_brainage.synthetic.cohort import subject_truth_path
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     methods = args.methods or list(METHODS)
@@ -148,7 +150,8 @@ def main() -> None:
         seconds_of = {r[0]: r[10] for r in rows}
         noise_seconds = seconds_of.get(LABELS["noise"], float("nan"))  # the plugin's noise map
         lines = [f"{done} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..; "
-                 f"ground truth: the ageing union ({100 * chance:.1f} % of the brain); "
+                 f"ground truth: the ageing union ({100 * chance:.1f} % of the brain)"
+                 f"{OWN_TRUTH_NOTE if own_truth else ''}; "
                  f"{os.environ['OMP_NUM_THREADS']} CPU threads, torch {torch.__version__}.", "",
                  "| method | population AUROC | population AP | population Dice@GT | subject AUROC, mean (min) "
                  "| subject AP | subject Dice@GT | relevance mass | deletion AUC / random | s per map "
@@ -158,15 +161,19 @@ def main() -> None:
             lines.append(f"| {label} | {pop:.3f} | {pop_ap:.3f} | {pop_dice:.3f} | {mean:.3f} ({low:.3f}) "
                          f"| {ap:.3f} | {dice:.3f} | {mass:.3f} | {deletion:.2f} | {seconds:.2f} "
                          f"| {seconds / noise_seconds:.1f}x |")
+        def mean_scores(rows_):
+            return {key: float(np.mean([r[key] for r in rows_])) for key in ("auroc", "ap", "dice_at_gt")}
+
+        nulls = [("null: depth only (distance to the brain's edge)", depth, mean_scores(subject_depth))]
         if LABELS["noise"] in seconds_of and "noise" in population:  # the population map as every subject's
-            pop = localisation(population["noise"].mean, union, brain)
-            nulls = [("null: the noise model's population map as every subject's map", pop),
-                     ("null: depth only (distance to the brain's edge)", depth)]
-        else:
-            nulls = [("null: depth only (distance to the brain's edge)", depth)]
-        for label, null in nulls:
+            mean_map = population["noise"].mean
+            nulls.insert(0, ("null: the noise model's population map as every subject's map",
+                             localisation(mean_map, union, brain),
+                             mean_scores([localisation(mean_map, t, d) for t, d in subject_truths])))
+        for label, null, per_subject in nulls:
             lines.append(f"| {label} | {null['auroc']:.3f} | {null['ap']:.3f} | {null['dice_at_gt']:.3f} "
-                         f"| {null['auroc']:.3f} | {null['ap']:.3f} | {null['dice_at_gt']:.3f} | - | - | - | - |")
+                         f"| {per_subject['auroc']:.3f} | {per_subject['ap']:.3f} | {per_subject['dice_at_gt']:.3f} "
+                         "| - | - | - | - |")
         lines.append(f"| chance | 0.500 | {chance:.3f} | {chance:.3f} | 0.500 | {chance:.3f} | {chance:.3f} "
                      "| - | - | - | - |")
         lines.append("")
@@ -194,6 +201,8 @@ def main() -> None:
     scores = {m: {"auroc": [], "ap": [], "dice_at_gt": [], "mass": [], "deletion": [], "seconds": []}
               for m in methods}
     random_deletion = []
+    own_truth = all(subject_truth_path(args.cohort, item.subject).exists() for item in inputs)
+    subject_truths, subject_depth = [], []
     population = {m: RunningStats(kit.shape) for m in methods}
     for i, item in enumerate(inputs, 1):
         x_np = to_model_input(load_volume(item.path), spec)
@@ -201,15 +210,22 @@ def main() -> None:
         blurred = torch.from_numpy(ndimage.gaussian_filter(x_np, 3.0).astype(np.float32))
         inside = brain_crop & (x_np > 0)
         random_deletion.append(deletion_curve(x, rng.random(x_np.shape), model.predictor, blurred, inside))
+        if own_truth:  # the subject's own truth, on its scan (see evaluate_model.py)
+            truth = load_volume(subject_truth_path(args.cohort, item.subject)).data.astype(bool)
+            domain = brain & (uncrop(x_np, spec) > 0)
+        else:
+            truth, domain = union, brain
+        subject_truths.append((truth, domain))
+        subject_depth.append(localisation(depth_map(domain, 2.0), truth, domain))
         for method in methods:
             tic = time.perf_counter()
             values = attribution(x, model, method, settings)
             scores[method]["seconds"].append(time.perf_counter() - tic)
             full = uncrop(values, spec)
             population[method].add(full)
-            for key, value in localisation(full, union, brain).items():
+            for key, value in localisation(full, truth, domain).items():
                 scores[method][key].append(value)
-            scores[method]["mass"].append(relevance_mass(full, union, brain))
+            scores[method]["mass"].append(relevance_mass(full, truth, domain))
             scores[method]["deletion"].append(deletion_curve(x, values, model.predictor, blurred, inside))
         print(f"{i}/{len(inputs)} " + " ".join(f"{m} {scores[m]['ap'][-1]:.3f}" for m in methods), flush=True)
         if i % 10 == 0 or i == len(inputs):  # a table so far, in case the run is cut short

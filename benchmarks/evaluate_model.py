@@ -9,11 +9,16 @@ Prints, and with --update-card writes into the model card:
   (mean |brain_age - age| of the same subjects) and their ratio; correlation of
   the predicted gap (predicted - age) with the true gap (brain_age - age);
 * localisation: AUROC, average precision (AP) and Dice@GT (``metrics``), within
-  the brain, of each subject's importance map and of the population map
-  against the ground-truth ageing union, beside two nulls measured in the same
-  run: the depth-only map (``metrics.depth_map``: each voxel's distance to the
-  brain's edge, no model, no subject) and the population map used as every
-  subject's map; chance AP is the truth's share of the brain. The atlas
+  the brain, of each subject's importance map against that subject's own
+  ground truth (``ground_truth/subjects/``: the ageing union moved by the
+  subject's warp; cohorts made before it existed fall back to the template's
+  union) and of the population map against the template's union, beside two
+  nulls measured in the same run and scored the same way: the depth-only map
+  (``metrics.depth_map``: each voxel's distance to the brain's edge, no model,
+  no subject) and the population map used as every subject's map; chance AP is
+  the truth's share of the brain. A reference row scores each subject's own
+  truth against the template's union: what a perfect subject map would get
+  from the template's truth. The atlas
   structures ranked by the population map's mean importance, next to the
   ranking of the ground-truth mask itself (what a perfect map would give);
 * CPU time per scan for a predicted age and for an importance map (2 mm input,
@@ -50,6 +55,7 @@ from napari_brainage.population import rank_regions  # noqa: E402
 from napari_brainage.space.grid import to_model_input, uncrop  # noqa: E402
 from napari_brainage.space.template import load_template  # noqa: E402
 from napari_brainage.stats import RunningStats  # noqa: E402
+from napari_brainage.synthetic.cohort import subject_truth_path  # noqa: E402
 
 
 def main() -> None:
@@ -68,7 +74,13 @@ def main() -> None:
     union = load_volume(args.cohort / "ground_truth" / "union.nii.gz").data.astype(bool)
     brain = kit.brain & (uncrop(np.ones(model.card.input.crop_shape), model.card.input) > 0)
 
+    # Each subject's map is scored against the subject's own truth (the union moved by
+    # the subject's warp) when the cohort has it; the template's union would cap a
+    # perfect subject map's AP near 0.6 (the nuisance moves the thin truth 1-2 voxels).
+    own_truth = all(subject_truth_path(args.cohort, item.subject).exists() for item in inputs)
     predicted, ages, brain_ages, subject_scores, masses = [], [], [], [], []
+    null_scores: dict[str, list[dict[str, float]]] = {"depth": [], "population": [], "truth_moved": []}
+    subject_maps = []
     t_predict, t_map, t_forward = [], [], []
     population = RunningStats(kit.shape)
     for i, item in enumerate(inputs):
@@ -86,8 +98,16 @@ def main() -> None:
             t_forward.append(time.perf_counter() - tic)
         full = uncrop(importance_in_model_space(volume, model, device), model.card.input)
         population.add(full)
-        subject_scores.append(localisation(full, union, brain))
-        masses.append(relevance_mass(full, union, brain))
+        if own_truth:
+            truth = load_volume(subject_truth_path(args.cohort, item.subject)).data.astype(bool)
+            domain = brain & (volume.data > 0)
+            null_scores["depth"].append(localisation(depth_map(domain, 2.0), truth, domain))
+            null_scores["truth_moved"].append(localisation(truth.astype(np.float32), union, brain))
+            subject_maps.append((truth, domain))
+        else:
+            truth, domain = union, brain
+        subject_scores.append(localisation(full, truth, domain))
+        masses.append(relevance_mass(full, truth, domain))
         predicted.append(result.predicted_age)
         ages.append(item.age)
         brain_ages.append(float(truth_rows[item.subject]["brain_age"]))
@@ -102,6 +122,12 @@ def main() -> None:
     subject = {key: np.array([s[key] for s in subject_scores]) for key in ("auroc", "ap", "dice_at_gt")}
     population_scores = localisation(population_map, union, brain)
     depth_scores = localisation(depth_map(brain, 2.0), union, brain)
+    if own_truth:  # the nulls for subject maps, against the same subject truths
+        null_scores["population"] = [localisation(population_map, truth, domain) for truth, domain in subject_maps]
+        subject_null = {name: {key: float(np.mean([s[key] for s in rows])) for key in ("auroc", "ap", "dice_at_gt")}
+                        for name, rows in null_scores.items()}
+    else:
+        subject_null = {"depth": depth_scores, "population": population_scores}
     chance_ap = float(union[brain].mean())
     ranked = rank_regions(population_map, kit)
     # A perfect map is the ageing mask itself: its ranking is the reference the
@@ -126,6 +152,11 @@ def main() -> None:
         "null_depth_ap": round(depth_scores["ap"], 4),
         "null_depth_dice_at_gt": round(depth_scores["dice_at_gt"], 4),
         "chance_ap": round(chance_ap, 4),
+        "subject_truth": "each subject's own (the union moved by its warp)" if own_truth else "the template's union",
+        "subject_null_depth_ap": round(subject_null["depth"]["ap"], 4),
+        "subject_null_depth_dice_at_gt": round(subject_null["depth"]["dice_at_gt"], 4),
+        "subject_null_population_ap": round(subject_null["population"]["ap"], 4),
+        "subject_null_population_dice_at_gt": round(subject_null["population"]["dice_at_gt"], 4),
         "population_relevance_mass": round(relevance_mass(population_map, union, brain), 4),
         "subject_relevance_mass_mean": round(float(np.mean(masses)), 4),
         "top_regions": [s.region for s in ranked[:5]],
@@ -144,17 +175,25 @@ def main() -> None:
     print(f"| MAE vs age / irreducible | {mae:.2f} / {irreducible:.2f} y = {mae / irreducible:.2f}x | <= 1.25x |")
     print(f"| gap correlation | {gap_r:.3f} | >= 0.7 |")
     print()
-    print("| map (against the ageing union, in the brain) | subject AUROC, mean (min) | subject AP, mean (min) "
+    print(f"Subject maps are scored against {metrics['subject_truth']}, population maps against the "
+          "template's union; both within the brain.")
+    print()
+    print("| map | subject AUROC, mean (min) | subject AP, mean (min) "
           "| subject Dice@GT | population AUROC | population AP | population Dice@GT |")
     print("|---|---|---|---|---|---|---|")
     print(f"| noise model | {subject['auroc'].mean():.3f} ({subject['auroc'].min():.3f}) | {subject['ap'].mean():.3f} "
           f"({subject['ap'].min():.3f}) | {subject['dice_at_gt'].mean():.3f} | {population_scores['auroc']:.3f} "
           f"| {population_scores['ap']:.3f} | {population_scores['dice_at_gt']:.3f} |")
-    print(f"| null: the population map as every subject's map | {population_scores['auroc']:.3f} "
-          f"| {population_scores['ap']:.3f} | {population_scores['dice_at_gt']:.3f} | | | |")
-    print(f"| null: depth only (distance to the brain's edge) | {depth_scores['auroc']:.3f} | {depth_scores['ap']:.3f} "
-          f"| {depth_scores['dice_at_gt']:.3f} | {depth_scores['auroc']:.3f} | {depth_scores['ap']:.3f} "
+    pop_null, depth_null = subject_null["population"], subject_null["depth"]
+    print(f"| null: the population map as every subject's map | {pop_null['auroc']:.3f} "
+          f"| {pop_null['ap']:.3f} | {pop_null['dice_at_gt']:.3f} | | | |")
+    print(f"| null: depth only (distance to the brain's edge) | {depth_null['auroc']:.3f} | {depth_null['ap']:.3f} "
+          f"| {depth_null['dice_at_gt']:.3f} | {depth_scores['auroc']:.3f} | {depth_scores['ap']:.3f} "
           f"| {depth_scores['dice_at_gt']:.3f} |")
+    if own_truth:
+        moved = subject_null["truth_moved"]
+        print(f"| reference: each subject's own truth scored against the template's union | {moved['auroc']:.3f} "
+              f"| {moved['ap']:.3f} | {moved['dice_at_gt']:.3f} | | | |")
     print(f"| chance | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} |")
     print()
     print(f"| top regions | {', '.join(metrics['top_regions'][:3])} (hippocampus #{metrics['hippocampus_rank']}) "

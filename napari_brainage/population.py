@@ -1,5 +1,5 @@
 """Population maps: subjects' importance maps averaged in template space, and
-atlas regions ranked by mean importance.
+atlas regions ranked by their share in the map's top 10 %.
 
 Averaging is streamed (``stats.RunningStats``, one subject at a time), so
 memory does not grow with the number of subjects; ``cohort.population_stats``
@@ -29,17 +29,38 @@ def structure_name(label_name: str) -> str:
     return re.sub(r"^(Left|Right)_", "", label_name)
 
 
+#: Regions are ranked by their share in the map's top TOP_PERCENT % (of the brain).
+TOP_PERCENT = 10.0
+
+
 @dataclass(frozen=True)
 class RegionScore:
-    """An atlas structure (left and right together), its mean importance and its size in voxels."""
+    """An atlas structure (left and right together), its mean importance, its size in
+    voxels and ``top_share``: the fraction (0-1) of its voxels among the map's top
+    ``TOP_PERCENT`` % of the brain (``threshold.top_percent_mask``).
+
+    Why the share ranks regions and the mean does not: a noise-model map sits
+    near 1 over the whole deep brain, so deep regions' means differ in the third
+    decimal; the share in the top 10 % spreads them from 0 to 1 and reads
+    plainly (0.10 = what a random map gives; 1 = the whole region is in the top).
+    """
 
     region: str
     mean_importance: float
     voxels: int
+    top_share: float = float("nan")
 
 
-def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_voxels: int = 10) -> list[RegionScore]:
-    """Atlas structures (left+right merged) by mean importance, highest first."""
+def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_voxels: int = 10,
+                 top_percent: float = TOP_PERCENT) -> list[RegionScore]:
+    """Atlas structures (left+right merged), ranked by their share in the map's top
+    ``top_percent`` % of the brain, then by mean importance; highest first.
+
+    ``importance``: a map on the template grid ``kit.shape``. Raises ``InputError``
+    for a map on another grid.
+    """
+    from .threshold import top_percent_mask
+
     kit = kit or load_template(2)
     if importance.shape != kit.shape:
         raise InputError(f"the map {importance.shape} is not on the template grid {kit.shape}")
@@ -48,6 +69,8 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
     labels = kit.labels[kit.brain].astype(np.intp)
     sums = np.bincount(labels, weights=importance[kit.brain], minlength=256)
     counts = np.bincount(labels, minlength=256)
+    in_top = np.bincount(labels, weights=top_percent_mask(importance, kit.brain, top_percent)[kit.brain],
+                         minlength=256)
     groups: dict[str, list[int]] = {}
     for label, name in kit.label_names.items():
         groups.setdefault(structure_name(name), []).append(label)
@@ -55,8 +78,9 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
     for region, members in groups.items():
         voxels = int(counts[members].sum())
         if voxels >= min_voxels:
-            scores.append(RegionScore(region, float(sums[members].sum() / voxels), voxels))
-    return sorted(scores, key=lambda s: s.mean_importance, reverse=True)
+            scores.append(RegionScore(region, float(sums[members].sum() / voxels), voxels,
+                                      float(in_top[members].sum() / voxels)))
+    return sorted(scores, key=lambda s: (s.top_share, s.mean_importance), reverse=True)
 
 
 def rank_regions_of(volume: Volume, resolution_mm: int = 2) -> list[RegionScore]:
@@ -83,6 +107,10 @@ def region_peak(volume: Volume, region: str, resolution_mm: int = 2) -> np.ndarr
     return (kit.affine @ np.array([*voxel, 1.0]))[:3]
 
 
+#: The region table's column of ``RegionScore.top_share``.
+SHARE_COLUMN = f"share_in_top{TOP_PERCENT:g}"
+
+
 def read_region_table(path: str | Path) -> list[RegionScore]:
     """A table written by :func:`write_region_table`."""
     with open(path, newline="") as handle:
@@ -90,17 +118,21 @@ def read_region_table(path: str | Path) -> list[RegionScore]:
     missing = {"region", "mean_importance", "voxels"} - set(rows[0] if rows else {})
     if missing:
         raise InputError(f"{path}: not a region table (missing columns {', '.join(sorted(missing))})")
-    return [RegionScore(row["region"], float(row["mean_importance"]), int(row["voxels"])) for row in rows]
+    # Tables written before the share column was added read as NaN shares.
+    return [RegionScore(row["region"], float(row["mean_importance"]), int(row["voxels"]),
+                        float(row.get(SHARE_COLUMN) or "nan")) for row in rows]
 
 
 def write_region_table(scores: Iterable[RegionScore], path: str | Path) -> Path:
-    """Write the ranking as a CSV (rank, region, mean_importance, voxels), atomically; returns the path."""
+    """Write the ranking as a CSV (rank, region, share_in_top10, mean_importance, voxels),
+    atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["rank", "region", "mean_importance", "voxels"])
+        writer.writerow(["rank", "region", SHARE_COLUMN, "mean_importance", "voxels"])
         for rank, score in enumerate(scores, 1):
-            writer.writerow([rank, score.region, f"{score.mean_importance:.5f}", score.voxels])
+            writer.writerow([rank, score.region, f"{score.top_share:.4f}", f"{score.mean_importance:.5f}",
+                             score.voxels])
     return path
 
 

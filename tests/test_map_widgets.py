@@ -248,15 +248,17 @@ def test_regions_table_ranks_and_navigates(analysed, tiny_model):
     viewer.window.add_dock_widget(widget)
     rows = widget.rank_regions()
     subject_scores = rank_regions_of(_expected_importance(tiny_model))
-    population_scores = {s.region: s.mean_importance for s in rank_regions_of(load_volume(bundled_population_map()))}
+    population_ranked = rank_regions_of(load_volume(bundled_population_map()))
+    population_scores = {s.region: s.top_share for s in population_ranked}
     assert [r[0] for r in rows] == [s.region for s in subject_scores]
     for (region, subject, pop), score in zip(rows, subject_scores):
-        assert subject == pytest.approx(score.mean_importance, abs=1e-6)
+        assert subject == pytest.approx(score.top_share, abs=1e-6)
         assert pop == pytest.approx(population_scores[region], abs=1e-6)
     table = widget.table.value
     assert list(table["columns"]) == ["region", "subject", "population"]
     assert table["data"][0][0] == rows[0][0].replace("_", " ")
-    assert table["data"][0][1] == f"{rows[0][1]:.4f}"
+    assert table["data"][0][1] == f"{100 * rows[0][1]:.0f} %"
+    assert "top 10 %" in widget.table.native.toolTip()
 
     # Clicking a row goes to that region's most important voxel in the subject's map.
     row = [r[0] for r in rows].index("Hippocampus")
@@ -269,6 +271,7 @@ def test_regions_table_ranks_and_navigates(analysed, tiny_model):
 
     widget.subject.value = None  # population only: sorted by the population column
     rows = widget.rank_regions()
+    assert [r[0] for r in rows] == [s.region for s in population_ranked]
     assert [r[2] for r in rows] == sorted(population_scores.values(), reverse=True)
     assert population.name in [layer.name for layer in viewer.layers]
 

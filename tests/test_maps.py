@@ -10,7 +10,15 @@ from PIL import Image
 from napari_brainage.compare import compare_maps, dice
 from napari_brainage.errors import InputError
 from napari_brainage.io import Volume
-from napari_brainage.population import rank_regions, rank_regions_of, region_peak, structure_name
+from napari_brainage.metrics import depth_map
+from napari_brainage.population import (
+    rank_regions,
+    rank_regions_of,
+    read_region_table,
+    region_peak,
+    structure_name,
+    write_region_table,
+)
 from napari_brainage.report import CAPTION_FONT_PX, captioned, save_png
 from napari_brainage.space.grid import resample
 from napari_brainage.space.template import load_template, mni_grid
@@ -107,13 +115,37 @@ def test_fast_region_ranking_matches_a_plain_loop():
     kit = load_template(2)
     values = _template_map(4).data
     scores = rank_regions(values, kit)
+    top = top_percent_mask(values, kit.brain, 10)
     for score in scores[:10]:
         labels = [label for label, name in kit.label_names.items() if structure_name(name) == score.region]
         mask = np.isin(kit.labels, labels) & kit.brain
         assert score.mean_importance == pytest.approx(float(values[mask].mean()), rel=1e-5)
         assert score.voxels == int(mask.sum())
-    means = [s.mean_importance for s in scores]
-    assert means == sorted(means, reverse=True)
+        assert score.top_share == pytest.approx(float(top[mask].mean()), rel=1e-5)
+    keys = [(s.top_share, s.mean_importance) for s in scores]
+    assert keys == sorted(keys, reverse=True)
+
+
+def test_region_shares_separate_regions_whose_means_tie():
+    """A map near 1 over the deep brain (as noise-model maps are): the means differ in
+    the third decimal, the share in the top 10 % spreads regions over 0-1."""
+    kit = load_template(2)
+    depth = depth_map(kit.brain)
+    values = np.where(kit.brain, 0.99 + 0.001 * depth / depth.max(), 0).astype(np.float32)
+    hippocampus = kit.label_mask("Left_Hippocampus", "Right_Hippocampus") & kit.brain
+    values[hippocampus] += 0.0005  # a little more important than its depth says
+    scores = rank_regions(values, kit)
+    assert scores[0].region == "Hippocampus" and scores[0].top_share > 0.9
+    means = [s.mean_importance for s in scores[:8]]
+    shares = [s.top_share for s in scores[:8]]
+    assert max(means) - min(means) < 0.001 < 0.3 < max(shares) - min(shares)
+
+
+def test_region_table_round_trips_with_shares(tmp_path):
+    scores = rank_regions(_template_map(4).data)
+    back = read_region_table(write_region_table(scores, tmp_path / "regions.csv"))
+    assert [s.region for s in back] == [s.region for s in scores]
+    assert [s.top_share for s in back] == pytest.approx([s.top_share for s in scores], abs=1e-4)
 
 
 def test_region_peak_lies_in_the_region_at_its_maximum():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_brainage.io import load_volume
-from napari_brainage.synthetic.cohort import draw_participants, generate_cohort
+from napari_brainage.synthetic.cohort import draw_participants, generate_cohort, subject_truth_path
 from napari_brainage.synthetic.config import REGION_PRESETS, CohortConfig, parse_region
 from napari_brainage.synthetic.model import ageing_model
 
@@ -85,6 +85,10 @@ def test_cohort_table_and_files(cohort):
     assert scan.shape == truth.shape == (91, 109, 91)
     np.testing.assert_array_equal(scan.affine, truth.affine)
     assert scan.header["descrip"].tobytes().startswith(f"synthetic age={rows[0]['age']}".encode())
+    own = load_volume(subject_truth_path(cohort, rows[0]["subject"]))
+    np.testing.assert_array_equal(own.affine, scan.affine)
+    assert (own.data.astype(bool) & (scan.data == 0)).sum() == 0  # inside the subject's brain
+    assert len(list((cohort / "ground_truth" / "subjects").glob("sub-*.nii.gz"))) == len(rows)
     assert not list(cohort.glob(".*partial*"))
 
 
@@ -143,6 +147,20 @@ def test_ageing_changes_the_scan_only_where_the_ground_truth_says():
     assert (old[around] < dark).sum() > 1.5 * (young[around] < dark).sum()
 
 
+def test_a_subjects_own_truth_follows_its_warp():
+    """The subject's truth is where ageing changes *its* scan: the same subject (same
+    nuisance) at two brain ages differs inside its own truth, less so inside the
+    template's union, which the subject's pose and shape have moved away from."""
+    model = ageing_model(CohortConfig(cortical_thinning=0.0))
+    young = model.synthesize(50.0, np.random.default_rng(7), with_truth=True)
+    old = model.synthesize(80.0, np.random.default_rng(7))
+    changed = np.abs(old.data.astype(float) - young.data) > 0.1 * model.wm_intensity
+    own = (changed & young.truth).sum() / changed.sum()
+    template = (changed & model.truth_union()).sum() / changed.sum()
+    assert own > 0.9 and own > template + 0.1, (own, template)
+    assert young.truth.sum() == pytest.approx(model.truth_union().sum(), rel=0.15)
+
+
 def test_participants_are_a_prefix_of_larger_cohorts():
     config = CohortConfig()
     assert draw_participants(3, 5, config) == draw_participants(50, 5, config)[:3]
@@ -192,6 +210,28 @@ def test_regions_and_rates_are_parameters():
             parse_region(bad)
     with pytest.raises(ValueError, match="age range"):
         CohortConfig(age_range=(80, 45))
+
+
+def test_peripheral_regions_lie_where_depth_does_not_help():
+    """The cortical presets name real atlas labels; the peripheral ones lie shallower
+    than the average brain voxel, so a depth-only map ranks them below chance."""
+    from napari_brainage.metrics import depth_map
+    from napari_brainage.synthetic.config import CORTICAL_REGIONS, DEFAULT_REGIONS, PERIPHERAL_REGIONS
+
+    kit = ageing_model(CohortConfig()).kit
+    depth = depth_map(kit.brain, 2.0)
+
+    def mean_depth(name):
+        mask = kit.label_mask(*REGION_PRESETS[name].atlas_labels) & kit.brain
+        assert mask.sum() > 1000, name
+        return float(depth[mask].mean())
+
+    for name in CORTICAL_REGIONS:
+        region = parse_region(name)
+        assert region.direction == -1 and 0.9 <= -region.annual_rate(80) <= 1.5
+    average = float(depth[kit.brain].mean())
+    assert all(mean_depth(name) < 0.8 * average for name in PERIPHERAL_REGIONS)
+    assert all(mean_depth(name) > average for name in DEFAULT_REGIONS)
 
 
 def test_refuses_to_overwrite_a_cohort(tmp_path):

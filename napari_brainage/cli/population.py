@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import population_stats
     from ..inference import collect_inputs
-    from ..population import PopulationOutputs
+    from ..population import TOP_PERCENT, PopulationOutputs
 
     out = Path(args.out)
     inputs = collect_inputs(args.inputs, group_by=args.group_by)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         say(f"population: skipped {subject}: {error}")
     scores = result.save(outputs, overwrite=args.overwrite, say=lambda message: say(f"population: {message}"))
     checkpoint.unlink(missing_ok=True)
-    top = ", ".join(f"{s.region} {s.mean_importance:.3f}" for s in scores[:3])
+    top = ", ".join(f"{s.region} {s.top_share:.0%} in the top {TOP_PERCENT:g} %" for s in scores[:3])
     counts = result.counts(group_names)
     groups = f"; groups {', '.join(f'{g} (n={n})' for g, n in counts.items())}" if group_names else ""
     print(f"napari-brainage population: mean of {result.total.count} maps -> {out}; regions -> {outputs.regions} "

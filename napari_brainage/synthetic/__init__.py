@@ -49,6 +49,24 @@ exp(+/- [rate_early (b - 25) + slope/2 * max(0, b - knee)^2] / 100)):
 * Other patterns (putamen, thalamus, caudate, amygdala) are available with an
   illustrative 0.3 -> 1.0 %/yr atrophy (half the lost fraction darkens);
   any region's rates can be changed.
+* Cortical and peripheral regions (``CORTICAL_REGIONS``: frontal, parietal
+  and temporal association cortex, insula, precuneus; Harvard-Oxford cortical
+  labels, grey matter only) atrophy 0.3 %/yr up to 50, rising to 1.0-1.2 %/yr
+  at 80: regional grey-matter loss of that order is reported in 65-82-year-olds
+  (Crivello et al. 2014, PLoS One 9:e114478: -0.83 %/yr overall, fastest in
+  frontal, parietal and temporal cortex), with association cortex shrinking
+  faster with age (Raz et al. 2005). The peripheral ones (``PERIPHERAL_REGIONS``:
+  frontal, parietal, temporal) are the outside case for importance maps: a map
+  that only knows "deep = important" scores below chance there (the insula and
+  precuneus lie as deep as the hippocampus by distance to the brain's edge).
+
+Ground truth: per region, the voxels whose intensity that region's ageing
+changes by more than 3 % of white matter between 45 and 80 (template space,
+no nuisance), and their union; and, per subject (``ground_truth/subjects/``),
+the union carried onto the subject's scan by the subject's nuisance warp, the
+truth a subject's map is scored against (the template's union sits 1-2 voxels
+off a subject's thin ventricle rims: a perfect subject map scores AP 0.6
+against it).
 
 Nuisance (independent of age, so neither head size nor pose leaks it), mimicking
 affinely registered, skull-stripped data such as UK Biobank's T1_brain_to_MNI:

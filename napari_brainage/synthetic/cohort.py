@@ -61,9 +61,17 @@ def subject_rng(seed: int, index: int) -> np.random.Generator:
 def _make_subject(args) -> tuple[int, dict[str, float]]:
     config, seed, index, participant, path = args
     scan = ageing_model(config).synthesize(participant.brain_age, subject_rng(seed, index),
-                                           region_ages=dict(participant.region_ages) or None)
+                                           region_ages=dict(participant.region_ages) or None, with_truth=True)
+    # The subject's own truth first: a scan on disk always has its truth beside it.
+    save_volume(Volume(scan.truth.astype(np.uint8), scan.affine), subject_truth_path(path.parent, participant.subject),
+                overwrite=True)
     write_scan(scan, participant, path)
     return index, scan.volumes_ml
+
+
+def subject_truth_path(cohort: str | os.PathLike, subject: str) -> Path:
+    """Where a cohort keeps ``subject``'s own ground truth (the ageing union on its scan)."""
+    return Path(cohort) / "ground_truth" / "subjects" / f"{subject}.nii.gz"
 
 
 def write_scan(scan: "SyntheticScan", participant: Participant, path: Path) -> Path:
@@ -82,7 +90,9 @@ def generate_cohort(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write ``n`` synthetic subjects, participants.csv and ground_truth/ under ``out``.
+    """Write ``n`` synthetic subjects, participants.csv and ground_truth/ under ``out``:
+    the template-space masks (each region, their ``union``, the ``cortex``) and,
+    in ground_truth/subjects/, each subject's own union on its scan.
 
     Returns the path of participants.csv. Refuses to write into a folder that
     already holds a cohort unless ``overwrite``. Files are written atomically
@@ -102,6 +112,7 @@ def generate_cohort(
     model = ageing_model(config)  # built before forking: workers inherit it
 
     write_ground_truth(model, out / "ground_truth")
+    (out / "ground_truth" / "subjects").mkdir(exist_ok=True)
     participants = draw_participants(n, seed, config)
     jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz") for i, p in enumerate(participants)]
     volumes: dict[int, dict[str, float]] = {}

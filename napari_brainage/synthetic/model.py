@@ -35,6 +35,7 @@ class AgeingModel:
     csf_intensity: float = 0.0
     wm_intensity: float = 0.0
     cortex: np.ndarray | None = None        #: cortical GM weight (0-1) for thinning
+    _truth_union: np.ndarray | None = None
 
     # ---- building
     @classmethod
@@ -153,13 +154,15 @@ class AgeingModel:
 
     def synthesize(self, brain_age: float, rng: np.random.Generator | None, *,
                    only: Sequence[str] | None = None, cortical: bool = True,
-                   region_ages: dict[str, float] | None = None) -> "SyntheticScan":
+                   region_ages: dict[str, float] | None = None, with_truth: bool = False) -> "SyntheticScan":
         """One subject aged to ``brain_age``.
 
         ``rng`` None gives no nuisance at all; ``only`` restricts ageing to
         some regions and ``cortical`` False turns cortical thinning off (both
         used to isolate each region's effect for the ground truth).
         ``region_ages`` ages the named regions by their own ages instead.
+        ``with_truth`` also returns the subject's own ground truth: the
+        template's ageing union carried by the same warp as the scan.
         """
         kit = self.kit
         strengths = self.strengths_for(brain_age, only, region_ages)
@@ -179,12 +182,17 @@ class AgeingModel:
         warped = sample(channels, source)
         image, brain = warped[0], warped[1] > 0.5
         volumes = {n: float(warped[2 + i].sum()) * kit.voxel_volume_ml for i, n in enumerate(names)}
+        subject_truth = None
+        if with_truth:
+            # The truth marks where ageing changes the aged (un-moved) template, so only
+            # the nuisance warp carries it to the subject's scan.
+            subject_truth = (sample(self.truth_union()[None].astype(np.float32), coords)[0] > 0.5) & brain
         if nuisance:
             image = self._intensity_nuisance(image, rng)
         image = np.where(brain, np.maximum(image, 0), 0)
         return SyntheticScan(
             data=np.rint(image).astype(np.int16), affine=kit.affine, brain_age=brain_age,
-            volumes_ml=volumes,
+            volumes_ml=volumes, truth=subject_truth,
         )
 
     def _nuisance_coords(self, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -229,6 +237,13 @@ class AgeingModel:
         noisy = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
         return noisy.astype(np.float32)
 
+    def truth_union(self) -> np.ndarray:
+        """The ground truth's union of focal regions (template space; default
+        ``ground_truth`` settings, computed once per model)."""
+        if self._truth_union is None:
+            self._truth_union = self.ground_truth()["union"]
+        return self._truth_union
+
     def ground_truth(self, young: float = 45.0, old: float = 80.0, threshold: float = 0.03) -> dict[str, np.ndarray]:
         """Voxels whose intensity each region's ageing changes between ``young`` and ``old``.
 
@@ -243,6 +258,8 @@ class AgeingModel:
             truth[region.name] = (np.abs(b - a) > threshold * self.wm_intensity) & self.kit.brain
         truth["union"] = np.logical_or.reduce([truth[r.name] for r in self.config.regions])
         truth["cortex"] = (self.cortex > 0.5) & self.kit.brain
+        if (young, old, threshold) == (45.0, 80.0, 0.03):
+            self._truth_union = truth["union"]
         return truth
 
 
@@ -254,6 +271,11 @@ class SyntheticScan:
     affine: np.ndarray
     brain_age: float
     volumes_ml: dict[str, float]
+    #: The subject's own ground truth (bool, the scan's grid): the ageing union moved
+    #: by the subject's warp. Scoring a subject's map against the template's union
+    #: instead caps a perfect map's AP near 0.6 (the nuisance moves the thin truth
+    #: by 1-2 voxels); see ``metrics``.
+    truth: np.ndarray | None = None
 
 
 def _age_of(region: RegionAgeing, brain_age: float, region_ages: dict[str, float] | None) -> float:

@@ -1,7 +1,9 @@
-"""Regions dock widget: atlas regions ranked by mean importance, subject beside population.
+"""Regions dock widget: atlas regions ranked by their share in the map's top 10 %,
+subject beside population.
 
 Rows are Harvard-Oxford structures (left and right merged), sorted by the
-subject's mean importance (the population's when no subject map is picked).
+subject's share (the population's when no subject map is picked; ties by mean
+importance); see ``population.RegionScore`` for why the share and not the mean.
 Clicking a row moves the sliders to that region's most important voxel.
 """
 
@@ -11,7 +13,7 @@ import napari
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 
-from ...population import RegionScore, rank_regions_of, region_peak
+from ...population import TOP_PERCENT, RegionScore, rank_regions_of, region_peak
 from ._common import (
     MapPickers,
     go_to,
@@ -19,7 +21,7 @@ from ._common import (
     ras_to_world,
 )
 
-COLUMNS = ("region", "subject", "population")
+COLUMNS = ("region", "subject", "population")  # the numbers: % of the region in the map's top 10 %
 
 
 class RegionsWidget(MapPickers, Container):
@@ -31,7 +33,8 @@ class RegionsWidget(MapPickers, Container):
                                         "selected in the layer list).")
         self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
                                    tooltip="A population map (from the Population widget).")
-        self.rank = PushButton(text="Rank regions", tooltip="Mean importance per atlas region.")
+        self.rank = PushButton(text="Rank regions", tooltip=f"Share of each atlas region in the map's top "
+                                                             f"{TOP_PERCENT:g} %.")
         self.table = Table(label="regions", value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.read_only = True
         self.table.native.setSelectionBehavior(self.table.native.SelectionBehavior.SelectRows)
@@ -39,7 +42,7 @@ class RegionsWidget(MapPickers, Container):
         header = self.table.native.horizontalHeader()
         header.setSectionResizeMode(header.ResizeMode.ResizeToContents)  # the numbers
         header.setStretchLastSection(False)
-        self.table.native.setToolTip("Mean importance per region; click a row to go to the region's peak.")
+        self.table.native.setToolTip(SHARE_TOOLTIP)
         self.hint = Label(label="", value="Click a region to show its most important voxel.")
         self.extend([self.subject, self.population, self.rank, self.table, self.hint])
         self.rank.changed.connect(self.rank_regions)
@@ -52,8 +55,9 @@ class RegionsWidget(MapPickers, Container):
 
 
     def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
-        """Fill the table; returns its rows (region, subject mean, population mean)."""
+        """Fill the table; returns its rows (region, subject share, population share), shares in 0-1."""
         ranked: dict[str, dict[str, float]] = {}
+        means: dict[str, dict[str, float]] = {}  # ties in share are broken by mean importance
         for column, layer in (("subject", self.subject.value), ("population", self.population.value)):
             if layer is None:
                 continue
@@ -63,11 +67,13 @@ class RegionsWidget(MapPickers, Container):
                 show_error(f"Regions: {layer.name}: {err}")
                 continue
             for score in scores:
-                ranked.setdefault(score.region, {})[column] = score.mean_importance
+                ranked.setdefault(score.region, {})[column] = score.top_share
+                means.setdefault(score.region, {})[column] = score.mean_importance
         key = "subject" if self.subject.value is not None else "population"
         self.rows = sorted(((region, values.get("subject"), values.get("population"))
                             for region, values in ranked.items()),
-                           key=lambda row: -(row[1 if key == "subject" else 2] or 0.0))
+                           key=lambda row: (-(row[1 if key == "subject" else 2] or 0.0),
+                                            -means[row[0]].get(key, 0.0)))
         self.table.value = {"data": [[region.replace("_", " "), _fmt(s), _fmt(p)] for region, s, p in self.rows],
                             "index": [str(rank) for rank in range(1, len(self.rows) + 1)], "columns": list(COLUMNS)}
         # Long region names get the room left over, so the numbers stay in view.
@@ -86,7 +92,10 @@ class RegionsWidget(MapPickers, Container):
         return world
 
 
+SHARE_TOOLTIP = (f"Share of the region's voxels among the map's top {TOP_PERCENT:g} % of the brain: "
+                 f"{TOP_PERCENT:g} % is what a map with no preference gives, 100 % puts the whole region "
+                 "in the top. Click a row to go to the region's peak.")
+
+
 def _fmt(value: float | None) -> str:
-    # Four decimals: noise-model maps sit close to 1 over the deep brain, and three
-    # would show neighbouring regions as ties.
-    return "" if value is None else f"{value:.4f}"
+    return "" if value is None else f"{100 * value:.0f} %"
