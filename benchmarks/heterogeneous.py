@@ -8,7 +8,8 @@ For each subject and method: the map (``inference.importance_in_model_space`` on
 the template grid) minus the cohort's population map (the mean of the same
 method's maps over the cohort), averaged inside each ageing region's
 ground-truth mask (``ground_truth/<region>.nii.gz``); the region with the
-highest mean difference is the map's answer. The truth is the region whose own
+highest mean difference is the map's answer (also with the difference divided
+by the cohort's standard deviation at each voxel). The truth is the region whose own
 age (``<region>_age`` in participants.csv) is highest: the region that looks
 oldest in this subject.
 
@@ -64,23 +65,30 @@ def main() -> None:
     print(f"{len(inputs)} subjects of {args.cohort.name}; regions {', '.join(regions)}; "
           f"most-aged region: {dict(Counter(truths))}")
     print()
-    print("| map | subject-minus-population's top region = the subject's most-aged region |")
-    print("|---|---|")
+    print("| map | top region of subject minus population = the subject's most-aged region "
+          "| the same, difference standardised by the cohort's sd |")
+    print("|---|---|---|")
     for method in args.methods:
         maps = []
         for item in inputs:
             maps.append(uncrop(importance_in_model_space(load_volume(item.path), model, device, method=method),
                                model.card.input))
-        population = np.mean(maps, axis=0)
-        hits = 0
+        population, spread = np.mean(maps, axis=0), np.std(maps, axis=0)
+        hits = {"difference": 0, "standardised": 0}
         for values, truth in zip(maps, truths):
             difference = values - population
-            answer = max(regions, key=lambda r: float(difference[truth_masks[r]].mean()))
-            hits += answer == truth
-        print(f"| {LABELS[method]} | {hits / len(inputs):.0%} ({hits}/{len(inputs)}) |", flush=True)
-    print(f"| null: the population map as every subject's map | {chance:.0%} (no difference: chance) |")
-    print(f"| null: always the most common answer ({most_common}) | {count / len(inputs):.0%} |")
-    print(f"| chance (1 / {len(regions)} regions) | {chance:.0%} |")
+            # Standardised: the difference in units of the cohort's spread at each voxel, so a
+            # region whose maps vary little across subjects is not outshouted by one that varies a lot.
+            z = difference / (spread + 1e-6)
+            for name, stat in (("difference", difference), ("standardised", z)):
+                answer = max(regions, key=lambda r: float(stat[truth_masks[r]].mean()))
+                hits[name] += answer == truth
+        n = len(inputs)
+        print(f"| {LABELS[method]} | {hits['difference'] / n:.0%} ({hits['difference']}/{n}) "
+              f"| {hits['standardised'] / n:.0%} ({hits['standardised']}/{n}) |", flush=True)
+    print(f"| null: the population map as every subject's map | {chance:.0%} (no difference: chance) | same |")
+    print(f"| null: always the most common answer ({most_common}) | {count / len(inputs):.0%} | same |")
+    print(f"| chance (1 / {len(regions)} regions) | {chance:.0%} | same |")
 
 
 if __name__ == "__main__":
