@@ -120,10 +120,11 @@ def main() -> None:
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
     # The baselines' maps depend on the predictor and the subjects: a merge must keep both.
     predictor_id = model.card.weights["predictor.pt"][:12]
+    own_truth = all(subject_truth_path(args.cohort, item.subject).exists() for item in inputs)
     described = f"{len(inputs)} held-out subjects of {args.cohort.name}; predictor sha256 {predictor_id}..;"
     existing = args.table.read_text() if args.merge else ""
-    if args.merge and described not in existing:
-        parser.error(f"--merge: {args.table} was not measured with the same predictor and subjects "
+    if args.merge and (described not in existing or (OWN_TRUTH_NOTE in existing) != own_truth):
+        parser.error(f"--merge: {args.table} was not measured with the same predictor, subjects and truth "
                      f"({described[:-1]})")
     previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
     earlier_merges = [line for line in existing.splitlines() if line.startswith("Rows re-measured")]
@@ -201,7 +202,6 @@ def main() -> None:
     scores = {m: {"auroc": [], "ap": [], "dice_at_gt": [], "mass": [], "deletion": [], "seconds": []}
               for m in methods}
     random_deletion = []
-    own_truth = all(subject_truth_path(args.cohort, item.subject).exists() for item in inputs)
     subject_truths, subject_depth = [], []
     population = {m: RunningStats(kit.shape) for m in methods}
     for i, item in enumerate(inputs, 1):

@@ -19,7 +19,7 @@ Prints, and with --update-card writes into the model card:
   the truth's share of the brain. A reference row scores each subject's own
   truth against the template's union: what a perfect subject map would get
   from the template's truth. The atlas
-  structures ranked by the population map's mean importance, next to the
+  structures ranked by the population map (share in its top 10 %), next to the
   ranking of the ground-truth mask itself (what a perfect map would give);
 * CPU time per scan for a predicted age and for an importance map (2 mm input,
   model already loaded; medians over the cohort), with the bare network
@@ -76,7 +76,7 @@ def main() -> None:
 
     # Each subject's map is scored against the subject's own truth (the union moved by
     # the subject's warp) when the cohort has it; the template's union would cap a
-    # perfect subject map's AP near 0.6 (the nuisance moves the thin truth 1-2 voxels).
+    # perfect subject map's AP near 0.53 (the nuisance moves the thin truth 1-2 voxels).
     own_truth = all(subject_truth_path(args.cohort, item.subject).exists() for item in inputs)
     predicted, ages, brain_ages, subject_scores, masses = [], [], [], [], []
     null_scores: dict[str, list[dict[str, float]]] = {"depth": [], "population": [], "truth_moved": []}

@@ -19,6 +19,9 @@ difference is 0 everywhere: no answer, scored as chance). A map that beats
 neither shows nothing subject-specific.
 
 Issue 18's target: the noise model's answer is right for >= 60 % of subjects.
+The regions' masks are the template's: a subject's own regions are moved 1-2
+voxels by its nuisance warp, which blurs the comparison alike for every method
+and null.
 """
 
 from __future__ import annotations

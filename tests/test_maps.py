@@ -141,6 +141,26 @@ def test_region_shares_separate_regions_whose_means_tie():
     assert max(means) - min(means) < 0.001 < 0.3 < max(shares) - min(shares)
 
 
+def test_region_shares_count_exactly_the_top_tenth_of_a_mostly_zero_map():
+    """A mask-like map (0 over 99 % of the brain): ties at the cut share what is left of
+    the top 10 %, so not every region reads 100 %."""
+    kit = load_template(2)
+    hippocampus = kit.label_mask("Left_Hippocampus", "Right_Hippocampus") & kit.brain
+    scores = rank_regions(hippocampus.astype(np.float32), kit)
+    assert scores[0].region == "Hippocampus" and scores[0].top_share == pytest.approx(1.0)
+    rest = (0.10 * kit.brain.sum() - hippocampus.sum()) / (kit.brain.sum() - hippocampus.sum())
+    assert all(s.top_share == pytest.approx(rest, abs=0.002) for s in scores[1:])
+    total = sum(s.top_share * s.voxels for s in scores) + rest * (kit.brain.sum() - sum(s.voxels for s in scores))
+    assert total == pytest.approx(0.10 * kit.brain.sum(), rel=0.01)
+
+
+def test_a_region_table_written_before_shares_still_reads(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("rank,region,mean_importance,voxels\n1,Thalamus,0.99144,2864\n")
+    (score,) = read_region_table(old)
+    assert score.region == "Thalamus" and score.voxels == 2864 and np.isnan(score.top_share)
+
+
 def test_region_table_round_trips_with_shares(tmp_path):
     scores = rank_regions(_template_map(4).data)
     back = read_region_table(write_region_table(scores, tmp_path / "regions.csv"))

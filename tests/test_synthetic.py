@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_brainage.io import load_volume
-from napari_brainage.synthetic.cohort import draw_participants, generate_cohort, subject_truth_path
+from napari_brainage.synthetic.cohort import draw_participants, generate_cohort, subject_rng, subject_truth_path
 from napari_brainage.synthetic.config import REGION_PRESETS, CohortConfig, parse_region
 from napari_brainage.synthetic.model import ageing_model
 
@@ -89,6 +89,8 @@ def test_cohort_table_and_files(cohort):
     np.testing.assert_array_equal(own.affine, scan.affine)
     assert (own.data.astype(bool) & (scan.data == 0)).sum() == 0  # inside the subject's brain
     assert len(list((cohort / "ground_truth" / "subjects").glob("sub-*.nii.gz"))) == len(rows)
+    made = ageing_model(CohortConfig()).synthesize(float(rows[0]["brain_age"]), subject_rng(123, 0), with_truth=True)
+    np.testing.assert_array_equal(own.data.astype(bool), made.truth)  # the truth of the scan on disk
     assert not list(cohort.glob(".*partial*"))
 
 

@@ -65,7 +65,7 @@ changes by more than 3 % of white matter between 45 and 80 (template space,
 no nuisance), and their union; and, per subject (``ground_truth/subjects/``),
 the union carried onto the subject's scan by the subject's nuisance warp, the
 truth a subject's map is scored against (the template's union sits 1-2 voxels
-off a subject's thin ventricle rims: a perfect subject map scores AP 0.6
+off a subject's thin ventricle rims: a perfect subject map scores AP 0.53
 against it).
 
 Nuisance (independent of age, so neither head size nor pose leaks it), mimicking

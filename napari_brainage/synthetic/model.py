@@ -162,7 +162,9 @@ class AgeingModel:
         used to isolate each region's effect for the ground truth).
         ``region_ages`` ages the named regions by their own ages instead.
         ``with_truth`` also returns the subject's own ground truth: the
-        template's ageing union carried by the same warp as the scan.
+        ageing union carried onto the scan by the subject's nuisance warp (the
+        truth is defined on the aged, un-moved template, so the ageing warp is
+        already in it).
         """
         kit = self.kit
         strengths = self.strengths_for(brain_age, only, region_ages)
@@ -259,7 +261,8 @@ class AgeingModel:
         truth["union"] = np.logical_or.reduce([truth[r.name] for r in self.config.regions])
         truth["cortex"] = (self.cortex > 0.5) & self.kit.brain
         if (young, old, threshold) == (45.0, 80.0, 0.03):
-            self._truth_union = truth["union"]
+            self._truth_union = truth["union"].copy()
+            self._truth_union.setflags(write=False)  # shared by every subject: never changed in place
         return truth
 
 
@@ -273,7 +276,7 @@ class SyntheticScan:
     volumes_ml: dict[str, float]
     #: The subject's own ground truth (bool, the scan's grid): the ageing union moved
     #: by the subject's warp. Scoring a subject's map against the template's union
-    #: instead caps a perfect map's AP near 0.6 (the nuisance moves the thin truth
+    #: instead caps a perfect map's AP near 0.53 (the nuisance moves the thin truth
     #: by 1-2 voxels); see ``metrics``.
     truth: np.ndarray | None = None
 
