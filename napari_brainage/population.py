@@ -37,8 +37,8 @@ TOP_PERCENT = 10.0
 class RegionScore:
     """An atlas structure (left and right together), its mean importance, its size in
     voxels and ``top_share``: the fraction (0-1) of its voxels among the map's top
-    ``TOP_PERCENT`` % of the brain (exactly that many voxels: voxels tied at the cut
-    share what is left, unlike the Threshold widget's mask, which keeps them all).
+    ``TOP_PERCENT`` % of the brain (``threshold.top_percent_weights``: exactly that
+    many voxels, those tied at the cut sharing what is left).
 
     Why the share ranks regions and the mean does not: a noise-model map sits
     near 1 over the whole deep brain, so deep regions' means differ in the third
@@ -60,6 +60,8 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
     ``importance``: a map on the template grid ``kit.shape``. Raises ``InputError``
     for a map on another grid.
     """
+    from .threshold import top_percent_weights
+
     kit = kit or load_template(2)
     if importance.shape != kit.shape:
         raise InputError(f"the map {importance.shape} is not on the template grid {kit.shape}")
@@ -68,7 +70,7 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
     labels = kit.labels[kit.brain].astype(np.intp)
     sums = np.bincount(labels, weights=importance[kit.brain], minlength=256)
     counts = np.bincount(labels, minlength=256)
-    in_top = np.bincount(labels, weights=_top_weights(importance[kit.brain], top_percent), minlength=256)
+    in_top = np.bincount(labels, weights=top_percent_weights(importance[kit.brain], top_percent), minlength=256)
     groups: dict[str, list[int]] = {}
     for label, name in kit.label_names.items():
         groups.setdefault(structure_name(name), []).append(label)
@@ -79,19 +81,6 @@ def rank_regions(importance: np.ndarray, kit: TemplateKit | None = None, min_vox
             scores.append(RegionScore(region, float(sums[members].sum() / voxels), voxels,
                                       float(in_top[members].sum() / voxels)))
     return sorted(scores, key=lambda s: (s.top_share, s.mean_importance), reverse=True)
-
-
-def _top_weights(values: np.ndarray, percent: float) -> np.ndarray:
-    """1 for values in the top ``percent`` %, 0 below; values tied at the cut share
-    what is left, so exactly that share of the voxels is counted (a map that is 0
-    over most of the brain does not put every region "in the top")."""
-    keep = max(1, int(round(values.size * percent / 100.0)))
-    cut = np.partition(values, values.size - keep)[values.size - keep]
-    above = values > cut
-    tied = values == cut
-    weights = above.astype(np.float64)
-    weights[tied] = (keep - above.sum()) / tied.sum()
-    return weights
 
 
 def rank_regions_of(volume: Volume, resolution_mm: int = 2) -> list[RegionScore]:

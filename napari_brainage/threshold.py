@@ -2,7 +2,10 @@
 
 One definition of "top k %" for the whole product (the Threshold widget, map
 comparison, benchmarks): the k % highest voxels among those :func:`counted_voxels`
-names, ties at the cut kept (every voxel >= the cut value).
+names, ties at the cut kept (every voxel >= the cut value). Counting *how much*
+of a region lies in the top k % (the Regions ranking) uses
+:func:`top_percent_weights` instead, which counts exactly k %: on a map that is 0
+over most of the brain, keeping ties would put every voxel in the top.
 
 The threshold widget updates while a slider is dragged, so an update must cost
 a single pass over the voxels. ``Thresholder`` sorts the map's in-brain values
@@ -38,6 +41,20 @@ def top_percent_mask(values: np.ndarray, within: np.ndarray, percent: float) -> 
     kept), as a new boolean array; see the module's definition."""
     thresholder = Thresholder(values, within=within)
     return thresholder.mask(thresholder.value_for_top_percent(percent)).copy()
+
+
+def top_percent_weights(values: np.ndarray, percent: float) -> np.ndarray:
+    """Per value (any shape, flattened): 1 in the top ``percent`` %, 0 below, and for
+    values tied at the cut the share of the top that is left, so the weights sum
+    to exactly ``percent`` % of the values (float64, ``values.ravel()``'s order)."""
+    values = np.asarray(values).ravel()
+    keep = max(1, int(round(values.size * percent / 100.0)))
+    cut = np.partition(values, values.size - keep)[values.size - keep]
+    above = values > cut
+    tied = values == cut
+    weights = above.astype(np.float64)
+    weights[tied] = (keep - above.sum()) / tied.sum()
+    return weights
 
 
 class Thresholder:

@@ -56,8 +56,7 @@ class RegionsWidget(MapPickers, Container):
 
     def rank_regions(self, _value=None) -> list[tuple[str, float | None, float | None]]:
         """Fill the table; returns its rows (region, subject share, population share), shares in 0-1."""
-        ranked: dict[str, dict[str, float]] = {}
-        means: dict[str, dict[str, float]] = {}  # ties in share are broken by mean importance
+        ranked: dict[str, dict[str, RegionScore]] = {}  # region -> column -> its score
         for column, layer in (("subject", self.subject.value), ("population", self.population.value)):
             if layer is None:
                 continue
@@ -67,13 +66,18 @@ class RegionsWidget(MapPickers, Container):
                 show_error(f"Regions: {layer.name}: {err}")
                 continue
             for score in scores:
-                ranked.setdefault(score.region, {})[column] = score.top_share
-                means.setdefault(score.region, {})[column] = score.mean_importance
+                ranked.setdefault(score.region, {})[column] = score
         key = "subject" if self.subject.value is not None else "population"
-        self.rows = sorted(((region, values.get("subject"), values.get("population"))
-                            for region, values in ranked.items()),
-                           key=lambda row: (-(row[1 if key == "subject" else 2] or 0.0),
-                                            -means[row[0]].get(key, 0.0)))
+
+        def order(item) -> tuple[float, float]:  # by share, ties by mean importance (rank_regions' order)
+            score = item[1].get(key)
+            return (-score.top_share, -score.mean_importance) if score else (0.0, 0.0)
+
+        def share(score: RegionScore | None) -> float | None:
+            return None if score is None else score.top_share
+
+        self.rows = [(region, share(columns.get("subject")), share(columns.get("population")))
+                     for region, columns in sorted(ranked.items(), key=order)]
         self.table.value = {"data": [[region.replace("_", " "), _fmt(s), _fmt(p)] for region, s, p in self.rows],
                             "index": [str(rank) for rank in range(1, len(self.rows) + 1)], "columns": list(COLUMNS)}
         # Long region names get the room left over, so the numbers stay in view.
