@@ -29,7 +29,7 @@ from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .model.bundle import BrainAgeModel, bundled_model_dir, pick_device
 from .model.card import ModelCard
 from .preprocess import Prepared, prepare
-from .quality import FAIL, WARN, QualityError, age_range
+from .quality import FAIL, T1_ONLY, WARN, QualityError, age_range
 from .space.grid import uncrop
 
 
@@ -111,10 +111,11 @@ def load_model(folder: str | Path | None = None, device: str = "auto", need_nois
     return model.to(torch_device), torch_device
 
 
-def prepare_input(volume: Volume, preprocessing: str = "auto") -> Prepared:
+def prepare_input(volume: Volume, preprocessing: str = "auto", reads: tuple[str, ...] = T1_ONLY) -> Prepared:
     """The scan on the model's MNI grid (registered unless already in MNI space; see
-    ``preprocess.prepare``), with its quality report and the way back to its grid."""
-    return prepare(volume, preprocessing)
+    ``preprocess.prepare``), with its quality report and the way back to its grid;
+    ``reads``: the contrasts the model reads (``ModelCard.contrasts``), others fail QC."""
+    return prepare(volume, preprocessing, reads=reads)
 
 
 def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
@@ -132,7 +133,7 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     pass ``prepared`` to reuse a registration. Raises ``quality.QualityError``
     when the scan fails quality control (no age is made).
     """
-    prepared = prepared or prepare_input(volume, preprocessing)
+    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
     _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
     quality = prepared.quality
@@ -159,7 +160,7 @@ def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torc
     """
     from .explain import attribution
 
-    prepared = prepared or prepare_input(volume, preprocessing)
+    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
     _, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
     return attribution(tensor, model, method)
 
@@ -167,7 +168,7 @@ def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torc
 def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
                    preprocessing: str = "auto", prepared: Prepared | None = None, method: str = "noise") -> Volume:
     """Voxel importance (default: 1 - noise mask) on the scan's own grid, with its affine and header."""
-    prepared = prepared or prepare_input(volume, preprocessing)
+    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
     model_map = importance_in_model_space(volume, model, device, prepared=prepared, method=method)
     data = prepared.to_scan_grid(uncrop(model_map, model.card.input))
     return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)

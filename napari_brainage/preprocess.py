@@ -153,7 +153,8 @@ def _as_it_is(scan: Volume, kit: TemplateKit) -> np.ndarray | None:
     on_grid = scan if on_any_mni_grid(scan) else Volume(
         resample(scan.data, scan.affine, shape, affine, order=0), affine)
     data = to_mni_grid(on_grid, 2)
-    aligned = template_correlation(data * brain_mask(kit), kit, present_only=True) >= MIN_ON_GRID_CORRELATION
+    # |r|: a T2, PD or FLAIR scan on the grid correlates negatively with the T1 template.
+    aligned = abs(template_correlation(data * brain_mask(kit), kit, present_only=True)) >= MIN_ON_GRID_CORRELATION
     return data if aligned else None
 
 
@@ -170,7 +171,8 @@ def template_correlation(data: np.ndarray, kit: TemplateKit, present_only: bool 
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) -> Prepared:
+def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
+            reads: tuple[str, ...] = qc.T1_ONLY) -> Prepared:
     """``volume`` on the model's 2 mm MNI grid, brain-masked, with its quality report.
 
     One path for every scan, whatever file it came from:
@@ -186,8 +188,10 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
        way on every route;
     3. masked with the dilated template brain (8 mm margin; a head with skull and
        scalp is registered and keeps 4 mm, with a warning);
-    4. quality control (``quality``): contrast, template match, field of view,
-       empty brain, slice thickness (in the header, or interpolated away).
+    4. quality control (``quality``): contrast (named in ``quality.contrast``; a
+       failure unless the model ``reads`` it: ``ModelCard.contrasts``), template
+       match, field of view, empty brain, slice thickness (in the header, or
+       interpolated away).
 
     Raises
     ------
@@ -224,8 +228,12 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None) 
     quality.registered = transform is not None
     quality.template_correlation = template_correlation(data, kit, present_only=True)
     quality.brain_coverage = _field_of_view_coverage(volume, transform, kit)
-    quality.wm_gm_ratio, quality.tissue_fit, contrast = qc.tissue_contrast(data, kit)
+    quality.wm_gm_ratio, quality.tissue_fit, quality.contrast, contrast = qc.tissue_contrast(data, kit, reads)
     quality.failures += contrast
+    if quality.contrast not in ("", "T1"):
+        # The T1 template says little of another contrast's alignment; the template's
+        # tissues mixed in the scan's own contrast do: r = sqrt(R^2) of the tissue fit.
+        quality.template_correlation = float(np.sqrt(max(quality.tissue_fit, 0.0)))
     for warnings, failures in (qc.field_of_view(quality.brain_coverage), qc.empty_brain(data, kit),
                                ([], []) if contrast else qc.template_match(quality.template_correlation,
                                                                            quality.registered)):

@@ -96,6 +96,7 @@ class QualityReport:
     brain_coverage: float = float("nan")        #: share of the template brain in the field of view
     wm_gm_ratio: float = float("nan")           #: WM / GM intensity from the tissue fit (T1: about 1.3)
     tissue_fit: float = float("nan")            #: R^2 of the scan as a mixture of the template's tissues
+    contrast: str = ""                          #: the contrast QC saw (``CONTRASTS``, "other", "" unknown)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -196,40 +197,67 @@ def interpolated_slices(data: np.ndarray, voxel_sizes_mm) -> list[str]:
             "thick slices resampled to thin voxels read several years young in docs/benchmarks.md"]
 
 
-def tissue_contrast(data: np.ndarray, kit) -> tuple[float, float, list[str]]:
-    """(WM/GM intensity ratio, R^2 of the tissue fit, failures) of a scan on the template grid.
+#: The contrasts QC tells apart (``tissue_contrast``), by the ordering of the
+#: fitted tissue intensities. PD and T2 both have CSF brightest; a PD scan's CSF
+#: is at most ``MAX_PD_CSF_GM`` x its grey matter (fits of held-out synthetic
+#: renders: PD 1.02, T2 1.35; the fit blurs CSF with the tissue around it).
+CONTRASTS = ("T1", "T2", "PD", "FLAIR")
+#: What a model card that does not say reads: the bundled predictor's training data.
+T1_ONLY = ("T1",)
+MAX_PD_CSF_GM = 1.2
+
+
+def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
+                    ) -> tuple[float, float, str, list[str]]:
+    """(WM/GM intensity ratio, R^2 of the tissue fit, contrast seen, failures) of a scan
+    on the template grid, for a model that ``reads`` these contrasts (``CONTRASTS``).
 
     The scan's intensities in the template brain are fitted as a mixture of the
     template's grey matter, white matter and CSF probabilities (least squares):
     the coefficients are the three tissues' intensities, whatever the contrast,
     and R^2 says whether the scan lines up with the template's tissues at all.
     Only a scan that does (R^2 >= ``MIN_TISSUE_FIT``) is judged on its
-    contrast; T1 has WM > GM > CSF.
+    contrast, named by the tissues' ordering: T1 WM > GM > CSF; T2 CSF > GM > WM
+    (PD the same with CSF at most ``MAX_PD_CSF_GM`` x GM); FLAIR GM > WM > CSF.
+    "" when it cannot be told; "other" for any other ordering. A contrast the
+    model does not read is a failure; so is a tissue probability map.
     """
     present = kit.brain & (data > 0)  # a cut field of view or an empty lobe says nothing of contrast
     if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
-        return float("nan"), float("nan"), []
+        return float("nan"), float("nan"), "", []
     tissues = np.stack([kit.gm[present], kit.wm[present], kit.csf[present]], axis=1).astype(np.float64)
     y = data[present].astype(np.float64)
     (gm, wm, csf), *_ = np.linalg.lstsq(tissues, y, rcond=None)
     fit = 1.0 - float(((y - tissues @ [gm, wm, csf]) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
     ratio = wm / gm if gm > 0 else float("inf")
     if fit < MIN_TISSUE_FIT:
-        return ratio, fit, []  # not lined up: template_match says so
-    found = []
+        return ratio, fit, "", []  # not lined up: template_match says so
+    measured = f"grey matter {gm:.3g}, white matter {wm:.3g}, CSF {csf:.3g} from the tissue fit"
     if min(gm, wm) <= 0.05 * max(gm, wm, csf) or ratio > MAX_WM_GM_RATIO:
-        found.append(f"not a T1-weighted scan: one tissue is almost empty (grey matter {gm:.3g}, white matter "
-                     f"{wm:.3g}, CSF {csf:.3g} from the tissue fit): a tissue probability map or segmentation?")
-    elif csf >= wm:
-        found.append(f"not a T1-weighted scan: CSF is brighter than white matter (CSF / WM {csf / wm:.2f}; "
-                     "T1 about 0.3): a T2- or PD-weighted scan? The model reads T1 contrast only")
-    elif ratio < MIN_WM_GM_RATIO:
-        found.append(f"not a T1-weighted scan: white matter is not brighter than grey matter (WM / GM {ratio:.2f}; "
-                     "T1 about 1.3): a FLAIR, T2 or PD scan? The model reads T1 contrast only")
-    elif gm < MIN_GM_CSF_RATIO * csf:
-        found.append("not a T1-weighted scan: grey matter is not brighter than CSF "
-                     f"(GM / CSF {gm / max(csf, 1e-12):.2f}); the model reads T1 contrast only")
-    return ratio, fit, found
+        return ratio, fit, "other", [f"not an MRI scan of the brain's tissues: one tissue is almost empty "
+                                     f"({measured}): a tissue probability map or segmentation?"]
+    contrast, why = _name_contrast(gm, wm, csf)
+    if contrast in reads:
+        return ratio, fit, contrast, []
+    read = " or ".join(reads)
+    if reads == T1_ONLY:
+        return ratio, fit, contrast, [f"not a T1-weighted scan: {why}; this model reads T1 contrast only"]
+    return ratio, fit, contrast, [f"a contrast this model does not read: {why}; it reads {read}"]
+
+
+def _name_contrast(gm: float, wm: float, csf: float) -> tuple[str, str]:
+    """(contrast, the measured ordering in words) from the fitted tissue intensities."""
+    if wm >= MIN_WM_GM_RATIO * gm and gm >= MIN_GM_CSF_RATIO * csf:
+        return "T1", f"white matter {wm / gm:.2f} x grey matter, grey matter {gm / max(csf, 1e-12):.2f} x CSF"
+    if csf > gm > wm:
+        name = "PD" if csf <= MAX_PD_CSF_GM * gm else "T2"
+        return name, (f"CSF is brighter than grey matter ({csf / gm:.2f} x) and grey than white matter "
+                      f"(WM / GM {wm / gm:.2f}; T1 about 1.3): {name}-like")
+    if gm > wm > csf:
+        return "FLAIR", (f"grey matter is brighter than white matter (WM / GM {wm / gm:.2f}; T1 about 1.3) and "
+                         f"CSF darkest: FLAIR-like")
+    return "other", (f"tissues ordered unlike T1, T2, PD or FLAIR (grey matter {gm:.3g}, white matter {wm:.3g}, "
+                     f"CSF {csf:.3g})")
 
 
 def scalp_signal(data: np.ndarray, kit) -> float:

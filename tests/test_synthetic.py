@@ -259,6 +259,8 @@ def run_cli(*args):
     (["--n", "2", "--seed", "1", "--gap-sd", "-1"], "gap sd must be >= 0"),
     (["--n", "2", "--seed", "1", "--workers", "0"], "--workers must be at least 1"),
     (["--n", "two", "--seed", "1"], "invalid int value"),
+    (["--n", "2", "--seed", "1", "--contrast", "t3"], "invalid choice: 't3'"),
+    (["--n", "2", "--seed", "1", "--slice-mm", "5"], "--slice-mm 5 is not a whole number of 2 mm voxels"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
     result = run_cli("synth", str(tmp_path / "out"), *args)
@@ -278,3 +280,13 @@ def test_cli_generates_a_cohort_with_custom_regions(tmp_path):
     assert (tmp_path / "ground_truth" / "putamen.nii.gz").exists()
     again = run_cli("synth", str(tmp_path), "--n", "2", "--seed", "9")
     assert again.returncode == 2 and "already holds a cohort" in again.stderr
+
+
+def test_cli_renders_a_cohort_in_another_contrast_with_thick_slices(tmp_path):
+    result = run_cli("synth", str(tmp_path), "--n", "1", "--seed", "9", "--contrast", "flair",
+                     "--slice-mm", "6", "--slice-axis", "y", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    (row,) = read_table(tmp_path / "participants.csv")
+    assert row["contrast"] == "flair"
+    scan = load_volume(tmp_path / "sub-0001.nii.gz")
+    assert scan.shape == (91, 37, 91) and np.allclose(scan.voxel_sizes, (2, 6, 2))

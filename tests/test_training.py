@@ -348,3 +348,77 @@ def test_scans_that_fail_to_load_are_listed_and_left_out_of_training(tiny_cohort
     with pytest.raises(ValueError, match=r"none of the 2 scans could be loaded \(first error: crash1: processing "
                                          r"failed \(MemoryError\)\)"):
         load_cohort(tmp_path / "bad.csv")
+
+
+def _t1_input():
+    """The template's T1 as a model input (1, 1, 80, 96, 80), background 0."""
+    import torch
+
+    from napari_brainage.space.grid import model_input
+    from napari_brainage.space.template import load_template
+
+    kit = load_template(2)
+    return torch.from_numpy(model_input(kit.t1 * kit.brain, InputSpec()))[None, None], kit
+
+
+def test_random_contrast_re_renders_the_tissues_at_the_levels_asked():
+    import torch
+
+    from napari_brainage.space.grid import crop
+    from napari_brainage.training.augment import T1_TISSUE_LEVELS, random_contrast
+
+    x, kit = _t1_input()
+    # The T1's own levels give the T1 back (after renormalisation).
+    same = random_contrast(x, T1_TISSUE_LEVELS)
+    assert torch.allclose(same, x, atol=1e-5)
+    t2 = random_contrast(x, (1.0, 0.55, 0.4))[0, 0].numpy()
+    level = {t: float(np.median(t2[crop(getattr(kit, t), InputSpec()) > 0.9])) for t in ("csf", "gm", "wm")}
+    assert level["csf"] > level["gm"] > level["wm"]  # T2 ordering
+    assert level["gm"] / level["wm"] == pytest.approx(0.55 / 0.4, rel=0.1)
+    assert np.array_equal(t2 > 0, x[0, 0].numpy() > 0)  # background stays background
+    assert t2[t2 > 0].mean() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_thick_slice_augmentation_blurs_one_axis_only():
+    import torch
+
+    from napari_brainage.training.augment import thick_slices
+
+    # Detail along x and along z that do not mix: thick z slices keep every x edge.
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy((rng.random((40, 1, 1)) + rng.random((1, 1, 40))).astype(np.float32)).expand(40, 8, 40)
+    x = x[None, None].contiguous()
+    thick = thick_slices(x, axis=2, factor=3.0)
+    detail = [float(torch.diff(thick, dim=2 + a).abs().mean() / (torch.diff(x, dim=2 + a).abs().mean() + 1e-12))
+              for a in (0, 2)]
+    assert detail[0] == pytest.approx(1.0, abs=1e-4) and detail[1] < 0.6, detail
+    assert float(thick.mean()) == pytest.approx(float(x.mean()), rel=0.02)
+    assert torch.equal(thick_slices(x, 0, 1.0), x)
+
+
+def test_domain_randomisation_is_seeded_keeps_the_background_and_the_scale():
+    import torch
+
+    from napari_brainage.training.augment import randomise_domain
+
+    x, _ = _t1_input()
+    x = x.repeat(6, 1, 1, 1, 1)
+    a = randomise_domain(x, np.random.default_rng(4))
+    b = randomise_domain(x, np.random.default_rng(4))
+    assert torch.equal(a, b)
+    assert bool((a[x == 0] == 0).all())  # nothing drawn in the background
+    means = [float(scan[scan > 0].mean()) for scan in a]
+    assert means == pytest.approx([1.0] * 6, rel=1e-3)
+    # Three independent coin flips per scan: some scans change, most of them.
+    changed = [not torch.allclose(a[i], x[i]) for i in range(6)]
+    assert sum(changed) >= 3
+
+
+def test_a_domain_randomised_predictor_says_it_reads_every_contrast(tiny_cohort, tmp_path):
+    from napari_brainage.quality import CONTRASTS
+
+    cohort = load_cohort(tiny_cohort)
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1, randomise_domain=True)
+    card = train_predictor(cohort, tmp_path, config, progress=lambda _: None)
+    assert card.contrasts == CONTRASTS and read_card(tmp_path).contrasts == CONTRASTS
+    assert card.training["predictor"]["randomise_domain"] is True

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         tic = time.monotonic()
         try:
             volume = load_volume(item.path)
-            prepared = prepare_input(volume, options.preprocessing.value)
+            prepared = prepare_input(volume, options.preprocessing.value, model.card.contrasts)
             quality = prepared.quality
             save_volume(importance_map(volume, model, device, prepared=prepared, method=options.method.value),
                         target, overwrite=args.overwrite, description=map_description(options.method, quality.status))

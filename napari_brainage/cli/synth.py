@@ -12,11 +12,13 @@ NAME = "synth"
 
 HELP = "generate a synthetic brain-ageing cohort with ground-truth ageing regions"
 DESCRIPTION = ("Write N synthetic T1 scans on the MNI grid, participants.csv (subject, path, age, brain_age, gap, "
-               "region volumes) and ground_truth/ masks. Deterministic for a given seed.")
+               "region volumes) and ground_truth/ masks. Deterministic for a given seed. --contrast and "
+               "--slice-mm render the same subjects in another contrast or with thick slices.")
 
 
 def add_arguments(synth) -> None:
     from ..synthetic.config import DEFAULT_REGIONS, REGION_PRESETS
+    from ..synthetic.render import CONTRASTS
 
     synth.add_argument("out", metavar="OUT", help="output folder")
     synth.add_argument("--n", type=int, required=True, help="number of subjects")
@@ -36,13 +38,22 @@ def add_arguments(synth) -> None:
     synth.add_argument("--region-age-sd", type=float, default=0.0,
                        help="heterogeneous ageing: each region aged by its own age, brain_age + N(0, SD) "
                             "years (default: 0, all regions at brain_age)")
+    synth.add_argument("--contrast", choices=(*CONTRASTS, "random"),
+                       help="render the scans from the subjects' tissue maps in this contrast (random: each "
+                            "subject its own tissue intensities); the same subjects, ageing and truths as "
+                            "without it (default: the template's T1)")
+    synth.add_argument("--slice-mm", type=int, default=1, metavar="MM",
+                       help="store thick slices: the scan averaged into slabs MM thick along --slice-axis "
+                            "(default: 1, off)")
+    synth.add_argument("--slice-axis", choices=("x", "y", "z"), default="z",
+                       help="axis of the thick slices (z: axial; default: z)")
     synth.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                        help="parallel processes (default: %(default)s)")
     synth.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..synthetic.cohort import generate_cohort
+    from ..synthetic.cohort import Rendering, generate_cohort
     from ..synthetic.config import CohortConfig, parse_region
 
     if args.n < 1:
@@ -55,9 +66,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             resolution_mm=args.res, age_range=tuple(args.age_range), gap_sd=args.gap_sd,
             cortical_thinning=args.cortical_thinning, region_age_sd=args.region_age_sd,
         )
+        slice_mm = args.slice_mm if args.slice_mm > 1 else args.res  # 1 mm slices of a 2 mm grid: the grid
+        if slice_mm % args.res:
+            parser.error(f"--slice-mm {slice_mm} is not a whole number of {args.res} mm voxels")
+        rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis))
     except ValueError as err:
         parser.error(str(err))
     table = generate_cohort(args.out, args.n, args.seed, config, workers=args.workers,
-                            overwrite=args.overwrite, progress=progress("synth"))
+                            overwrite=args.overwrite, progress=progress("synth"), rendering=rendering)
     print(f"napari-brainage synth: {args.n} subjects in {table.parent} (table: {table})")
     return 0

@@ -53,6 +53,10 @@ def add_arguments(train) -> None:
             sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",
                              help="train with random Gaussian blur of sd up to this many voxels, so that "
                                   "resampled (registered) scans are read like aligned ones (default: 0, off)")
+        sub.add_argument("--randomise-domain", action="store_true",
+                         help="re-render half the scans with random tissue contrast (T2-, PD-, FLAIR-like), "
+                              "thick slices, bias, gamma and noise (domain randomisation, as SynthBA): a "
+                              "predictor that reads brain shape, a noise model that maps any contrast")
         sub.add_argument("--init", metavar="DIR",
                          help=f"fine-tune the {part.replace('-', ' ')} of this model folder instead of starting "
                               "from scratch")
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              val_fraction=args.val_fraction, seed=args.seed, device=args.device,
                              resume=args.resume, noise_augment=getattr(args, "noise_augment", 0.0),
                              blur_augment=getattr(args, "blur_augment", 0.0), init_from=args.init,
+                             randomise_domain=args.randomise_domain,
                              flip=getattr(args, "flip", False),
                              lr_schedule=getattr(args, "lr_schedule", "cosine"))
         spec = _noise_spec(args) if args.part == "noise-model" else None

@@ -82,6 +82,9 @@ class ModelCard:
     bias_slope: float = 1.0
     bias_intercept: float = 0.0
     noise: NoiseSpec = field(default_factory=NoiseSpec)
+    #: The contrasts the predictor reads (``quality.CONTRASTS``); QC refuses the
+    #: others. T1 only unless trained with domain randomisation.
+    contrasts: tuple[str, ...] = ("T1",)
     weights: dict[str, str] = field(default_factory=dict)       #: file -> sha256
     training: dict[str, Any] = field(default_factory=dict)      #: data, seeds, commands, epochs
     metrics: dict[str, Any] = field(default_factory=dict)       #: held-out results
@@ -100,8 +103,9 @@ class ModelCard:
         data["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in data.get("input", {}).items()})
         data["noise"] = NoiseSpec(**data.get("noise", {}))
-        for key in ("predictor_channels", "noise_channels"):
-            data[key] = tuple(data[key])
+        for key in ("predictor_channels", "noise_channels", "contrasts"):
+            if key in data:  # cards written before contrasts were recorded read T1 only
+                data[key] = tuple(data[key])
         return cls(**data)
 
 

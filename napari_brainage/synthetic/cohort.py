@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from ..io import Volume, atomic_path, save_volume
 from ..parallel import ordered_map
 from .config import CohortConfig
 from .model import AgeingModel, SyntheticScan, ageing_model
+from .render import Contrast, contrast_named, random_contrast, thick_slices
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,51 @@ def subject_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
 
 
-def _make_subject(args) -> tuple[int, dict[str, float]]:
-    config, seed, index, participant, path = args
+@dataclass(frozen=True)
+class Rendering:
+    """How a cohort's scans are rendered (``render``); the default is the plain T1.
+
+    ``contrast``: None (the template's T1 intensities), a name of
+    ``render.CONTRASTS`` or "random" (each subject its own, drawn from a stream
+    of its own, so the anatomy and nuisance stay those of the T1 cohort of the
+    same seed). ``slice_mm`` > 1 averages the 1 mm scan into slabs that thick
+    along ``slice_axis`` (0-2; 2 is axial on the MNI grid) and stores them so.
+    """
+
+    contrast: str | None = None
+    slice_mm: int = 1
+    slice_axis: int = 2
+
+    def __post_init__(self):
+        if self.contrast not in (None, "random"):
+            contrast_named(self.contrast)  # InputError naming the choices
+        if self.slice_mm < 1 or self.slice_axis not in (0, 1, 2):
+            raise InputError(f"slices must be >= 1 mm thick along axis 0, 1 or 2, got {self.slice_mm} mm, "
+                             f"axis {self.slice_axis}")
+
+    def contrast_for(self, seed: int, index: int) -> Contrast | None:
+        if self.contrast == "random":
+            return random_contrast(np.random.default_rng(np.random.SeedSequence([seed, 4, index])))
+        return None if self.contrast is None else contrast_named(self.contrast)
+
+
+def _make_subject(args) -> tuple[int, dict[str, float], str]:
+    config, seed, index, participant, path, rendering = args
+    contrast = rendering.contrast_for(seed, index)
     scan = ageing_model(config).synthesize(participant.brain_age, subject_rng(seed, index),
-                                           region_ages=dict(participant.region_ages) or None, with_truth=True)
+                                           region_ages=dict(participant.region_ages) or None, with_truth=True,
+                                           contrast=contrast)
     # The subject's own truth first: a scan on disk always has its truth beside it.
     save_volume(Volume(scan.truth.astype(np.uint8), scan.affine), subject_truth_path(path.parent, participant.subject),
                 overwrite=True)
+    if rendering.slice_mm > 1:
+        factor = int(round(rendering.slice_mm / config.resolution_mm))
+        data, affine = thick_slices(scan.data, scan.affine, rendering.slice_axis, factor)
+        scan = replace(scan, data=np.rint(data).astype(np.int16), affine=affine)
     write_scan(scan, participant, path)
-    return index, scan.volumes_ml
+    name = "" if contrast is None else (f"{contrast.name} (CSF {contrast.csf:.2f}, GM {contrast.gm:.2f}, "
+                                        f"WM {contrast.wm:.2f})" if contrast.name == "random" else contrast.name)
+    return index, scan.volumes_ml, name
 
 
 def subject_truth_path(cohort: str | os.PathLike, subject: str) -> Path:
@@ -89,10 +126,15 @@ def generate_cohort(
     workers: int = 1,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    rendering: Rendering = Rendering(),
 ) -> Path:
     """Write ``n`` synthetic subjects, participants.csv and ground_truth/ under ``out``:
     the template-space masks (each region, their ``union``, the ``cortex``) and,
     in ground_truth/subjects/, each subject's own union on its scan.
+
+    ``rendering`` renders the scans in another contrast or with thick slices
+    (the same subjects, nuisance and truths as the T1 cohort of the same seed;
+    participants.csv then has a ``contrast`` column).
 
     Returns the path of participants.csv. Refuses to write into a folder that
     already holds a cohort unless ``overwrite``. Files are written atomically
@@ -114,11 +156,14 @@ def generate_cohort(
     write_ground_truth(model, out / "ground_truth")
     (out / "ground_truth" / "subjects").mkdir(exist_ok=True)
     participants = draw_participants(n, seed, config)
-    jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz") for i, p in enumerate(participants)]
+    if rendering.slice_mm > 1 and rendering.slice_mm % config.resolution_mm:
+        raise InputError(f"{rendering.slice_mm} mm slices are not a whole number of {config.resolution_mm} mm voxels")
+    jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz", rendering) for i, p in enumerate(participants)]
     volumes: dict[int, dict[str, float]] = {}
+    contrasts: dict[int, str] = {}
     # Forked workers inherit the ageing model built above (building it takes seconds).
-    for done, (index, vol) in enumerate(ordered_map(_make_subject, jobs, workers, inherit=True), 1):
-        volumes[index] = vol
+    for done, (index, vol, contrast) in enumerate(ordered_map(_make_subject, jobs, workers, inherit=True), 1):
+        volumes[index], contrasts[index] = vol, contrast
         if progress:
             progress(done, n)
 
@@ -126,13 +171,15 @@ def generate_cohort(
     with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         own_ages = [f"{name}_age" for name in region_names] if config.region_age_sd else []
+        rendered = ["contrast"] if rendering.contrast else []
         writer.writerow(["subject", "path", "age", "brain_age", "gap",
-                         *[f"{name}_ml" for name in region_names], *own_ages])
+                         *[f"{name}_ml" for name in region_names], *own_ages, *rendered])
         for i, p in enumerate(participants):
             writer.writerow([p.subject, f"{p.subject}.nii.gz", f"{p.age:.2f}", f"{p.brain_age:.2f}",
                              f"{p.brain_age - p.age:.2f}",
                              *[f"{volumes[i][name]:.3f}" for name in region_names],
-                             *[f"{age:.2f}" for _, age in p.region_ages]])
+                             *[f"{age:.2f}" for _, age in p.region_ages],
+                             *([contrasts[i]] if rendered else [])])
     return table
 
 

@@ -14,6 +14,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..space.template import TemplateKit, load_template
 from .config import TEMPLATE_AGE, CohortConfig, RegionAgeing
+from .render import Contrast, render
 
 #: Scaling-and-squaring steps: the velocity is divided by 2**STEPS first.
 _SQUARING_STEPS = 6
@@ -135,26 +136,47 @@ class AgeingModel:
     def _regions(self, only: Sequence[str] | None) -> list[RegionAgeing]:
         return [r for r in self.config.regions if only is None or r.name in only]
 
-    def aged_intensity(self, brain_age: float, only: Sequence[str] | None = None,
-                       cortical: bool = True, region_ages: dict[str, float] | None = None) -> np.ndarray:
-        """Template T1 with the partial-volume effects of ageing (before warping)."""
-        kit = self.kit
-        t1 = kit.t1.copy()
-        toward_csf = self.csf_intensity - t1
+    def _csf_shifts(self, brain_age: float, only: Sequence[str] | None, cortical: bool,
+                    region_ages: dict[str, float] | None) -> list[np.ndarray]:
+        """The partial-volume effects of ageing (template space): each term is the
+        fraction of a voxel's tissue replaced by CSF (thinning cortex, shrinking regions)."""
+        shifts = []
         years = brain_age - TEMPLATE_AGE
         if cortical and self.config.cortical_thinning:
             lost = np.clip(self.config.cortical_thinning / 100.0 * years, -0.5, 0.5)
-            t1 += lost * self.cortex * toward_csf
+            shifts.append(lost * self.cortex)
         for region in self._regions(only):
             if region.intensity_loss and region.direction < 0:
                 lost = 1.0 - np.exp(region.log_volume_factor(_age_of(region, brain_age, region_ages)))
                 weight = ndimage.gaussian_filter(self.masks[region.name].astype(np.float32), 1.0)
-                t1 += region.intensity_loss * lost * weight * toward_csf
+                shifts.append(region.intensity_loss * lost * weight)
+        return shifts
+
+    def aged_intensity(self, brain_age: float, only: Sequence[str] | None = None,
+                       cortical: bool = True, region_ages: dict[str, float] | None = None) -> np.ndarray:
+        """Template T1 with the partial-volume effects of ageing (before warping)."""
+        t1 = self.kit.t1.copy()
+        toward_csf = self.csf_intensity - t1
+        for shift in self._csf_shifts(brain_age, only, cortical, region_ages):
+            t1 += shift * toward_csf
         return t1
+
+    def aged_tissues(self, brain_age: float, only: Sequence[str] | None = None,
+                     cortical: bool = True, region_ages: dict[str, float] | None = None) -> np.ndarray:
+        """(3, X, Y, Z) GM, WM and CSF fractions with the partial-volume effects of
+        ageing (before warping): what ``aged_intensity`` does to the T1, done to the
+        tissues, for rendering in other contrasts (``render``)."""
+        kit = self.kit
+        shift = sum(self._csf_shifts(brain_age, only, cortical, region_ages), np.zeros(kit.shape, np.float32))
+        kept = 1.0 - shift  # cortical thinning may be negative before TEMPLATE_AGE: tissue gained
+        gm, wm = kit.gm * kept, kit.wm * kept
+        csf = np.clip(kit.csf * kept + shift * (kit.gm + kit.wm + kit.csf), 0.0, None)
+        return np.stack([gm, wm, csf]).astype(np.float32)
 
     def synthesize(self, brain_age: float, rng: np.random.Generator | None, *,
                    only: Sequence[str] | None = None, cortical: bool = True,
-                   region_ages: dict[str, float] | None = None, with_truth: bool = False) -> "SyntheticScan":
+                   region_ages: dict[str, float] | None = None, with_truth: bool = False,
+                   contrast: Contrast | None = None) -> "SyntheticScan":
         """One subject aged to ``brain_age``.
 
         ``rng`` None gives no nuisance at all; ``only`` restricts ageing to
@@ -165,6 +187,9 @@ class AgeingModel:
         ageing union carried onto the scan by the subject's nuisance warp (the
         truth is defined on the aged, un-moved template, so the ageing warp is
         already in it).
+        ``contrast`` renders the subject from its aged, warped tissue fractions
+        with that contrast's tissue intensities (``render``) instead of the
+        template's T1; the ageing, nuisance and truth are the same.
         """
         kit = self.kit
         strengths = self.strengths_for(brain_age, only, region_ages)
@@ -180,9 +205,12 @@ class AgeingModel:
         source = coords + sample(u_box, coords - origin)
 
         names = list(self.masks)
-        channels = np.stack([t1, kit.brain, *(self.masks[n] for n in names)]).astype(np.float32)
+        tissues = [] if contrast is None else list(self.aged_tissues(brain_age, only, cortical, region_ages))
+        channels = np.stack([t1, kit.brain, *(self.masks[n] for n in names), *tissues]).astype(np.float32)
         warped = sample(channels, source)
         image, brain = warped[0], warped[1] > 0.5
+        if contrast is not None:
+            image = render(warped[-3:], contrast, scale=self.wm_intensity)
         volumes = {n: float(warped[2 + i].sum()) * kit.voxel_volume_ml for i, n in enumerate(names)}
         subject_truth = None
         if with_truth:

@@ -42,6 +42,11 @@ class TrainConfig:
     #: training data. Measured: it narrows the registered-vs-aligned age gap only
     #: a little and costs accuracy (docs/benchmarks.md), so it is off by default.
     blur_augment: float = 0.0
+    #: Re-render half the scans with random tissue contrast, thick slices, bias,
+    #: gamma and noise (``augment.randomise_domain``: SynthBA-style domain
+    #: randomisation): the predictor reads brain shape, not T1 intensity, and
+    #: its card says it reads every contrast; the noise model maps any contrast.
+    randomise_domain: bool = False
     #: Start from this model folder's predictor (fine-tuning, keeping its age
     #: standardisation) or, for the noise model, its noise model; None trains from scratch.
     init_from: str | None = None

@@ -25,6 +25,7 @@ from ..model.card import (
 )
 from ..model.networks import NoiseUNet, SFCNRegressor, mirror
 from ..model.weights import load_weights, save_weights
+from .augment import randomise_domain
 from .config import NOISE_MODEL_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
 from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
@@ -121,11 +122,13 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
              f"lambda {spec.lam}, noise sd {spec.min_sd}-{spec.max_sd}, target {spec.target}")
 
     def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        return mirror(x) if config.flip and rng.random() < 0.5 else x
+        x = mirror(x) if config.flip and rng.random() < 0.5 else x
+        # The masks of a predictor that reads any contrast are made on any contrast.
+        return randomise_domain(x, rng) if config.randomise_domain else x
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if config.flip and spec.target == "prediction":
-            with torch.no_grad():  # the clean output of the scan as flipped, not of the original
+        if (config.flip or config.randomise_domain) and spec.target == "prediction":
+            with torch.no_grad():  # the clean output of the scan as augmented, not of the original
                 y = predictor(x)
         return noise_loss(predictor, model, x, y, spec, card.age_sd)
 

@@ -20,7 +20,8 @@ from ..model.card import (
 )
 from ..model.networks import SFCNRegressor, mirror
 from ..model.weights import load_weights, save_weights
-from .augment import gaussian_blur, patchy_noise
+from ..quality import CONTRASTS
+from .augment import gaussian_blur, patchy_noise, randomise_domain
 from .config import PREDICTOR_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
 from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
@@ -70,12 +71,14 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     if start_card is not None:
         # The network outputs standardised age: keep the scale it was trained on.
         card = ModelCard(input=start_card.input, predictor_channels=start_card.predictor_channels,
-                         age_mean=start_card.age_mean, age_sd=start_card.age_sd)
+                         age_mean=start_card.age_mean, age_sd=start_card.age_sd, contrasts=start_card.contrasts)
         model = load_weights(SFCNRegressor(card.predictor_channels), config.init_from, PREDICTOR_FILE, start_card)
         progress(f"predictor: fine-tuning the predictor of {config.init_from}")
     else:
         card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
         model = SFCNRegressor(card.predictor_channels)
+    if config.randomise_domain:
+        card.contrasts = CONTRASTS
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
@@ -89,6 +92,8 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
             x = mirror(x)
+        if config.randomise_domain:
+            x = randomise_domain(x, rng)
         if config.noise_augment and rng.random() < 0.5:
             x = patchy_noise(x, config.noise_augment)
         if config.blur_augment and rng.random() < 0.5:

@@ -55,7 +55,7 @@ def _analyse(volume: Volume, age: float | None, options: RunOptions):
         yield _STEPS[0]
         model, torch_device = load_model(options.model_dir, options.device.value, need_noise_model=True)
         yield _STEPS[1]
-        prepared = prepare_input(volume, options.preprocessing.value)
+        prepared = prepare_input(volume, options.preprocessing.value, model.card.contrasts)
         yield _STEPS[2]
         result = predict_age(volume, model, torch_device, age, prepared=prepared)
         if result.predicted_age is None:  # failed QC, reported in the result: no age, no map

@@ -1,0 +1,118 @@
+"""Rendering synthetic subjects in other contrasts and with thick slices (issue 19):
+the anatomy, nuisance and truth stay the T1's; QC names the contrast it sees."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_brainage.io import Volume, load_volume
+from napari_brainage.quality import CONTRASTS, T1_ONLY, QualityError, tissue_contrast
+from napari_brainage.synthetic.cohort import Rendering, generate_cohort, subject_truth_path
+from napari_brainage.synthetic.config import CohortConfig
+from napari_brainage.synthetic.model import ageing_model
+from napari_brainage.synthetic.render import CONTRASTS as RENDERS
+from napari_brainage.synthetic.render import thick_slices
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ageing_model(CohortConfig())
+
+
+def tissue_levels(scan: np.ndarray, kit) -> dict[str, float]:
+    """Median intensity of each tissue's core (probability > 0.9) in the template."""
+    return {name: float(np.median(scan[(getattr(kit, name) > 0.9) & (scan > 0)])) for name in ("csf", "gm", "wm")}
+
+
+@pytest.mark.parametrize("name, order", [("t1", ("csf", "gm", "wm")), ("t2", ("wm", "gm", "csf")),
+                                         ("pd", ("wm", "gm", "csf")), ("flair", ("csf", "wm", "gm"))])
+def test_each_contrast_orders_the_tissues_as_its_sequence_does(model, name, order):
+    scan = model.synthesize(60.0, rng=None, contrast=RENDERS[name]).data.astype(float)
+    levels = tissue_levels(scan, model.kit)
+    assert [levels[t] for t in order] == sorted(levels.values()), levels
+
+
+def test_a_render_keeps_the_t1s_anatomy_nuisance_and_truth(model):
+    t1 = model.synthesize(70.0, np.random.default_rng(3), with_truth=True)
+    t2 = model.synthesize(70.0, np.random.default_rng(3), with_truth=True, contrast=RENDERS["t2"])
+    assert np.array_equal(t1.truth, t2.truth)
+    assert t1.volumes_ml == t2.volumes_ml
+    assert np.array_equal(t1.data > 0, t2.data > 0)  # the same brain outline
+    # Inverted contrast: the two scans anti-correlate in the brain.
+    brain = t1.data > 0
+    assert np.corrcoef(t1.data[brain], t2.data[brain])[0, 1] < -0.5
+    # The T1 rendered from tissues is close to the template's T1, not identical (texture).
+    t1_render = model.synthesize(70.0, np.random.default_rng(3), contrast=RENDERS["t1"])
+    assert np.corrcoef(t1.data[brain], t1_render.data[brain])[0, 1] > 0.95
+
+
+def test_ageing_moves_tissue_to_csf_and_keeps_the_total(model):
+    young, old = model.aged_tissues(50.0), model.aged_tissues(80.0)
+    total = model.kit.gm + model.kit.wm + model.kit.csf
+    np.testing.assert_allclose(old.sum(axis=0)[model.kit.brain], total[model.kit.brain], atol=1e-4)
+    hippocampus = model.masks["hippocampus"]
+    assert old[2][hippocampus].mean() > young[2][hippocampus].mean() + 0.02  # more CSF at 80
+    assert old[0][hippocampus].mean() < young[0][hippocampus].mean()         # less grey matter
+
+
+def test_thick_slices_average_slabs_and_keep_world_positions():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(4, 5, 11)).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 1.0, 1.0])
+    affine[:3, 3] = (-10, 4, -7)
+    slabs, thick = thick_slices(data, affine, axis=2, factor=5)
+    assert slabs.shape == (4, 5, 3)
+    np.testing.assert_allclose(slabs[..., 1], data[..., 5:10].mean(axis=2), rtol=1e-5)
+    np.testing.assert_allclose(slabs[..., 2], data[..., 10], rtol=1e-5)  # the partial last slab
+    # A slab's centre sits at the mean world position of the voxels it averages.
+    centre = thick @ [1, 2, 1, 1]
+    np.testing.assert_allclose(centre, np.mean([affine @ [1, 2, z, 1] for z in range(5, 10)], axis=0))
+    assert np.allclose(np.linalg.norm(thick[:3, :3], axis=0), (2, 2, 5))
+
+
+def test_a_rendered_cohort_is_the_t1_cohort_in_another_dress(tmp_path):
+    t1 = generate_cohort(tmp_path / "t1", 3, seed=11)
+    rendered = generate_cohort(tmp_path / "random", 3, seed=11, rendering=Rendering("random", slice_mm=4))
+    again = generate_cohort(tmp_path / "again", 3, seed=11, rendering=Rendering("random", slice_mm=4))
+    rows = list(csv.DictReader(open(rendered)))
+    assert [r["age"] for r in rows] == [r["age"] for r in csv.DictReader(open(t1))]
+    assert len({r["contrast"] for r in rows}) == 3 and all(r["contrast"].startswith("random (CSF") for r in rows)
+    assert [r["contrast"] for r in rows] == [r["contrast"] for r in csv.DictReader(open(again))]
+    scan = load_volume(tmp_path / "random" / "sub-0001.nii.gz")
+    assert scan.shape == (91, 109, 46) and np.allclose(scan.voxel_sizes, (2, 2, 4))
+    assert np.array_equal(load_volume(subject_truth_path(tmp_path / "t1", "sub-0001")).data,
+                          load_volume(subject_truth_path(tmp_path / "random", "sub-0001")).data)
+    assert np.array_equal(load_volume(tmp_path / "again" / "sub-0002.nii.gz").data,
+                          load_volume(tmp_path / "random" / "sub-0002.nii.gz").data)
+
+
+@pytest.mark.parametrize("bad", [dict(contrast="t3"), dict(slice_mm=0), dict(slice_axis=3)])
+def test_a_rendering_no_scanner_makes_is_refused(bad):
+    with pytest.raises(ValueError):
+        Rendering(**bad)
+
+
+@pytest.mark.parametrize("name, seen", [("t1", "T1"), ("t2", "T2"), ("pd", "PD"), ("flair", "FLAIR")])
+def test_qc_names_the_contrast_of_each_render(model, name, seen):
+    scan = model.synthesize(65.0, np.random.default_rng(5), contrast=RENDERS[name]).data.astype(np.float32)
+    _, fit, contrast, failures = tissue_contrast(scan, model.kit, reads=CONTRASTS)
+    assert contrast == seen and failures == [] and fit > 0.25
+    _, _, _, failures = tissue_contrast(scan, model.kit, reads=T1_ONLY)
+    assert (failures == []) == (seen == "T1")
+    if failures:
+        assert f"{seen}-like" in failures[0] and "reads T1 contrast only" in failures[0]
+
+
+def test_a_model_that_reads_every_contrast_gets_an_age_for_a_t2_scan(model):
+    from napari_brainage.preprocess import prepare
+
+    scan = model.synthesize(65.0, np.random.default_rng(5), contrast=RENDERS["t2"])
+    volume = Volume(scan.data, scan.affine)
+    with pytest.raises(QualityError, match="T2-like.*reads T1 contrast only"):
+        prepare(volume)
+    prepared = prepare(volume, reads=CONTRASTS)
+    assert prepared.quality.contrast == "T2" and prepared.quality.status == "pass"
+    assert not prepared.quality.registered  # on the grid, used as it is, whatever its contrast
