@@ -50,7 +50,8 @@ class AgeResult:
 
     ``qc_status`` is "pass", "warn" (age kept; ``qc`` says why to be careful)
     or "fail" (no age: ``predicted_age`` is None and ``error`` says why);
-    ``preprocessing`` says how the scan reached the model's grid.
+    ``preprocessing`` says how the scan reached the model's grid; ``contrast``
+    the contrast QC saw (T1, T2, PD, FLAIR, other; empty when it could not tell).
     """
 
     subject: str
@@ -64,9 +65,10 @@ class AgeResult:
     qc: str = ""  #: "ok", or every reason found (see quality.QualityReport)
     qc_status: str = ""  #: pass | warn | fail
     preprocessing: str = ""
+    contrast: str = ""
 
     FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "qc_status",
-              "error", "qc", "preprocessing")
+              "error", "qc", "contrast", "preprocessing")
 
     def __post_init__(self) -> None:
         if self.error and self.predicted_age is None:
@@ -80,6 +82,7 @@ class AgeResult:
         result = cls(subject=subject, path=str(path), age=age, error=describe_error(err))
         if isinstance(err, QualityError):
             result.qc, result.preprocessing = err.quality.summary(), err.quality.route
+            result.contrast = err.quality.contrast
         return result
 
     def verdict(self) -> str:
@@ -142,7 +145,8 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
         quality.warnings += outside
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
                        path=str(volume.path or ""), predicted_age=predicted, age=age,
-                       qc=quality.summary(), qc_status=quality.status, preprocessing=quality.route)
+                       qc=quality.summary(), qc_status=quality.status, preprocessing=quality.route,
+                       contrast=quality.contrast)
     if age is not None:
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)

@@ -286,7 +286,7 @@ def _field_of_view_coverage(volume: Volume, transform: sitk.Transform | None, ki
 
 #: Columns of the table ``export_prepared`` rows fill (``napari-brainage preprocess``).
 EXPORT_FIELDS = ("subject", "path", "age", "registered", "template_correlation", "brain_coverage", "seconds",
-                 "qc_status", "qc", "preprocessing")
+                 "qc_status", "qc", "contrast", "preprocessing")
 
 
 def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
@@ -300,7 +300,9 @@ def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
     from .io import load_volume, save_volume
 
     subject, source, age, target, mode = job
-    prepared = prepare(load_volume(source), mode)
+    # No model here: every contrast QC can name is written (the row says which);
+    # whether a model reads it is checked when it predicts.
+    prepared = prepare(load_volume(source), mode, reads=qc.CONTRASTS)
     _, affine = mni_grid(2)
     save_volume(Volume(prepared.data, affine), target, overwrite=True,
                 description=f"napari-brainage preprocess ({mode}) of {Path(source).name}")
@@ -308,4 +310,5 @@ def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
     return {"subject": subject, "path": Path(target).name, "age": "" if age is None else f"{age:g}",
             "registered": int(quality.registered), "template_correlation": f"{quality.template_correlation:.3f}",
             "brain_coverage": f"{quality.brain_coverage:.3f}", "seconds": f"{quality.seconds:.2f}",
-            "qc_status": quality.status, "qc": quality.summary(), "preprocessing": quality.route}
+            "qc_status": quality.status, "qc": quality.summary(), "contrast": quality.contrast,
+            "preprocessing": quality.route}

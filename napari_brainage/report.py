@@ -75,6 +75,8 @@ def format_result(result: AgeResult, name: str | None = None) -> str:
     if result.predicted_age is None:
         return "\n".join([*lines, qc_verdict(result)])
     lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
+    if result.contrast not in ("", "T1"):  # said only when it is not what most scans are
+        lines.append(f"read as         {result.contrast}-weighted")
     if result.age is not None:
         lines += [f"age             {result.age:.1f} y",
                   f"brain-age gap   {result.gap:+.1f} y",

@@ -342,10 +342,10 @@ def test_batched_noise_maps_record_failed_scans_and_batches(tiny_cohort, tiny_mo
     inputs = collect_inputs([tiny_cohort])[:4]
     real_prepare, real_noise_importance = inference.prepare, explain.noise_importance
 
-    def prepare(volume, mode):
+    def prepare(volume, mode, **options):
         if volume.path.name == inputs[1].path.name:
             raise MemoryError()
-        return real_prepare(volume, mode)
+        return real_prepare(volume, mode, **options)
 
     batches = []
 

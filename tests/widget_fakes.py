@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from napari_brainage._napari.widgets import brain_age
 from napari_brainage.inference import AgeResult
 from napari_brainage.io import Volume
+from napari_brainage.model.card import ModelCard
 
 #: What SimpleITK raises when registration finds no overlap (a statistical map, a
 #: label image): a RuntimeError of several lines.
@@ -31,8 +34,9 @@ class FakeCore:
     def __init__(self, monkeypatch, predicted: float = 59.9, qc: str = "ok"):
         self.predicted, self.qc = predicted, qc
         self.prepare = lambda volume, mode: object()
-        monkeypatch.setattr(brain_age, "load_model", lambda *a, **k: (object(), "cpu"))
-        monkeypatch.setattr(brain_age, "prepare_input", lambda volume, mode: self.prepare(volume, mode))
+        model = SimpleNamespace(card=ModelCard())  # what the worker reads of a model: its card
+        monkeypatch.setattr(brain_age, "load_model", lambda *a, **k: (model, "cpu"))
+        monkeypatch.setattr(brain_age, "prepare_input", lambda volume, mode, reads: self.prepare(volume, mode))
         monkeypatch.setattr(brain_age, "predict_age", self.predict_age)
         monkeypatch.setattr(brain_age, "importance_map", self.importance_map)
 
