@@ -185,7 +185,7 @@ def _figure(cases, path: Path, model_name: str) -> None:
     cases = [c for c in cases if c[0] == model_name]
     shown = ["t1", "t2", "flair", "pd", "t1_5mm", "t2_5mm"]
     cases = [c for name in shown for c in cases if c[1] == name]
-    fig, axes = plt.subplots(2, len(cases), figsize=(2.6 * len(cases), 5.6), constrained_layout=True)
+    fig, axes = plt.subplots(2, len(cases), figsize=(2.6 * len(cases), 5.6), constrained_layout=True, squeeze=False)
     z = 27  # model-space axial slice through the hippocampi and lateral ventricles
     for column, (_, name, image, importance, age, contrast) in enumerate(cases):
         axes[0, column].imshow(np.rot90(image[:, :, z]), cmap="gray")

@@ -153,8 +153,14 @@ def _as_it_is(scan: Volume, kit: TemplateKit) -> np.ndarray | None:
     on_grid = scan if on_any_mni_grid(scan) else Volume(
         resample(scan.data, scan.affine, shape, affine, order=0), affine)
     data = to_mni_grid(on_grid, 2)
-    # |r|: a T2, PD or FLAIR scan on the grid correlates negatively with the T1 template.
-    aligned = abs(template_correlation(data * brain_mask(kit), kit, present_only=True)) >= MIN_ON_GRID_CORRELATION
+    masked = data * brain_mask(kit)
+    match = abs(template_correlation(masked, kit, present_only=True))
+    if match < MIN_ON_GRID_CORRELATION:
+        # A T2 or PD scan on the grid barely correlates with the T1 template, or
+        # negatively; its tissues, fitted in its own contrast, line up all the same.
+        fitted = qc.fit_tissues(masked, kit)
+        match = np.sqrt(max(fitted[1], 0.0)) if fitted else 0.0
+    aligned = match >= MIN_ON_GRID_CORRELATION
     return data if aligned else None
 
 
@@ -302,7 +308,7 @@ def export_prepared(job: tuple[str, str, float | None, str, str]) -> dict:
     subject, source, age, target, mode = job
     # No model here: every contrast QC can name is written (the row says which);
     # whether a model reads it is checked when it predicts.
-    prepared = prepare(load_volume(source), mode, reads=qc.CONTRASTS)
+    prepared = prepare(load_volume(source), mode, reads=qc.ANY_CONTRAST)
     _, affine = mni_grid(2)
     save_volume(Volume(prepared.data, affine), target, overwrite=True,
                 description=f"napari-brainage preprocess ({mode}) of {Path(source).name}")

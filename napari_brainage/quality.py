@@ -60,6 +60,8 @@ MIN_GM_CSF_RATIO = 1.1
 #: to count as lined up with it (see ``tissue_contrast``).
 MIN_TISSUE_VOXELS = 1000
 MIN_TISSUE_FIT = 0.15
+#: Gaussian sd (voxels of the 2 mm grid) applied to scan and tissue maps before the fit.
+TISSUE_FIT_SMOOTHING = 1.0
 #: Slices thicker than this (mm) were never seen in training (1 and 2 mm scans).
 MAX_SLICE_MM = 2.5
 #: Sharpness of an axis (see ``interpolated_slices``) against the scan's median
@@ -202,6 +204,8 @@ def interpolated_slices(data: np.ndarray, voxel_sizes_mm) -> list[str]:
 #: is at most ``MAX_PD_CSF_GM`` x its grey matter (fits of held-out synthetic
 #: renders: PD 1.02, T2 1.35; the fit blurs CSF with the tissue around it).
 CONTRASTS = ("T1", "T2", "PD", "FLAIR")
+#: What a predictor trained on random tissue intensities reads: every ordering.
+ANY_CONTRAST = (*CONTRASTS, "other")
 #: What a model card that does not say reads: the bundled predictor's training data.
 T1_ONLY = ("T1",)
 MAX_PD_CSF_GM = 1.2
@@ -218,17 +222,14 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     and R^2 says whether the scan lines up with the template's tissues at all.
     Only a scan that does (R^2 >= ``MIN_TISSUE_FIT``) is judged on its
     contrast, named by the tissues' ordering: T1 WM > GM > CSF; T2 CSF > GM > WM
-    (PD the same with CSF at most ``MAX_PD_CSF_GM`` x GM); FLAIR GM > WM > CSF.
+    (PD: WM darkest, CSF at most ``MAX_PD_CSF_GM`` x GM); FLAIR GM > WM > CSF.
     "" when it cannot be told; "other" for any other ordering. A contrast the
     model does not read is a failure; so is a tissue probability map.
     """
-    present = kit.brain & (data > 0)  # a cut field of view or an empty lobe says nothing of contrast
-    if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
+    fitted = fit_tissues(data, kit)
+    if fitted is None:
         return float("nan"), float("nan"), "", []
-    tissues = np.stack([kit.gm[present], kit.wm[present], kit.csf[present]], axis=1).astype(np.float64)
-    y = data[present].astype(np.float64)
-    (gm, wm, csf), *_ = np.linalg.lstsq(tissues, y, rcond=None)
-    fit = 1.0 - float(((y - tissues @ [gm, wm, csf]) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    (gm, wm, csf), fit = fitted
     ratio = wm / gm if gm > 0 else float("inf")
     if fit < MIN_TISSUE_FIT:
         return ratio, fit, "", []  # not lined up: template_match says so
@@ -245,14 +246,40 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     return ratio, fit, contrast, [f"a contrast this model does not read: {why}; it reads {read}"]
 
 
+def fit_tissues(data: np.ndarray, kit) -> tuple[tuple[float, float, float], float] | None:
+    """((GM, WM, CSF intensities), R^2) of ``data`` (template grid) fitted as a mixture of
+    the template's tissue probabilities, by least squares in the template brain where
+    ``data`` has signal; None with fewer than ``MIN_TISSUE_VOXELS`` such voxels.
+
+    Both sides are smoothed alike (sd ``TISSUE_FIT_SMOOTHING`` voxels): a subject's
+    tissues sit 1-2 voxels off the template's, and a low-contrast scan (FLAIR, PD)
+    fitted voxel by voxel fell below ``MIN_TISSUE_FIT`` and went unjudged (a FLAIR
+    read as a T1, 6 y off).
+    """
+    from scipy import ndimage
+
+    present = kit.brain & (data > 0)  # a cut field of view or an empty lobe says nothing of contrast
+    if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
+        return None
+    smooth = [ndimage.gaussian_filter(v.astype(np.float32), TISSUE_FIT_SMOOTHING)[present]
+              for v in (kit.gm, kit.wm, kit.csf, data)]
+    tissues = np.stack(smooth[:3], axis=1).astype(np.float64)
+    y = smooth[3].astype(np.float64)
+    levels, *_ = np.linalg.lstsq(tissues, y, rcond=None)
+    fit = 1.0 - float(((y - tissues @ levels) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    return (float(levels[0]), float(levels[1]), float(levels[2])), fit
+
+
 def _name_contrast(gm: float, wm: float, csf: float) -> tuple[str, str]:
     """(contrast, the measured ordering in words) from the fitted tissue intensities."""
     if wm >= MIN_WM_GM_RATIO * gm and gm >= MIN_GM_CSF_RATIO * csf:
         return "T1", f"white matter {wm / gm:.2f} x grey matter, grey matter {gm / max(csf, 1e-12):.2f} x CSF"
-    if csf > gm > wm:
+    if csf > wm and gm > wm:
+        # White matter darkest: T2 if CSF is clearly brightest, else PD (whose fitted
+        # CSF may even fall below grey matter: little contrast, blurred by the fit).
         name = "PD" if csf <= MAX_PD_CSF_GM * gm else "T2"
-        return name, (f"CSF is brighter than grey matter ({csf / gm:.2f} x) and grey than white matter "
-                      f"(WM / GM {wm / gm:.2f}; T1 about 1.3): {name}-like")
+        return name, (f"white matter is darkest (WM / GM {wm / gm:.2f}; T1 about 1.3), CSF {csf / gm:.2f} x "
+                      f"grey matter: {name}-like")
     if gm > wm > csf:
         return "FLAIR", (f"grey matter is brighter than white matter (WM / GM {wm / gm:.2f}; T1 about 1.3) and "
                          f"CSF darkest: FLAIR-like")

@@ -415,7 +415,7 @@ def test_domain_randomisation_is_seeded_keeps_the_background_and_the_scale():
 
 
 def test_a_domain_randomised_predictor_says_it_reads_every_contrast(tiny_cohort, tmp_path):
-    from napari_brainage.quality import CONTRASTS
+    from napari_brainage.quality import ANY_CONTRAST as CONTRASTS
 
     cohort = load_cohort(tiny_cohort)
     config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1, randomise_domain=True)

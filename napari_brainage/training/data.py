@@ -99,13 +99,13 @@ def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
     """
     from ..errors import describe_error
     from ..preprocess import prepare
-    from ..quality import CONTRASTS
+    from ..quality import ANY_CONTRAST
 
     path, spec, preprocessing = job
     try:
         # Training reads every contrast QC can name: what the model learns to read
         # is the training's business (``ModelCard.contrasts``), not QC's.
-        prepared = prepare(load_volume(path), preprocessing, reads=CONTRASTS)
+        prepared = prepare(load_volume(path), preprocessing, reads=ANY_CONTRAST)
         return prepared.model_input(spec), prepared.quality.warnings, ""
     except Exception as err:  # Ctrl-C (not an Exception) still stops the run
         return None, [], describe_error(err)

@@ -20,7 +20,7 @@ from ..model.card import (
 )
 from ..model.networks import SFCNRegressor, mirror
 from ..model.weights import load_weights, save_weights
-from ..quality import CONTRASTS
+from ..quality import ANY_CONTRAST
 from .augment import gaussian_blur, patchy_noise, randomise_domain
 from .config import PREDICTOR_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
@@ -78,7 +78,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
         card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
         model = SFCNRegressor(card.predictor_channels)
     if config.randomise_domain:
-        card.contrasts = CONTRASTS
+        card.contrasts = ANY_CONTRAST
     model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
