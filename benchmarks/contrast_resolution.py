@@ -193,12 +193,16 @@ def _figure(cases, path: Path, model_name: str) -> None:
                                   else f"{name}\nrefused", fontsize=9)
         axes[1, column].imshow(np.rot90(image[:, :, z]), cmap="gray")
         if importance is not None:
-            layer = axes[1, column].imshow(np.rot90(importance[:, :, z]), cmap="inferno", alpha=0.6,
-                                           vmin=np.percentile(importance, 50), vmax=np.percentile(importance, 99))
+            # The product's default overlay limits: the map's own brain distribution,
+            # the top 10 % saturated, the lower half transparent.
+            inside = importance[image > 0]
+            low, high = np.percentile(inside, 50), np.percentile(inside, 90)
+            shown = np.ma.masked_less(np.rot90(importance[:, :, z]), low)
+            layer = axes[1, column].imshow(shown, cmap="inferno", alpha=0.75, vmin=low, vmax=high)
         for ax in axes[:, column]:
             ax.axis("off")
     if any(c[3] is not None for c in cases):
-        fig.colorbar(layer, ax=axes[1, :], shrink=0.7, label="importance (1 - noise mask)")
+        fig.colorbar(layer, ax=axes[1, :], shrink=0.7, label="importance, scan's median to top 10 %")
     fig.suptitle(f"One held-out subject, {len(cases)} renderings, model {model_name} (model input, 2 mm)")
     fig.savefig(path, dpi=80)
     print(f"figure: {path}")

@@ -238,6 +238,11 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
         return ratio, fit, "other", [f"not an MRI scan of the brain's tissues: one tissue is almost empty "
                                      f"({measured}): a tissue probability map or segmentation?"]
     contrast, why = _name_contrast(gm, wm, csf)
+    if contrast != "T1":
+        # Not T1 by the voxel-wise levels (the check QC always made); the smoothed
+        # levels name the other contrasts better (CSF not darkened by misalignment).
+        contrast, why = _name_contrast(*fit_tissues(data, kit, smoothed_levels=True)[0])
+        contrast = "other" if contrast == "T1" else contrast
     if contrast in reads:
         return ratio, fit, contrast, []
     read = " or ".join(reads)
@@ -246,28 +251,38 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     return ratio, fit, contrast, [f"a contrast this model does not read: {why}; it reads {read}"]
 
 
-def fit_tissues(data: np.ndarray, kit) -> tuple[tuple[float, float, float], float] | None:
+def fit_tissues(data: np.ndarray, kit, smoothed_levels: bool = False
+                ) -> tuple[tuple[float, float, float], float] | None:
     """((GM, WM, CSF intensities), R^2) of ``data`` (template grid) fitted as a mixture of
     the template's tissue probabilities, by least squares in the template brain where
     ``data`` has signal; None with fewer than ``MIN_TISSUE_VOXELS`` such voxels.
 
-    Both sides are smoothed alike (sd ``TISSUE_FIT_SMOOTHING`` voxels): a subject's
-    tissues sit 1-2 voxels off the template's, and a low-contrast scan (FLAIR, PD)
-    fitted voxel by voxel fell below ``MIN_TISSUE_FIT`` and went unjudged (a FLAIR
-    read as a T1, 6 y off).
+    The intensities come from the voxel-by-voxel fit (``smoothed_levels``: from the
+    smoothed one); R^2 (does the scan line up with the template's tissues at all?)
+    from the fit of both sides smoothed alike (sd ``TISSUE_FIT_SMOOTHING`` voxels).
+    A subject's tissues sit 1-2 voxels off the template's: voxel by voxel, a
+    low-contrast scan (FLAIR, PD) fell below ``MIN_TISSUE_FIT`` and went unjudged
+    (a FLAIR read as a T1, 6 y off), and its CSF came out too dark to name the
+    contrast; smoothed, thin CSF blurs into grey matter (a T1 read as GM = CSF).
     """
     from scipy import ndimage
 
     present = kit.brain & (data > 0)  # a cut field of view or an empty lobe says nothing of contrast
     if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
         return None
-    smooth = [ndimage.gaussian_filter(v.astype(np.float32), TISSUE_FIT_SMOOTHING)[present]
-              for v in (kit.gm, kit.wm, kit.csf, data)]
-    tissues = np.stack(smooth[:3], axis=1).astype(np.float64)
-    y = smooth[3].astype(np.float64)
-    levels, *_ = np.linalg.lstsq(tissues, y, rcond=None)
-    fit = 1.0 - float(((y - tissues @ levels) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
+    volumes = (kit.gm, kit.wm, kit.csf, data)
+    smooth_levels, fit = _least_squares([ndimage.gaussian_filter(v.astype(np.float32), TISSUE_FIT_SMOOTHING)[present]
+                                         for v in volumes])
+    levels = smooth_levels if smoothed_levels else _least_squares([v[present] for v in volumes])[0]
     return (float(levels[0]), float(levels[1]), float(levels[2])), fit
+
+
+def _least_squares(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(coefficients, R^2) of the last column fitted on the others, no intercept."""
+    tissues = np.stack(columns[:3], axis=1).astype(np.float64)
+    y = columns[3].astype(np.float64)
+    levels, *_ = np.linalg.lstsq(tissues, y, rcond=None)
+    return levels, 1.0 - float(((y - tissues @ levels) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12))
 
 
 def _name_contrast(gm: float, wm: float, csf: float) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import rotation
 
 from napari_brainage.inference import (
+    AgeResult,
     collect_inputs,
     corrected_gap,
     importance_map,
@@ -20,6 +22,7 @@ from napari_brainage.inference import (
 from napari_brainage.io import Volume, load_volume
 from napari_brainage.metrics import auroc, relevance_mass
 from napari_brainage.model.card import ModelCard
+from napari_brainage.quality import QualityError
 from napari_brainage.population import rank_regions, structure_name
 from napari_brainage.space.grid import resample
 from napari_brainage.space.template import load_template, mni_grid
@@ -144,3 +147,34 @@ def test_cli_reports_a_bad_scan_without_stopping(tiny_model, tiny_cohort, tmp_pa
     assert done.returncode == 1
     rows = {r["subject"]: r for r in csv.DictReader(open(tmp_path / "r.csv"))}
     assert "corrupt" in rows["bad"]["error"] and rows["sub-0003"]["predicted_age"]
+
+
+def test_a_scan_in_a_contrast_the_model_reads_says_so_in_the_csv_and_the_panel(tiny_model, tmp_path):
+    """A model whose card reads T2 ages a T2 render; the row and the result panel say
+    which contrast QC saw. The T1 model refuses the same scan, naming the contrast."""
+    import json
+
+    from napari_brainage.model.card import CARD_FILE
+    from napari_brainage.quality import ANY_CONTRAST
+    from napari_brainage.report import format_result
+    from napari_brainage.synthetic.config import CohortConfig
+    from napari_brainage.synthetic.model import ageing_model
+    from napari_brainage.synthetic.render import CONTRASTS
+
+    synthetic = ageing_model(CohortConfig())
+    scan = synthetic.synthesize(66.0, np.random.default_rng(2), contrast=CONTRASTS["t2"])
+    volume = Volume(scan.data, scan.affine, path=tmp_path / "t2.nii.gz")
+    model, device = load_model(tiny_model, "cpu")
+    with pytest.raises(QualityError, match="T2-like; this model reads T1 contrast only"):
+        predict_age(volume, model, device)
+    reads_all = tmp_path / "model"
+    shutil.copytree(tiny_model, reads_all)
+    card = json.loads((reads_all / CARD_FILE).read_text())
+    card["contrasts"] = list(ANY_CONTRAST)
+    (reads_all / CARD_FILE).write_text(json.dumps(card))
+    model, device = load_model(reads_all, "cpu")
+    result = predict_age(volume, model, device, age=64.0)
+    assert result.predicted_age is not None and result.contrast == "T2" and result.qc_status == "pass"
+    row = dict(zip(AgeResult.FIELDS, result.row()))
+    assert row["contrast"] == "T2"
+    assert "read as         T2-weighted" in format_result(result, "t2")

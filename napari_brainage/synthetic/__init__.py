@@ -76,6 +76,13 @@ residual misregistration (rotations ~N(0, 2 deg) clipped at 5, translations
 bias field (smooth, about +/-10 %); global gamma 0.85-1.15 and gain 0.8-1.2;
 Rician noise with sigma 1-3 % of white-matter intensity.
 
+Other contrasts and resolutions (``render``; ``synth --contrast``,
+``--slice-mm``): the same subject rendered from its tissue probabilities (the
+template's GM, WM and CSF, aged like the T1: tissue lost becomes CSF; moved by
+the same warps) with one intensity per tissue (T2-, PD-, FLAIR-like, or random
+as in SynthSeg/SynthBA domain randomisation), and stored in thick slices. The
+ageing, nuisance and truth are those of the T1 scan of the same seed.
+
 Implementation: per subject, one stationary velocity field (sum over regions of
 strength x the gradient of the Gaussian-smoothed region mask) is integrated by
 scaling and squaring into a diffeomorphic ageing warp, composed with the
