@@ -202,7 +202,7 @@ def _figure(cases, path: Path, model_name: str) -> None:
         for ax in axes[:, column]:
             ax.axis("off")
     if any(c[3] is not None for c in cases):
-        fig.colorbar(layer, ax=axes[1, :], shrink=0.7, label="importance, scan's median to top 10 %")
+        fig.colorbar(layer, ax=axes[1, :], shrink=0.7, label="importance (median to top 10 %)")
     fig.suptitle(f"One held-out subject, {len(cases)} renderings, model {model_name} (model input, 2 mm)")
     fig.savefig(path, dpi=80)
     print(f"figure: {path}")
