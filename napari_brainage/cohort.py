@@ -181,8 +181,8 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
     ready = []
     for item in items:
         try:
-            ready.append((item, prepare_input(load_volume(item.path), preprocessing,
-                                                     model.card.contrasts).model_input(spec)))
+            prepared = prepare_input(load_volume(item.path), preprocessing, model.card.contrasts)
+            ready.append((item, prepared.model_input(spec)))
         except Exception as err:
             failed.append((item.subject, describe_error(err)))
     for start in range(0, len(ready), batch_size):

@@ -159,7 +159,7 @@ def _as_it_is(scan: Volume, kit: TemplateKit) -> np.ndarray | None:
         # A T2 or PD scan on the grid barely correlates with the T1 template, or
         # negatively; its tissues, fitted in its own contrast, line up all the same.
         fitted = qc.fit_tissues(masked, kit)
-        match = np.sqrt(max(fitted[1], 0.0)) if fitted else 0.0
+        match = np.sqrt(max(fitted.fit, 0.0)) if fitted else 0.0
     aligned = match >= MIN_ON_GRID_CORRELATION
     return data if aligned else None
 

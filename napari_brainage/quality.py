@@ -20,6 +20,7 @@ Thresholds were set on held-out synthetic scans and their real-world variants
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -229,7 +230,7 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     fitted = fit_tissues(data, kit)
     if fitted is None:
         return float("nan"), float("nan"), "", []
-    (gm, wm, csf), fit = fitted
+    (gm, wm, csf), fit = fitted.levels, fitted.fit
     ratio = wm / gm if gm > 0 else float("inf")
     if fit < MIN_TISSUE_FIT:
         return ratio, fit, "", []  # not lined up: template_match says so
@@ -241,7 +242,7 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     if contrast != "T1":
         # Not T1 by the voxel-wise levels (the check QC always made); the smoothed
         # levels name the other contrasts better (CSF not darkened by misalignment).
-        contrast, why = _name_contrast(*fit_tissues(data, kit, smoothed_levels=True)[0])
+        contrast, why = _name_contrast(*fitted.smoothed_levels)
         contrast = "other" if contrast == "T1" else contrast
     if contrast in reads:
         return ratio, fit, contrast, []
@@ -251,15 +252,21 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     return ratio, fit, contrast, [f"a contrast this model does not read: {why}; it reads {read}"]
 
 
-def fit_tissues(data: np.ndarray, kit, smoothed_levels: bool = False
-                ) -> tuple[tuple[float, float, float], float] | None:
-    """((GM, WM, CSF intensities), R^2) of ``data`` (template grid) fitted as a mixture of
-    the template's tissue probabilities, by least squares in the template brain where
-    ``data`` has signal; None with fewer than ``MIN_TISSUE_VOXELS`` such voxels.
+class TissueFit(NamedTuple):
+    """A scan's intensities fitted as a mixture of the template's tissues (``fit_tissues``)."""
 
-    The intensities come from the voxel-by-voxel fit (``smoothed_levels``: from the
-    smoothed one); R^2 (does the scan line up with the template's tissues at all?)
-    from the fit of both sides smoothed alike (sd ``TISSUE_FIT_SMOOTHING`` voxels).
+    levels: tuple[float, float, float]           #: GM, WM, CSF intensities, fitted voxel by voxel
+    smoothed_levels: tuple[float, float, float]  #: the same, both sides smoothed
+    fit: float                                   #: R^2 of the smoothed fit: does the scan line up at all?
+
+
+def fit_tissues(data: np.ndarray, kit) -> TissueFit | None:
+    """``data`` (template grid) fitted as a mixture of the template's tissue
+    probabilities, by least squares in the template brain where ``data`` has
+    signal; None with fewer than ``MIN_TISSUE_VOXELS`` such voxels.
+
+    Fitted twice: voxel by voxel, and with both sides smoothed alike (sd
+    ``TISSUE_FIT_SMOOTHING`` voxels), whose R^2 says whether the scan lines up.
     A subject's tissues sit 1-2 voxels off the template's: voxel by voxel, a
     low-contrast scan (FLAIR, PD) fell below ``MIN_TISSUE_FIT`` and went unjudged
     (a FLAIR read as a T1, 6 y off), and its CSF came out too dark to name the
@@ -271,10 +278,10 @@ def fit_tissues(data: np.ndarray, kit, smoothed_levels: bool = False
     if np.count_nonzero(present) < MIN_TISSUE_VOXELS:
         return None
     volumes = (kit.gm, kit.wm, kit.csf, data)
-    smooth_levels, fit = _least_squares([ndimage.gaussian_filter(v.astype(np.float32), TISSUE_FIT_SMOOTHING)[present]
-                                         for v in volumes])
-    levels = smooth_levels if smoothed_levels else _least_squares([v[present] for v in volumes])[0]
-    return (float(levels[0]), float(levels[1]), float(levels[2])), fit
+    smoothed, fit = _least_squares([ndimage.gaussian_filter(v.astype(np.float32), TISSUE_FIT_SMOOTHING)[present]
+                                    for v in volumes])
+    levels, _ = _least_squares([v[present] for v in volumes])
+    return TissueFit(tuple(float(v) for v in levels), tuple(float(v) for v in smoothed), fit)
 
 
 def _least_squares(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:

@@ -89,6 +89,12 @@ def test_a_rendered_cohort_is_the_t1_cohort_in_another_dress(tmp_path):
                           load_volume(tmp_path / "random" / "sub-0002.nii.gz").data)
 
 
+def test_slices_that_are_not_whole_voxels_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="5 mm slices are not a whole number of 2 mm voxels"):
+        generate_cohort(tmp_path / "out", 2, seed=1, rendering=Rendering(slice_mm=5))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("bad", [dict(contrast="t3"), dict(slice_mm=0), dict(slice_axis=3)])
 def test_a_rendering_no_scanner_makes_is_refused(bad):
     with pytest.raises(ValueError):

@@ -361,17 +361,17 @@ def _t1_input():
     return torch.from_numpy(model_input(kit.t1 * kit.brain, InputSpec()))[None, None], kit
 
 
-def test_random_contrast_re_renders_the_tissues_at_the_levels_asked():
+def test_remapped_tissue_levels_re_render_the_tissues_at_the_levels_asked():
     import torch
 
     from napari_brainage.space.grid import crop
-    from napari_brainage.training.augment import T1_TISSUE_LEVELS, random_contrast
+    from napari_brainage.training.augment import T1_TISSUE_LEVELS, remap_tissue_levels
 
     x, kit = _t1_input()
     # The T1's own levels give the T1 back (after renormalisation).
-    same = random_contrast(x, T1_TISSUE_LEVELS)
+    same = remap_tissue_levels(x, T1_TISSUE_LEVELS)
     assert torch.allclose(same, x, atol=1e-5)
-    t2 = random_contrast(x, (1.0, 0.55, 0.4))[0, 0].numpy()
+    t2 = remap_tissue_levels(x, (1.0, 0.55, 0.4))[0, 0].numpy()
     level = {t: float(np.median(t2[crop(getattr(kit, t), InputSpec()) > 0.9])) for t in ("csf", "gm", "wm")}
     assert level["csf"] > level["gm"] > level["wm"]  # T2 ordering
     assert level["gm"] / level["wm"] == pytest.approx(0.55 / 0.4, rel=0.1)

@@ -97,7 +97,7 @@ def _make_subject(args) -> tuple[int, dict[str, float], str]:
     save_volume(Volume(scan.truth.astype(np.uint8), scan.affine), subject_truth_path(path.parent, participant.subject),
                 overwrite=True)
     if rendering.slice_mm > 1:
-        factor = int(round(rendering.slice_mm / config.resolution_mm))
+        factor = rendering.slice_mm // config.resolution_mm  # whole: checked by generate_cohort
         data, affine = thick_slices(scan.data, scan.affine, rendering.slice_axis, factor)
         scan = replace(scan, data=np.rint(data).astype(np.int16), affine=affine)
     write_scan(scan, participant, path)
@@ -144,6 +144,8 @@ def generate_cohort(
         raise InputError(f"the cohort needs at least 1 subject, got {n}")
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
+    if rendering.slice_mm > 1 and rendering.slice_mm % config.resolution_mm:
+        raise InputError(f"{rendering.slice_mm} mm slices are not a whole number of {config.resolution_mm} mm voxels")
     out = Path(out)
     table = out / "participants.csv"
     if out.exists() and not out.is_dir():
@@ -156,8 +158,6 @@ def generate_cohort(
     write_ground_truth(model, out / "ground_truth")
     (out / "ground_truth" / "subjects").mkdir(exist_ok=True)
     participants = draw_participants(n, seed, config)
-    if rendering.slice_mm > 1 and rendering.slice_mm % config.resolution_mm:
-        raise InputError(f"{rendering.slice_mm} mm slices are not a whole number of {config.resolution_mm} mm voxels")
     jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz", rendering) for i, p in enumerate(participants)]
     volumes: dict[int, dict[str, float]] = {}
     contrasts: dict[int, str] = {}

@@ -194,7 +194,10 @@ class AgeingModel:
         kit = self.kit
         strengths = self.strengths_for(brain_age, only, region_ages)
         u_box = self._ageing_displacement(strengths)
-        t1 = self.aged_intensity(brain_age, only, cortical, region_ages)
+        # Trilinear resampling is linear: mixing the tissues before the warp is
+        # mixing them after it, with one channel to warp instead of three.
+        aged = (self.aged_intensity(brain_age, only, cortical, region_ages) if contrast is None
+                else render(self.aged_tissues(brain_age, only, cortical, region_ages), contrast, self.wm_intensity))
 
         nuisance = rng is not None and self.config.nuisance
         grid = _identity_grid(kit.shape)
@@ -205,12 +208,9 @@ class AgeingModel:
         source = coords + sample(u_box, coords - origin)
 
         names = list(self.masks)
-        tissues = [] if contrast is None else list(self.aged_tissues(brain_age, only, cortical, region_ages))
-        channels = np.stack([t1, kit.brain, *(self.masks[n] for n in names), *tissues]).astype(np.float32)
+        channels = np.stack([aged, kit.brain, *(self.masks[n] for n in names)]).astype(np.float32)
         warped = sample(channels, source)
         image, brain = warped[0], warped[1] > 0.5
-        if contrast is not None:
-            image = render(warped[-3:], contrast, scale=self.wm_intensity)
         volumes = {n: float(warped[2 + i].sum()) * kit.voxel_volume_ml for i, n in enumerate(names)}
         subject_truth = None
         if with_truth:

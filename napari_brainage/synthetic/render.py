@@ -3,10 +3,11 @@
 Real scans come T2-weighted, PD-weighted or FLAIR, and with slices 1-6 mm
 thick. Like SynthSeg and SynthBA (Billot et al. 2023, Med Image Anal 86:102789;
 Puglisi et al. 2024, arXiv:2406.00365), a subject is rendered from its anatomy:
-the template's tissue probabilities (grey matter, white matter, CSF), aged and
-warped exactly as its T1 is (``AgeingModel.synthesize(contrast=...)``), mixed
-voxel by voxel with one intensity per tissue (partial volume), then given the
-same bias field, gamma, gain and Rician noise as the T1 scans. The ageing and the
+the template's tissue probabilities (grey matter, white matter, CSF), aged as
+its T1 is and mixed voxel by voxel with one intensity per tissue (partial
+volume), then warped exactly as the T1 (``AgeingModel.synthesize(contrast=...)``;
+trilinear resampling is linear, so mixing before the warp is mixing after it)
+and given the same bias field, gamma, gain and Rician noise as the T1 scans. The ageing and the
 ground truth do not change with the rendering.
 
 Named contrasts give each tissue the intensity ordering of its sequence at

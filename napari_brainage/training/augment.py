@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..synthetic.render import random_contrast
+
 
 def patchy_noise(x: torch.Tensor, max_sd: float) -> torch.Tensor:
     """x + N(0, sd) with sd a random smooth field in [0, max_sd] (about 16 mm patches)."""
@@ -51,7 +53,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 T1_TISSUE_LEVELS = (0.25, 0.97, 1.30)
 
 
-def random_contrast(x: torch.Tensor, levels: tuple[float, float, float]) -> torch.Tensor:
+def remap_tissue_levels(x: torch.Tensor, levels: tuple[float, float, float]) -> torch.Tensor:
     """``x`` (B, 1, X, Y, Z), T1 model inputs, with CSF, GM and WM rendered at ``levels``.
 
     Piecewise linear through (0, 0), (T1 CSF, csf), (T1 GM, gm), (T1 WM, wm),
@@ -104,7 +106,8 @@ def randomise_domain(x: torch.Tensor, rng: np.random.Generator, probability: flo
     for scan in x.split(1):
         inside = scan > 0
         if rng.random() < probability:
-            scan = random_contrast(scan, tuple(float(v) for v in rng.uniform(0.05, 1.0, 3)))
+            drawn = random_contrast(rng)  # the generator's own draw: one definition of "random"
+            scan = remap_tissue_levels(scan, (drawn.csf, drawn.gm, drawn.wm))
         if rng.random() < probability:
             scan = thick_slices(scan, int(rng.integers(3)), float(rng.uniform(1.0, 3.0)))
         if rng.random() < probability:
