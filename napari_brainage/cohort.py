@@ -98,13 +98,19 @@ def keep_last_row_per_subject(path: Path) -> None:
 
 # ------------------------------------------------------------------ workers
 def _worker_model(options: RunOptions, need_noise_model: bool):
-    """The model of ``options``, loaded once per process (each Dask worker keeps its own)."""
+    """The model of ``options``, loaded once per process (each Dask worker keeps its own),
+    and again when its card changed (retrained or calibrated meanwhile)."""
+    from .model.bundle import bundled_model_dir
+    from .model.card import CARD_FILE
+
+    card = Path(options.model_dir or bundled_model_dir()) / CARD_FILE
+    stamp = card.stat().st_mtime_ns if card.exists() else 0
     return _cached_model(str(options.model_dir) if options.model_dir else None, options.device.value,
-                         need_noise_model)
+                         need_noise_model, stamp)
 
 
 @lru_cache(maxsize=2)
-def _cached_model(model_dir: str | None, device: str, need_noise_model: bool):
+def _cached_model(model_dir: str | None, device: str, need_noise_model: bool, card_stamp: int = 0):
     """The model, loaded once per process (each Dask worker keeps its own)."""
     from .inference import load_model
 
@@ -127,7 +133,8 @@ def predict_one(item: ScanInput, options: RunOptions) -> AgeResult:
 
     model, torch_device = _worker_model(options, False)
     try:  # whatever goes wrong with this scan stays in its row (Ctrl-C still stops the run)
-        result = predict_age(load_volume(item.path), model, torch_device, item.age, options.preprocessing.value)
+        result = predict_age(load_volume(item.path), model, torch_device, item.age, options.preprocessing.value,
+                             interval_level=options.interval_level)
         result.subject = item.subject
     except Exception as err:
         result = AgeResult.failed(item.subject, item.path, item.age, err)
@@ -216,6 +223,59 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
             if progress:
                 progress(len(done) + n, len(inputs))
     keep_last_row_per_subject(Path(out))
+    return results
+
+
+#: The results table of a ``report`` run, beside its pages.
+REPORT_CSV = "report.csv"
+#: The cohort page of a ``report`` run.
+SUMMARY_PAGE = "summary.pdf"
+
+
+def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOptions | None = None,
+                  resume: bool = False, png: bool = False, progress: Progress | None = None) -> list[AgeResult]:
+    """One page per scan into ``out_dir`` (``<subject>_report.pdf``, and ``.png`` when
+    ``png``; ``report_page``), each scan's row in ``report.csv`` (written after its
+    page, so a row means its page exists), and ``summary.pdf`` over every row.
+
+    A scan failing QC gets a page saying why, with no age or map; a scan that cannot
+    be read gets a row with the error and no page; neither stops the run.
+    ``resume``: scans already in ``report.csv`` without an error are not redone.
+    Returns this run's results.
+    """
+    from .io import load_volume
+    from .report_page import build_report, draw_page, draw_summary, save_page
+
+    options = options or RunOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = ResultsLog(out_dir / REPORT_CSV)
+    done = log.finished() if resume else set()
+    todo = [item for item in inputs if item.subject not in done]
+    model, torch_device = _worker_model(options, True)
+    model_name = str(options.model_dir) if options.model_dir else "bundled model"
+    results = []
+    with log.appending(restart=not resume) as write:
+        for n, item in enumerate(todo, 1):
+            try:  # whatever goes wrong with this scan stays in its row
+                report = build_report(load_volume(item.path), item.age, model, torch_device,
+                                      options.preprocessing.value, options.method.value, options.interval_level,
+                                      subject=item.subject)
+                page = draw_page(report, model.card, model_name, options.interval_level)
+                save_page(page, out_dir / f"{item.subject}_report.pdf")
+                if png:
+                    save_page(page, out_dir / f"{item.subject}_report.png")
+                result = report.result
+            except Exception as err:
+                result = AgeResult.failed(item.subject, item.path, item.age, err)
+            write(result)
+            results.append(result)
+            if progress:
+                progress(len(done) + n, len(inputs))
+    keep_last_row_per_subject(log.path)
+    with open(log.path, newline="") as handle:
+        everyone = [AgeResult.from_row(row) for row in csv.DictReader(handle)]
+    save_page(draw_summary(everyone, model.card, model_name), out_dir / SUMMARY_PAGE)
     return results
 
 

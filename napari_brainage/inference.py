@@ -31,6 +31,7 @@ from .model.card import ModelCard
 from .preprocess import Prepared, prepare
 from .quality import FAIL, T1_ONLY, WARN, QualityError, age_range
 from .space.grid import uncrop
+from .uncertainty import DEFAULT_LEVEL
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,31 @@ class AgeResult:
     or "fail" (no age: ``predicted_age`` is None and ``error`` says why);
     ``preprocessing`` says how the scan reached the model's grid; ``contrast``
     the contrast QC saw (T1, T2, PD, FLAIR, other; empty when it could not tell).
+    With a calibrated model (``ModelCard.calibration``), ``interval_low`` and
+    ``interval_high`` bound the ``interval_level`` prediction interval (split
+    conformal; ``uncertainty``) and ``gap_centile`` places the corrected gap
+    among held-out subjects' (0-100).
     """
 
     subject: str
     path: str
     predicted_age: float | None = None
+    interval_low: float | None = None
+    interval_high: float | None = None
+    interval_level: float | None = None
     age: float | None = None
     gap: float | None = None
     corrected_gap: float | None = None
     corrected_age: float | None = None
+    gap_centile: float | None = None
     error: str = ""
     qc: str = ""  #: "ok", or every reason found (see quality.QualityReport)
     qc_status: str = ""  #: pass | warn | fail
     preprocessing: str = ""
     contrast: str = ""
 
-    FIELDS = ("subject", "path", "predicted_age", "age", "gap", "corrected_gap", "corrected_age", "qc_status",
-              "error", "qc", "contrast", "preprocessing")
+    FIELDS = ("subject", "path", "predicted_age", "interval_low", "interval_high", "interval_level", "age", "gap",
+              "corrected_gap", "corrected_age", "gap_centile", "qc_status", "error", "qc", "contrast", "preprocessing")
 
     def __post_init__(self) -> None:
         if self.error and self.predicted_age is None:
@@ -85,10 +94,19 @@ class AgeResult:
             result.contrast = err.quality.contrast
         return result
 
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> AgeResult:
+        """A results CSV row (``FIELDS``) read back; empty cells are None."""
+        numbers = {"predicted_age", "interval_low", "interval_high", "interval_level", "age", "gap",
+                   "corrected_gap", "corrected_age", "gap_centile"}
+        values = {name: (float(row[name]) if row.get(name) else None) if name in numbers else row.get(name, "")
+                  for name in cls.FIELDS}
+        return cls(**values)
+
     def verdict(self) -> str:
         """One line for people: "QC pass", "QC warning: <reasons>" or "QC failed: <reason>"."""
         if self.qc_status == FAIL:
-            return self.error if self.error.startswith("QC failed") else f"QC failed: {self.error}"
+            return self.error if "QC failed" in self.error else f"QC failed: {self.error}"
         if self.qc_status == WARN:
             return f"QC warning: {self.qc}"
         return "QC pass"
@@ -129,11 +147,13 @@ def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device
 @torch.no_grad()
 def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
                 age: float | None = None, preprocessing: str = "auto",
-                prepared: Prepared | None = None) -> AgeResult:
+                prepared: Prepared | None = None, interval_level: float = DEFAULT_LEVEL) -> AgeResult:
     """Predicted age (and gaps when ``age`` is known) for one scan, years.
 
     ``preprocessing``: "auto", "register" or "none" (``preprocess.PREPROCESSING_MODES``);
-    pass ``prepared`` to reuse a registration. Raises ``quality.QualityError``
+    pass ``prepared`` to reuse a registration. A calibrated model also gives the
+    ``interval_level`` prediction interval and, with ``age``, the corrected gap's
+    centile (``uncertainty.Calibration``). Raises ``quality.QualityError``
     when the scan fails quality control (no age is made).
     """
     prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
@@ -151,6 +171,14 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)
         result.corrected_age = age + result.corrected_gap
+    calibration = model.card.calibration
+    if calibration is not None:
+        low, high = calibration.interval(predicted, interval_level)
+        if np.isfinite(high):  # too few calibration subjects for this level: no interval
+            result.interval_low, result.interval_high, result.interval_level = low, high, interval_level
+        if age is not None:
+            result.gap_centile = calibration.centile(result.corrected_gap, model.card.bias_slope,
+                                                     model.card.bias_intercept)
     return result
 
 

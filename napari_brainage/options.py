@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 from .errors import InputError
+from .uncertainty import DEFAULT_LEVEL, check_level
 
 
 class _Choice(str, Enum):
@@ -108,17 +109,21 @@ class RunOptions:
     device, preprocessing, method
         Members of :class:`Device`, :class:`Preprocessing`, :class:`Method`, or
         their strings (converted when the options are made).
+    interval_level
+        The prediction interval's level, in (0, 1) (``uncertainty``; 0.9: the
+        interval holds 9 in 10 subjects' ages). Used when the model is calibrated.
 
     Raises
     ------
     InputError
-        for a choice that is not one of the lists above.
+        for a choice that is not one of the lists above, or a level outside (0, 1).
     """
 
     model_dir: Path | None = None
     device: Device = Device.AUTO
     preprocessing: Preprocessing = Preprocessing.AUTO
     method: Method = Method.NOISE
+    interval_level: float = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:
         # Frozen: the conversions go through object.__setattr__, once, here.
@@ -127,6 +132,7 @@ class RunOptions:
         object.__setattr__(self, "device", Device.parse(self.device))
         object.__setattr__(self, "preprocessing", Preprocessing.parse(self.preprocessing))
         object.__setattr__(self, "method", Method.parse(self.method))
+        object.__setattr__(self, "interval_level", check_level(self.interval_level))
 
 
 def map_description(method: Method | str, qc_status: str | None = None) -> str:

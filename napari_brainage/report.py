@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import InputError
 from .io import atomic_path
 from .options import Method
-from .quality import FAIL
+from .quality import FAIL, WARN
+from .uncertainty import interval_text
 
 if TYPE_CHECKING:  # (importing inference loads torch)
     from .inference import AgeResult
@@ -69,18 +70,46 @@ def scan_line(name: str) -> str:
     return f"scan: {name}"  # short: the panel is narrow, long names stay on one line
 
 
+def interval_of(result: AgeResult) -> str:
+    """"90 % interval 55.8-64.1 y" for a calibrated model's result, else ""."""
+    return interval_text(result.interval_low, result.interval_high, result.interval_level)
+
+
+def interval_caveat(result: AgeResult) -> str:
+    """" (QC warning: may not hold)" when QC warned: the interval is calibrated on
+    scans like the held-out subjects, and a warned scan is not one of them (5 mm
+    slices: 31 % of 90 % intervals held the age, docs/benchmarks.md)."""
+    return " (QC warning: may not hold)" if result.qc_status == WARN else ""
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 22nd, ..."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def centile_of(result: AgeResult) -> str:
+    """" (92nd centile)" of the corrected gap among held-out subjects', else ""."""
+    if result.gap_centile is None:
+        return ""
+    return f" ({ordinal(int(min(max(round(result.gap_centile), 1), 99)))} centile)"
+
+
 def format_result(result: AgeResult, name: str | None = None) -> str:
     """The result panel: the scan these numbers belong to, the age with its QC verdict, the gaps."""
     lines = [scan_line(name or result.subject)]
     if result.predicted_age is None:
         return "\n".join([*lines, qc_verdict(result)])
     lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
+    interval = interval_of(result)
+    if interval:
+        lines.append(f"                {interval}{interval_caveat(result)}")
     if result.contrast not in ("", "T1"):  # said only when it is not what most scans are
         lines.append(f"read as         {result.contrast}-weighted")
     if result.age is not None:
         lines += [f"age             {result.age:.1f} y",
                   f"brain-age gap   {result.gap:+.1f} y",
-                  f"corrected gap   {result.corrected_gap:+.1f} y"]
+                  f"corrected gap   {result.corrected_gap:+.1f} y{centile_of(result)}"]
     return "\n".join(lines)
 
 
@@ -90,7 +119,7 @@ def notification(result: AgeResult, name: str) -> str:
     scan name>:" left no room for the age."""
     if result.predicted_age is None:
         return f"Brain age: {qc_verdict(result)} ({name})"
-    numbers = f"Brain age {result.predicted_age:.1f} y"
+    numbers = f"Brain age {result.predicted_age:.1f} y"  # the interval is in the panel: no room here
     if result.age is not None:
         numbers += f", gap {result.gap:+.1f} y"
     status = result.qc_status
@@ -104,8 +133,10 @@ def notification(result: AgeResult, name: str) -> str:
 def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[str]:
     """Caption of an exported snapshot: what was analysed, the numbers, which map, which model."""
     numbers = f"predicted age {result.predicted_age:.1f} y"
+    if result.interval_low is not None:
+        numbers += f" ({interval_of(result)})"
     if result.age is not None:
         numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
-                    f"   corrected gap {result.corrected_gap:+.1f} y")
+                    f"   corrected gap {result.corrected_gap:+.1f} y{centile_of(result)}")
     model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
     return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}"]

@@ -117,3 +117,23 @@ class Thresholder:
     def top_percent(self, percent: float, out: np.ndarray | None = None) -> np.ndarray:
         """Mask of the top ``percent`` % of the counted voxels (see ``mask`` for ``out``)."""
         return self.mask(self.value_for_top_percent(percent), out=out)
+
+
+#: A map's default display: its top this many per cent of in-brain voxels in the
+#: brightest colour, fading to transparent at the median (issue 18: importance
+#: is high over most of the brain, so limits at the map's maximum showed one
+#: broad glow; the top decile is where the eye should go).
+SATURATED_TOP_PERCENT = 10.0
+
+
+def map_contrast_limits(values: np.ndarray, lower_percentile: float = 50.0,
+                        saturated_top_percent: float = SATURATED_TOP_PERCENT) -> tuple[float, float]:
+    """Contrast limits from the map's own distribution over its in-brain (non-zero)
+    voxels: transparent up to the ``lower_percentile`` (the scan shows through where
+    the model did not look), saturated over the top ``saturated_top_percent`` %."""
+    values = np.asarray(values)
+    inside = values[values > 0]
+    if inside.size == 0:
+        return (0.0, 1.0)
+    low, high = np.percentile(inside, [lower_percentile, 100.0 - saturated_top_percent])
+    return float(low), float(max(high, low + 1e-3))

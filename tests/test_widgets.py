@@ -306,6 +306,9 @@ def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, 
     viewer.open_sample("napari-brainage", SAMPLE)
     _run_and_wait(qtbot, widget)
     assert "predicted age   59.9 y  QC pass" in widget.result.value
+    # The calibrated model's interval and the gap's centile, in the panel and the notification.
+    assert "90 % interval 54.9\N{EN DASH}64.9 y\n" in widget.result.value
+    assert "corrected gap   +9.9 y (97th centile)" in widget.result.value
     assert notices[-1] == ("info", f"Brain age 59.9 y, gap +9.9 y, QC pass: {SAMPLE} (age 50)")
 
     core.qc = "slices 5.0 mm thick along the z axis"
@@ -313,6 +316,7 @@ def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, 
     assert "predicted age   59.9 y  QC warning: slices 5.0 mm thick along the z axis" in widget.result.value
     severity, message = notices[-1]
     assert severity == "warning" and message.startswith("Brain age 59.9 y, gap +9.9 y, QC warning: ")
+    assert "90 % interval 54.9\N{EN DASH}64.9 y (QC warning: may not hold)" in widget.result.value
     assert message.endswith("slices 5.0 mm thick along the z axis")
 
     def not_t1(volume, mode):

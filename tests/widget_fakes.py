@@ -40,11 +40,16 @@ class FakeCore:
         monkeypatch.setattr(brain_age, "predict_age", self.predict_age)
         monkeypatch.setattr(brain_age, "importance_map", self.importance_map)
 
-    def predict_age(self, volume, model, device, age=None, prepared=None):
+    def predict_age(self, volume, model, device, age=None, prepared=None, interval_level=0.9):
         result = AgeResult(subject="scan", path="", predicted_age=self.predicted, age=age, qc=self.qc)
         result.qc_status = "pass" if self.qc == "ok" else "warn"  # as the core sets it
+        # A calibrated model's interval: wider at a higher level, as conformal quantiles are.
+        half = 4.0 + 10.0 * (interval_level - 0.8)
+        result.interval_low, result.interval_high = self.predicted - half, self.predicted + half
+        result.interval_level = interval_level
         if age is not None:
             result.gap = result.corrected_gap = self.predicted - age
+            result.gap_centile = 97.0
         return result
 
     @staticmethod

@@ -22,12 +22,13 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..cli import demo, explain, info, population, predict, preprocess, synth, train
+from ..cli import calibrate, demo, explain, info, population, predict, preprocess, report, synth, train
 from ..errors import BrainAgeError
 from ..options import PREPROCESSING_HELP, Preprocessing
 
 #: In ``napari-brainage --help`` order.
-COMMANDS = {module.NAME: module for module in (demo, synth, train, predict, explain, population, preprocess, info)}
+COMMANDS = {module.NAME: module for module in (demo, synth, train, calibrate, predict, explain, report, population,
+                                               preprocess, info)}
 #: The preprocessing choices and their help (``options.Preprocessing``), kept here for scripts.
 PREPROCESSING_MODES = Preprocessing.values()
 __all__ = ["COMMANDS", "PREPROCESSING_HELP", "PREPROCESSING_MODES", "build_parser", "main"]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..options import PREPROCESSING_HELP, Device, Method, Preprocessing, RunOptions
+from ..uncertainty import DEFAULT_LEVEL
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
@@ -66,13 +67,15 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser, method: bool) -> None:
-    """--model, --device, --preprocess (and --method): the fields of ``RunOptions``."""
+    """--model, --device, --preprocess, --interval-level (and --method): the fields of ``RunOptions``."""
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
     add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_preprocessing(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run: finished subjects are not redone")
+    parser.add_argument("--interval-level", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
+                        help="prediction interval level, 0-1 (default 0.9), for a calibrated model")
     if method:
         parser.add_argument("--method", default=Method.NOISE.value, choices=Method.values(),
                             help="importance method: noise (the noise model, default) or a Captum baseline")
@@ -89,4 +92,4 @@ def add_workers(parser: argparse.ArgumentParser, scheduler: bool = True) -> None
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The ``RunOptions`` the parsed arguments ask for."""
     return RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
-                      method=getattr(args, "method", Method.NOISE))
+                      method=getattr(args, "method", Method.NOISE), interval_level=args.interval_level)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError, OptionError
 from ..io import atomic_path
+from ..uncertainty import Calibration
 
 CARD_FILE = "model_card.json"
 PREDICTOR_FILE = "predictor.pt"
@@ -85,6 +86,9 @@ class ModelCard:
     #: The contrasts the predictor reads (``quality.CONTRASTS``); QC refuses the
     #: others. T1 only unless trained with domain randomisation.
     contrasts: tuple[str, ...] = ("T1",)
+    #: Held-out subjects' ages and predicted ages, for prediction intervals and gap
+    #: centiles (``uncertainty``; ``napari-brainage calibrate``); None: not calibrated.
+    calibration: Calibration | None = None
     weights: dict[str, str] = field(default_factory=dict)       #: file -> sha256
     training: dict[str, Any] = field(default_factory=dict)      #: data, seeds, commands, epochs
     metrics: dict[str, Any] = field(default_factory=dict)       #: held-out results
@@ -92,7 +96,10 @@ class ModelCard:
 
     def to_json(self) -> str:
         """The card as indented JSON (the content of ``model_card.json``)."""
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
+        data = asdict(self)
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_dict()
+        return json.dumps(data, indent=2, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelCard":
@@ -103,6 +110,8 @@ class ModelCard:
         data["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in data.get("input", {}).items()})
         data["noise"] = NoiseSpec(**data.get("noise", {}))
+        if data.get("calibration") is not None:
+            data["calibration"] = Calibration.from_dict(data["calibration"])
         for key in ("predictor_channels", "noise_channels", "contrasts"):
             if key in data:  # cards written before contrasts were recorded read T1 only
                 data[key] = tuple(data[key])
@@ -116,7 +125,7 @@ def read_card(folder: str | Path) -> ModelCard:
         raise ModelError(f"{folder}: no {CARD_FILE}; not a napari-brainage model folder")
     try:
         return ModelCard.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, KeyError) as err:
+    except (json.JSONDecodeError, TypeError, KeyError, InputError) as err:
         raise ModelError(f"{path}: unreadable model card ({err})") from err
 
 

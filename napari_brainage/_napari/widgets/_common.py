@@ -239,26 +239,6 @@ def overlay_colormap(name: str = "inferno"):
     return Colormap(colors=colors, controls=positions, name=f"{name} (see-through)")
 
 
-#: A map's default display: its top this many per cent of in-brain voxels in the
-#: brightest colour, fading to transparent at the median (issue 18: importance
-#: is high over most of the brain, so limits at the map's maximum showed one
-#: broad glow; the top decile is where the eye should go).
-SATURATED_TOP_PERCENT = 10.0
-
-
-def map_contrast_limits(values: np.ndarray, lower_percentile: float = 50.0,
-                        saturated_top_percent: float = SATURATED_TOP_PERCENT) -> tuple[float, float]:
-    """Contrast limits from the map's own distribution over its in-brain (non-zero)
-    voxels: transparent up to the ``lower_percentile`` (the scan shows through where
-    the model did not look), saturated over the top ``saturated_top_percent`` %."""
-    values = np.asarray(values)
-    inside = values[values > 0]
-    if inside.size == 0:
-        return (0.0, 1.0)
-    low, high = np.percentile(inside, [lower_percentile, 100.0 - saturated_top_percent])
-    return float(low), float(max(high, low + 1e-3))
-
-
 def ras_to_world(ras_mm: Sequence[float]) -> np.ndarray:
     """RAS millimetres (x, y, z) -> napari world coordinates (z, y, x)."""
     return (RAS_TO_WORLD @ np.array([*ras_mm, 1.0]))[:3]

@@ -23,6 +23,7 @@ from ...io import Volume, save_volume
 from ...options import Device, Method, Preprocessing, RunOptions, map_description
 from ...participants import age_from_participants
 from ...report import caption_lines, captioned, format_result, notification, save_png, scan_line
+from ...threshold import map_contrast_limits
 from ..layers import SOURCE_PATH
 from ..viewer import show_anatomically
 from ._common import (
@@ -34,7 +35,6 @@ from ._common import (
     describe,
     is_quality_failure,
     layer_volume,
-    map_contrast_limits,
     overlay_colormap,
     quality_reasons,
     scan_layers,
@@ -57,7 +57,8 @@ def _analyse(volume: Volume, age: float | None, options: RunOptions):
         yield _STEPS[1]
         prepared = prepare_input(volume, options.preprocessing.value, model.card.contrasts)
         yield _STEPS[2]
-        result = predict_age(volume, model, torch_device, age, prepared=prepared)
+        result = predict_age(volume, model, torch_device, age, prepared=prepared,
+                             interval_level=options.interval_level)
         if result.predicted_age is None:  # failed QC, reported in the result: no age, no map
             return result, None
         yield _STEPS[3]

@@ -36,6 +36,7 @@ from ...io import Volume, load_volume
 from ...model.bundle import bundled_model_dir, pick_device
 from ...options import RunOptions
 from ...space.template import load_template
+from ...threshold import map_contrast_limits
 from ..layers import volume_layer_data
 from ..viewer import show_anatomically
 from ._common import (
@@ -48,7 +49,6 @@ from ._common import (
     WorkerError,
     WorkerSlot,
     layer_volume,
-    map_contrast_limits,
     overlay_colormap,
     show_volume,
     wrapping_label,

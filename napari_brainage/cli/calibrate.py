@@ -1,0 +1,64 @@
+"""``napari-brainage calibrate``: prediction intervals for a model, from held-out subjects."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from ._common import INPUT_HELP, add_inputs, add_preprocessing, add_workers, progress, say
+
+NAME = "calibrate"
+HELP = "calibrate a model's prediction intervals and gap centiles on held-out subjects"
+DESCRIPTION = (HELP + ". Predicts the ages of the INPUT subjects (they need an 'age' column and must not have "
+               "been used in training), then writes their ages and predicted ages into the model card: every "
+               "later run gives each age a split-conformal prediction interval and each corrected gap its "
+               "centile among these subjects. Subjects that fail QC are left out." + INPUT_HELP)
+
+
+def add_arguments(parser) -> None:
+    add_inputs(parser)
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder whose card is calibrated")
+    parser.add_argument("--out", metavar="CSV", help="also keep the calibration subjects' results here")
+    parser.add_argument("--source", default="", metavar="TEXT",
+                        help="what the subjects are, for the card (e.g. the command that made them)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the card's existing calibration")
+    add_preprocessing(parser)
+    add_workers(parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import predict_cohort
+    from ..errors import InputError
+    from ..inference import collect_inputs
+    from ..model.card import read_card, write_card
+    from ..options import RunOptions
+    from ..uncertainty import Calibration
+
+    card = read_card(args.model)  # a wrong folder fails before the long part
+    if card.calibration is not None and not args.overwrite:
+        raise FileExistsError(f"{args.model}: the model card is already calibrated "
+                              f"({card.calibration.n} subjects); pass --overwrite to replace it")
+    inputs = collect_inputs(args.inputs)
+    missing = [item.subject for item in inputs if item.age is None]
+    if missing:
+        raise InputError(f"calibration needs every subject's age (a participants CSV with an 'age' column); "
+                         f"none for {', '.join(missing[:5])}")
+    options = RunOptions(model_dir=args.model, preprocessing=args.preprocess)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(args.out) if args.out else Path(scratch) / "calibration.csv"
+        results = predict_cohort(inputs, out, options, workers=args.workers, scheduler=args.scheduler,
+                                 progress=progress("calibrate"))
+    kept = [r for r in results if r.predicted_age is not None]
+    for result in results:
+        if result.predicted_age is None:
+            say(f"calibrate {result.subject}: left out: {result.error}")
+    source = args.source or f"{len(kept)} subjects of {', '.join(args.inputs)}"
+    card = read_card(args.model)  # re-read: keep whatever changed meanwhile but the calibration
+    card.calibration = Calibration(ages=tuple(r.age for r in kept), predicted=tuple(r.predicted_age for r in kept),
+                                   source=source)
+    path = write_card(card, args.model)
+    widths = ", ".join(f"{level * 100:g} % +-{card.calibration.half_width(level):.1f} y"
+                       for level in (0.8, 0.9, 0.95))
+    print(f"napari-brainage calibrate: {len(kept)} of {len(results)} subjects -> {path}; intervals: {widths}")
+    return 1 if len(kept) < len(results) else 0

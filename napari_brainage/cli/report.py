@@ -1,0 +1,41 @@
+"""``napari-brainage report``: one page per scan (PDF) and a cohort summary page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import INPUT_HELP, add_analysis_arguments, progress, run_options, say
+
+NAME = "report"
+HELP = "write a one-page report per scan (PDF) and a cohort summary page"
+DESCRIPTION = (HELP + ": the predicted age with its prediction interval, the gap and its centile on a normative "
+               "chart, the QC verdict with a registration check, three slices through the importance map's peak "
+               "with a colour bar, the top regions against the population's, and the model. Pages go to "
+               "--out DIR as <subject>_report.pdf, the numbers to DIR/report.csv, the cohort page to "
+               "DIR/summary.pdf." + INPUT_HELP)
+
+
+def add_arguments(parser) -> None:
+    add_analysis_arguments(parser, out="DIR", method=True, workers=False)
+    parser.add_argument("--png", action="store_true", help="also write each page as a PNG")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import REPORT_CSV, report_cohort
+    from ..inference import collect_inputs
+
+    out = Path(args.out)
+    if (out / REPORT_CSV).exists() and not (args.resume or args.overwrite):
+        raise FileExistsError(f"{out} already holds reports; pass --resume to continue them or --overwrite "
+                              "to replace them")
+    inputs = collect_inputs(args.inputs)
+    results = report_cohort(inputs, out, run_options(args), resume=args.resume, png=args.png,
+                            progress=progress("report"))
+    for result in results:
+        if result.error:
+            say(f"report {result.subject}: {result.verdict()}")
+    failed = sum(bool(r.error) for r in results)
+    print(f"napari-brainage report: {len(results)} scans this run -> {out} ({failed} without an age); "
+          f"summary: {out / 'summary.pdf'}")
+    return 1 if failed else 0
