@@ -53,5 +53,9 @@ napari-brainage synth "$WORK/heldout" --n 200 --seed 9999 --workers 2   # seed n
 python "$ROOT/benchmarks/evaluate_model.py" --cohort "$WORK/heldout" --model "$MODEL" --update-card
 napari-brainage population "$WORK/heldout/participants.csv" --model "$MODEL" \
     --out "$MODEL/population_map.nii.gz" --regions "$MODEL/population_regions.csv" --overwrite
+# Prediction intervals and gap centiles: 300 more subjects of a seed no training used.
+napari-brainage synth "$WORK/calib" --n 300 --seed 2121 --workers 2
+napari-brainage calibrate "$WORK/calib/participants.csv" --model "$MODEL" \
+    --source "napari-brainage synth CALIB --n 300 --seed 2121 (2 mm, ages 45-80, gap sd 3; a seed no training used)"
 rm -rf "$MODEL/checkpoints"
 cp "$MODEL"/{model_card.json,predictor.pt,noise_model.pt,population_map.nii.gz,population_regions.csv} "$BUNDLED/"
