@@ -14,6 +14,7 @@ from napari_brainage._napari.widgets import _common
 from napari_brainage._napari.widgets.brain_age import BrainAgeWidget
 from napari_brainage._napari.widgets.population import PopulationWidget, bundled_population_map
 from napari_brainage._napari.widgets.regions import RegionsWidget
+from napari_brainage._napari.viewer import text_overlay
 from napari_brainage._napari.widgets.slices import SliceWidget
 from napari_brainage._napari.widgets.threshold import ThresholdWidget
 from napari_brainage.compare import compare_maps
@@ -165,6 +166,37 @@ def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
     np.testing.assert_allclose(world, overlay.data_to_world(np.array(voxel, float)))
     np.testing.assert_allclose(viewer.dims.point, world)
     assert overlay.data[tuple(np.round(overlay.world_to_data(viewer.dims.point)).astype(int))] == overlay.data.max()
+    # The voxel is marked with a cross, and the selection (which the widgets follow) is kept.
+    selected = viewer.layers.selection.active
+    marker = viewer.layers[_common.MARKER]
+    np.testing.assert_allclose(marker.data, [world])
+    assert viewer.layers.selection.active is selected
+    widget.go_to_peak()  # again: the same layer moves, no second marker
+    assert [layer.name for layer in viewer.layers].count(_common.MARKER) == 1
+
+
+def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
+    viewer, _, scan, overlay = analysed
+    widget = SliceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.dims.order = (0, 1, 2)
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
+    assert text_overlay(viewer).text == "axial: anterior up, patient's right on the right (neurological)"
+    widget.convention.value = "radiological"
+    assert tuple(viewer.scene.camera.orientation2d) == ("up", "left")
+    assert text_overlay(viewer).text.endswith("on the left (radiological)")
+    widget.plane.value = "coronal"
+    assert text_overlay(viewer).text.startswith("coronal: superior up, patient's right on the left")
+
+    before = [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)]
+    widget.toggle_3d()
+    assert viewer.dims.ndisplay == 3 and widget.view3d.text == "2D slices"
+    assert scan.rendering == "iso" and scan.opacity < 0.5  # a translucent outline...
+    assert overlay.rendering == "iso" and overlay.iso_threshold > np.median(overlay.data[overlay.data > 0])
+    assert text_overlay(viewer).text == "3D view: drag to rotate"
+    widget.toggle_3d()
+    assert viewer.dims.ndisplay == 2 and widget.view3d.text == "3D view"
+    assert [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)] == before
 
 
 # ------------------------------------------------------------------ Threshold

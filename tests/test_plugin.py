@@ -195,3 +195,41 @@ def test_every_widget_docks_from_the_plugins_menu_with_tooltips(make_napari_view
         assert inputs, contribution.display_name
         untipped = [w.label or w.text for w in inputs if not (w.tooltip or "").strip()]
         assert not untipped, f"{contribution.display_name}: no tooltip on {untipped}"
+
+
+@pytest.mark.parametrize("convention", ["neurological", "radiological"])
+def test_an_opened_scan_shows_upright_in_every_plane(make_napari_viewer, tmp_path, convention):
+    """File > Open alone (no widget of ours): a marker right, anterior and superior of
+    the centre appears in the upper half of every plane, on the right in
+    neurological and on the left in radiological axial and coronal views; the
+    canvas says which way is which."""
+    import nibabel as nib
+
+    from napari_brainage._napari.viewer import show_anatomically, text_overlay
+
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # stored LAS, as FSL's MNI grid
+    affine[:3, 3] = (40, -40, -40)
+    data = np.full((41, 41, 41), 10, np.float32)
+    data[4:10, 28:34, 28:34] = 100  # x = 40 - 2i > 0: the patient's right; anterior; superior
+    path = tmp_path / "marker.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    viewer = make_napari_viewer(show=True)
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    assert viewer.dims.axis_labels == ("S", "A", "R")
+    if convention == "radiological":
+        show_anatomically(viewer, convention)
+    layer.contrast_limits = (0, 100)
+    viewer.dims.point = (22, 22, 26)  # through the marker (mm)
+    right = convention == "neurological"
+    for plane, order, across in (("axial", (0, 1, 2), "patient's right"), ("coronal", (1, 0, 2), "patient's right"),
+                                 ("sagittal", (2, 0, 1), "anterior")):
+        viewer.dims.order = order
+        viewer.reset_view()
+        assert text_overlay(viewer).text.startswith(f"{plane}: ")
+        assert f"{across} on the {'right' if right else 'left'} ({convention})" in text_overlay(viewer).text
+        text_overlay(viewer).visible = False
+        picture = viewer.screenshot(canvas_only=True, flash=False)[..., 0]
+        rows, columns = np.nonzero(picture > 200)
+        assert rows.size, f"{plane}: the marker is not on the canvas"
+        assert rows.mean() < picture.shape[0] / 2, f"{plane}: upside down"
+        assert (columns.mean() > picture.shape[1] / 2) == right, f"{plane}: left and right swapped"

@@ -16,6 +16,7 @@ from napari.utils.notifications import show_error
 
 from ..io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
 from .layers import volume_layer_data
+from .viewer import orient_current_viewer
 
 PathOrPaths = str | Sequence[str]
 
@@ -45,6 +46,8 @@ def read_scans(path: PathOrPaths) -> list[tuple]:
             show_error(str(err))
             continue
         layers.append(volume_layer_data(volume, name=strip_suffix(p)))
+    if layers:
+        orient_current_viewer()  # upright from File > Open, with or without our widgets
     return layers or [(None,)]
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from ..samples import SAMPLES, load_sample
 from .layers import volume_layer_data
+from .viewer import orient_current_viewer
 
 
 def _load(key: str) -> list[tuple]:
     sample = SAMPLES[key]
     volume = load_sample(key)
+    orient_current_viewer()
     if sample.is_mask:
         return [volume_layer_data(volume, name=key, layer_type="labels", opacity=0.5)]
     return [volume_layer_data(volume, name=key)]

@@ -244,9 +244,30 @@ def ras_to_world(ras_mm: Sequence[float]) -> np.ndarray:
     return (RAS_TO_WORLD @ np.array([*ras_mm, 1.0]))[:3]
 
 
+#: The Points layer that marks the voxel Go to peak or a region click went to.
+MARKER = "marked voxel"
+
+
 def go_to(viewer: napari.Viewer, world_point: Sequence[float]) -> None:
-    """Move every slider to ``world_point`` (napari world coordinates, mm)."""
-    viewer.dims.set_point(range(3), tuple(float(v) for v in world_point))
+    """Move every slider to ``world_point`` (napari world coordinates, mm) and mark it
+    with a cyan cross (the ``MARKER`` layer, reused), so the eye finds the voxel."""
+    point = tuple(float(v) for v in world_point)
+    viewer.dims.set_point(range(3), point)
+    mark(viewer, point)
+
+
+def mark(viewer: napari.Viewer, world_point: Sequence[float]) -> None:
+    """Put the ``MARKER`` cross at ``world_point``; the layer selection is left as it was."""
+    marker = next((layer for layer in viewer.layers
+                   if layer.name == MARKER and isinstance(layer, napari.layers.Points)), None)
+    if marker is None:
+        active = viewer.layers.selection.active
+        marker = viewer.add_points([world_point], name=MARKER, symbol="cross", size=8, face_color="cyan",
+                                   border_color="cyan", opacity=0.9, units="mm")  # as the scans
+        if active is not None:  # adding a layer selects it; the widgets follow the selected scan
+            viewer.layers.selection.active = active
+    else:
+        marker.data = np.asarray([world_point], dtype=float)
 
 
 def voxel_to_world(layer, voxel: Sequence[int]) -> np.ndarray:

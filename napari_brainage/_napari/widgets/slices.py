@@ -1,8 +1,11 @@
-"""Slices dock widget: pick the plane, move through it, jump to what matters.
+"""Slices dock widget: pick the plane, move through it, jump to what matters,
+choose how left and right are shown, and look at the map in 3D.
 
 The slider and napari's own dims slider are two views of one state
 (``viewer.dims``): moving either moves the other. Positions are shown in world
 millimetres, which for this plugin's layers are scanner/MNI RAS coordinates.
+The 3D view draws the scan as a translucent surface (the brain's outline) and
+the map's top 10 % as a solid surface inside it; 2D puts every layer back as it was.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Slider
 from napari.utils.notifications import show_error
 
-from ..viewer import show_anatomically
-from ._common import follow_selection, go_to, map_layers, refresh_map_choices, voxel_to_world
+from ...threshold import map_contrast_limits
+from ..viewer import CONVENTIONS, convention, show_anatomically
+from ._common import follow_selection, go_to, map_layers, refresh_map_choices, scan_layers, voxel_to_world
 
 #: Display layers are laid out (S, A, R): the axis each plane slices through,
 #: and the dims order that shows that plane (sliced axis first).
@@ -35,11 +39,21 @@ class SliceWidget(Container):
         self.map = ComboBox(label="map", choices=self._map_choices, nullable=True,
                             tooltip="The map whose most important voxel 'Go to peak' shows "
                                     "(follows the scan or map selected in the layer list).")
-        self.peak = PushButton(text="Go to peak", tooltip="Show the slices through the map's most important voxel.")
-        self.extend([self.plane, self.slice, self.position, self.map, self.peak])
+        self.peak = PushButton(text="Go to peak", tooltip="Show the slices through the map's most important voxel "
+                                                          "and mark it with a cross.")
+        self.convention = ComboBox(label="left-right", choices=list(CONVENTIONS), value=convention(viewer),
+                                   tooltip="neurological: the patient's right on the screen's right (FSLeyes, the "
+                                           "reports); radiological: on the left, as if facing the patient (PACS).")
+        self.view3d = PushButton(text="3D view", tooltip="The scan as a translucent brain outline with the map's "
+                                                         "top 10 % as a surface inside it (drag to rotate); press "
+                                                         "again for slices.")
+        self.extend([self.plane, self.slice, self.position, self.map, self.peak, self.convention, self.view3d])
+        self._saved_2d: list = []  # (layer, rendering, iso_threshold, opacity, blending) to restore after 3D
         self.plane.changed.connect(self._set_plane)
         self.slice.changed.connect(self._set_slice)
         self.peak.changed.connect(self.go_to_peak)
+        self.convention.changed.connect(lambda name: show_anatomically(self._viewer, name))
+        self.view3d.changed.connect(self.toggle_3d)
         viewer.dims.events.point.connect(self._sync_from_viewer)
         viewer.dims.events.range.connect(self._sync_from_viewer)
         viewer.dims.events.order.connect(self._sync_from_viewer)
@@ -106,3 +120,42 @@ class SliceWidget(Container):
         world = voxel_to_world(layer, voxel)
         go_to(self._viewer, world)
         return world
+
+    # ---- 3D
+    def toggle_3d(self, _value=None) -> None:
+        """Slices <-> 3D: the scan as a translucent iso-surface (the brain's outline),
+        the chosen map's top 10 % as a solid surface inside it."""
+        viewer = self._viewer
+        if viewer.dims.ndisplay == 3:
+            for layer, rendering, threshold, opacity, blending in self._saved_2d:
+                if layer in viewer.layers:
+                    layer.rendering, layer.iso_threshold = rendering, threshold
+                    layer.opacity, layer.blending = opacity, blending
+            self._saved_2d = []
+            viewer.dims.ndisplay = 2
+            self.view3d.text = "3D view"
+            return
+        if viewer.dims.ndim != 3:
+            show_error("Slices: open a 3D scan first.")
+            return
+        shown = self.map.value
+        scans = [layer for layer in scan_layers(viewer) if layer.visible]
+        self._saved_2d = [(layer, layer.rendering, layer.iso_threshold, layer.opacity, layer.blending)
+                          for layer in [*scans, *([shown] if shown is not None else [])]]
+        for layer in scans:
+            inside = np.asarray(layer.data)[np.asarray(layer.data) > 0]
+            # The brain's outline: the surface where intensity crosses the lower quartile
+            # of the scan's non-zero voxels (cerebrospinal fluid and background lie below).
+            layer.iso_threshold = float(np.percentile(inside, 25)) if inside.size else 0.0
+            # Without depth: the map's surface inside stays visible through the outline.
+            layer.rendering, layer.opacity, layer.blending = "iso", 0.3, "translucent_no_depth"
+        if shown is not None:
+            _, top = map_contrast_limits(np.asarray(shown.data))
+            shown.rendering, shown.iso_threshold, shown.opacity, shown.blending = "iso", top, 1.0, "translucent"
+        viewer.dims.ndisplay = 3
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        # Upright, from behind and to the side (napari's default (0, 0, 90) looks from
+        # behind for these (S, A, R) layers; the first angle turns about the vertical):
+        # the hemisphere's outline and the depth of the map inside it.
+        camera.angles = (-60.0, 0.0, 90.0)
+        self.view3d.text = "2D slices"
