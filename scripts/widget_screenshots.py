@@ -64,6 +64,10 @@ def main(out: Path) -> None:
     viewer.window.remove_dock_widget(docks["Population"].native.parent())
     shoot(viewer, out / "widget_regions.png")
 
+    viewer, docks = viewer_with(["Slices"])
+    docks["Slices"].toggle_3d()
+    shoot(viewer, out / "widget_3d.png")
+
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "docs")

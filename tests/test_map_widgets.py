@@ -161,6 +161,7 @@ def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
     assert widget.plane.value == "sagittal"
 
     assert widget.map.value is overlay
+    steps = viewer.dims.nsteps
     world = widget.go_to_peak()
     voxel = np.unravel_index(np.argmax(overlay.data), overlay.data.shape)
     np.testing.assert_allclose(world, overlay.data_to_world(np.array(voxel, float)))
@@ -169,7 +170,8 @@ def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
     # The voxel is marked with a cross, and the selection (which the widgets follow) is kept.
     selected = viewer.layers.selection.active
     marker = viewer.layers[_common.MARKER]
-    np.testing.assert_allclose(marker.data, [world])
+    np.testing.assert_allclose(marker.data_to_world(marker.data[0]), world)
+    assert viewer.dims.nsteps == steps  # the sliders still step by the scan's voxels
     assert viewer.layers.selection.active is selected
     widget.go_to_peak()  # again: the same layer moves, no second marker
     assert [layer.name for layer in viewer.layers].count(_common.MARKER) == 1

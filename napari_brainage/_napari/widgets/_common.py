@@ -262,12 +262,16 @@ def mark(viewer: napari.Viewer, world_point: Sequence[float]) -> None:
                    if layer.name == MARKER and isinstance(layer, napari.layers.Points)), None)
     if marker is None:
         active = viewer.layers.selection.active
-        marker = viewer.add_points([world_point], name=MARKER, symbol="cross", size=8, face_color="cyan",
-                                   border_color="cyan", opacity=0.9, units="mm")  # as the scans
+        # Scaled like the sliders' steps: a layer with 1 mm steps would turn a 2 mm
+        # scan's sliders into 1 mm steps (napari steps by the finest layer).
+        steps = tuple(float(r.step) for r in viewer.dims.range)
+        marker = viewer.add_points([np.asarray(world_point) / steps], scale=steps, name=MARKER, symbol="cross",
+                                   size=8 / min(steps), face_color="cyan", border_color="cyan", opacity=0.9,
+                                   units="mm")  # as the scans
         if active is not None:  # adding a layer selects it; the widgets follow the selected scan
             viewer.layers.selection.active = active
     else:
-        marker.data = np.asarray([world_point], dtype=float)
+        marker.data = np.asarray([world_point], dtype=float) / np.asarray(marker.scale)
 
 
 def voxel_to_world(layer, voxel: Sequence[int]) -> np.ndarray:
