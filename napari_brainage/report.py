@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -29,21 +29,68 @@ CAPTION_FONT_PX = 18
 _MARGIN_PX = 10
 
 
-def captioned(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """``image`` (H x W x 3 or 4, uint8) with ``lines`` of text in a black band below it."""
+def captioned(image: np.ndarray, lines: Sequence[str], colour_bar: ColourBar | None = None) -> np.ndarray:
+    """``image`` (H x W x 3 or 4, uint8) with ``lines`` of text in a black band below it,
+    each wrapped to the image's width (nothing is cut off), and ``colour_bar`` (what
+    the overlay's colours mean) drawn under the text when given."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
         raise ValueError(f"an RGB(A) uint8 image is needed, got {image.shape} {image.dtype}")
     picture = Image.fromarray(image[..., :3])
     font = ImageFont.load_default(size=CAPTION_FONT_PX)
     line_px = CAPTION_FONT_PX + 6
-    band = _MARGIN_PX * 2 + line_px * len(lines)
+    # PIL's built-in font has no dashes beyond the hyphen.
+    lines = [line.replace("\N{EN DASH}", "-").replace("\N{EM DASH}", "-") for line in lines]
+    if colour_bar is not None:  # what the colours are, on the line above their strip
+        lines.append(f"colours: {colour_bar.label}")
+    wrapped = [part for line in lines for part in _wrap(line, font, picture.width - 2 * _MARGIN_PX)]
+    bar_px = 2 * line_px + _MARGIN_PX if colour_bar is not None else 0
+    band = _MARGIN_PX * 2 + line_px * len(wrapped) + bar_px
     canvas = Image.new("RGB", (picture.width, picture.height + band), "black")
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(wrapped):
         draw.text((_MARGIN_PX, picture.height + _MARGIN_PX + i * line_px), line, fill="white", font=font)
+    if colour_bar is not None:
+        top = picture.height + _MARGIN_PX + line_px * len(wrapped) + _MARGIN_PX // 2
+        _draw_colour_bar(canvas, draw, font, colour_bar, top, line_px)
     return np.asarray(canvas)
+
+
+class ColourBar(NamedTuple):
+    """An overlay's colours for a caption: ``colours`` (N x 3 or 4, floats 0-1, low to
+    high) spread from ``low`` to ``high``, and what the values are (``label``)."""
+
+    colours: np.ndarray
+    low: float
+    high: float
+    label: str
+
+
+def _draw_colour_bar(canvas, draw, font, bar: ColourBar, top: int, line_px: int) -> None:
+    width = max(canvas.width // 2, 10)
+    left = _MARGIN_PX
+    colours = (np.clip(np.asarray(bar.colours, float)[:, :3], 0, 1) * 255).astype(np.uint8)
+    strip = colours[np.linspace(0, len(colours) - 1, width).astype(int)][None].repeat(line_px // 2, axis=0)
+    canvas.paste(Image.fromarray(strip), (left, top))
+    below = top + line_px // 2 + 2
+    draw.text((left, below), f"{bar.low:.3g}", fill="white", font=font)
+    high = f"{bar.high:.3g}"
+    draw.text((left + width - draw.textlength(high, font=font), below), high, fill="white", font=font)
+
+
+def _wrap(line: str, font, width_px: int) -> list[str]:
+    """``line`` broken at spaces into pieces no wider than ``width_px`` (a word
+    longer than that stays whole)."""
+    words, out, current = line.split(" "), [], ""
+    for word in words:
+        trial = f"{current} {word}" if current else word
+        if current and font.getlength(trial) > width_px:
+            out.append(current)
+            current = word
+        else:
+            current = trial
+    return [*out, current]
 
 
 def save_png(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
@@ -130,8 +177,9 @@ def notification(result: AgeResult, name: str) -> str:
     return text
 
 
-def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[str]:
-    """Caption of an exported snapshot: what was analysed, the numbers, which map, which model."""
+def caption_lines(result: AgeResult, model_dir, method: str = "noise", view: str = "") -> list[str]:
+    """Caption of an exported snapshot: what was analysed, the numbers, which map, which
+    model, and (``view``) which slice the picture is and which way is which."""
     numbers = f"predicted age {result.predicted_age:.1f} y"
     if result.interval_low is not None:
         numbers += f" ({interval_of(result)})"
@@ -139,4 +187,5 @@ def caption_lines(result: AgeResult, model_dir, method: str = "noise") -> list[s
         numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
                     f"   corrected gap {result.corrected_gap:+.1f} y{centile_of(result)}")
     model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
-    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}"]
+    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}",
+            *([view] if view else [])]

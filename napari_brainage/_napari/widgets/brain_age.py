@@ -11,9 +11,11 @@ map (NIfTI, the scan's geometry), the numbers (CSV) and a captioned snapshot (PN
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import napari
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -22,10 +24,11 @@ from ...inference import AgeResult, importance_map, load_model, predict_age, pre
 from ...io import Volume, save_volume
 from ...options import Device, Method, Preprocessing, RunOptions, map_description
 from ...participants import age_from_participants
-from ...report import caption_lines, captioned, format_result, notification, save_png, scan_line
+from ...report import ColourBar, caption_lines, captioned, format_result, notification, save_png, scan_line
+from ...uncertainty import DEFAULT_LEVEL
 from ...threshold import map_contrast_limits
 from ..layers import SOURCE_PATH
-from ..viewer import show_anatomically
+from ..viewer import orientation_text, show_anatomically, text_overlay
 from ._common import (
     IMPORTANCE,
     SOURCE_LAYER,
@@ -60,9 +63,40 @@ def _analyse(volume: Volume, age: float | None, options: RunOptions):
         result = predict_age(volume, model, torch_device, age, prepared=prepared,
                              interval_level=options.interval_level)
         if result.predicted_age is None:  # failed QC, reported in the result: no age, no map
-            return result, None
+            return result, None, None, model.card
         yield _STEPS[3]
-        return result, importance_map(volume, model, torch_device, prepared=prepared, method=options.method.value)
+        importance = importance_map(volume, model, torch_device, prepared=prepared, method=options.method.value)
+        # The scan on the template grid and the card travel with the result: the Report needs them.
+        return result, importance, getattr(prepared, "data", None), model.card
+    except Exception as err:
+        raise WorkerError(err) from err
+
+
+@dataclass
+class _Analysis:
+    """One scan's finished analysis, kept for Export and Report."""
+
+    result: AgeResult
+    importance: Volume
+    method: str
+    scan: Volume
+    template_scan: np.ndarray | None  #: the scan on the template grid (the report's registration check)
+    card: object                      #: the model's card (the report's chart and footer)
+
+
+@thread_worker(ignore_errors=True)  # errors: the Report button's errored handler
+def _write_report_page(analysis: _Analysis, model_dir, level: float, path: Path) -> Path:
+    """Draw and write one report page off the GUI thread (matplotlib's Figure API)."""
+    from ...model.bundle import bundled_model_dir
+    from ...population import rank_regions_of
+    from ...report_page import ScanReport, draw_page, population_shares, save_page
+
+    try:
+        report = ScanReport(result=analysis.result, scan=analysis.scan, template_scan=analysis.template_scan,
+                            importance=analysis.importance, regions=rank_regions_of(analysis.importance),
+                            population_regions=population_shares(model_dir or bundled_model_dir()))
+        name = str(model_dir) if model_dir else "bundled model"
+        return save_page(draw_page(report, analysis.card, name, level), path)
     except Exception as err:
         raise WorkerError(err) from err
 
@@ -108,10 +142,15 @@ class BrainAgeWidget(Container):
         self.export = PushButton(text="Export", enabled=False,
                                  tooltip="Write <scan>_importance.nii.gz, <scan>_brainage.csv and <scan>_view.png "
                                          "for the selected scan (asks before replacing files).")
+        self.report = PushButton(text="Report", enabled=False,
+                                 tooltip="Write <scan>_report.pdf: a one-page report (the age and its interval, the "
+                                         "gap's centile, QC, three slices through the map's peak, the regions, the "
+                                         "model), as `napari-brainage report` does (asks before replacing it).")
         self.extend([self.scan, self.age, self.model, self.device, self.preprocess, self.method, self.run, self.cancel,
-                     self.progress, self.result, self.opacity, self.export_dir, self.export])
+                     self.progress, self.result, self.opacity, self.export_dir, self.export, self.report])
         self.run.changed.connect(self.start)
         self.export.changed.connect(self.export_results)
+        self.report.changed.connect(self.write_report)
         self.opacity.changed.connect(self._set_opacity)
         self.cancel.changed.connect(self.stop)
         self.scan.changed.connect(self._follow_scan)
@@ -165,7 +204,7 @@ class BrainAgeWidget(Container):
             age = self.known_age(layer)
             self.age.value = "" if age is None else f"{age:g}"
         self.result.value = self._panels.get(layer, "")
-        self.export.enabled = layer in self._results
+        self.export.enabled = self.report.enabled = layer in self._results
 
     def _remember_age(self, text: str) -> None:
         if self._shown is not None:
@@ -187,7 +226,7 @@ class BrainAgeWidget(Container):
         self._panels[layer] = text
         if layer is self.scan.value:
             self.result.value = text
-            self.export.enabled = layer in self._results
+            self.export.enabled = self.report.enabled = layer in self._results
 
     # ---- running
     @property
@@ -257,7 +296,7 @@ class BrainAgeWidget(Container):
         self.progress.label = step
 
     def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume | None,
-                 method: str = "noise") -> None:
+                 template_scan=None, card=None, method: str = "noise") -> None:
         result.subject = layer.name
         if result.predicted_age is None or importance is None:  # failed QC: no age, no map
             self._set_panel(layer, format_result(result, layer.name))
@@ -265,7 +304,7 @@ class BrainAgeWidget(Container):
             return
         self.progress.value = len(_STEPS)
         importance.path = volume.path
-        self._results[layer] = (result, importance, method)
+        self._results[layer] = _Analysis(result, importance, method, volume, template_scan, card)
         if layer in self._viewer.layers:  # (the scan may have been closed meanwhile)
             show_volume(
                 self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
@@ -309,6 +348,47 @@ class BrainAgeWidget(Container):
             self._viewer.layers[name].opacity = opacity
 
     # ---- export
+    def _view_line(self) -> str:
+        """Which slice the snapshot is, and which way is which, for its caption."""
+        dims = self._viewer.dims
+        if dims.ndim != 3 or dims.ndisplay != 2:
+            return orientation_text(self._viewer)
+        sliced = int(dims.order[0])
+        return f"{orientation_text(self._viewer)}; slice at {'SAR'[sliced]} = {dims.point[sliced]:+.1f} mm"
+
+    def _colour_bar(self, layer, method: str) -> ColourBar | None:
+        """The overlay's colours and limits as shown, for the snapshot's caption."""
+        name = self._map_name(layer, method)
+        if name not in self._viewer.layers:
+            return None
+        overlay = self._viewer.layers[name]
+        low, high = overlay.contrast_limits
+        colours = overlay.colormap.map(np.linspace(0.0, 1.0, 256))
+        return ColourBar(colours, float(low), float(high), Method.parse(method).definition)
+
+    def write_report(self, _value=None):
+        """Write the selected scan's one-page report into the export folder, in a worker."""
+        layer = self.scan.value
+        if layer not in self._results:
+            show_error("Brain age: run the analysis of this scan before writing its report.")
+            return None
+        if self.export_dir.value is None or not Path(self.export_dir.value).is_dir():
+            show_error("Brain age: choose an existing folder to write the report to (export to).")
+            return None
+        analysis = self._results[layer]
+        path = Path(self.export_dir.value) / f"{analysis.result.subject}_report.pdf"
+        if not confirm_overwrite([path], self.native):
+            return None
+        level = analysis.result.interval_level or DEFAULT_LEVEL
+        worker = _write_report_page(analysis, self.model.value, level, path)
+        worker.returned.connect(lambda written: show_info(f"Brain age: report written to {written}"))
+        worker.errored.connect(
+            lambda err: show_error(f"Brain age report failed: {describe(getattr(err, 'error', err))}"))
+        self.report.enabled = False
+        worker.finished.connect(lambda: setattr(self.report, "enabled", self.scan.value in self._results))
+        worker.start()
+        return worker
+
     def export_paths(self, folder: Path, name: str) -> dict[str, Path]:
         return {"map": folder / f"{name}_importance.nii.gz", "csv": folder / f"{name}_brainage.csv",
                 "png": folder / f"{name}_view.png"}
@@ -323,7 +403,8 @@ class BrainAgeWidget(Container):
             show_error("Brain age: choose a folder to export to.")
             return None
         folder = Path(self.export_dir.value)
-        result, importance, method = self._results[layer]
+        analysis = self._results[layer]
+        result, importance, method = analysis.result, analysis.importance, analysis.method
         name = result.subject
         paths = self.export_paths(folder, name)
         if not folder.is_dir():
@@ -335,9 +416,14 @@ class BrainAgeWidget(Container):
             save_volume(importance, paths["map"], overwrite=True,
                         description=map_description(method, result.qc_status))
             write_results([result], paths["csv"])
-            snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
-            save_png(captioned(snapshot, caption_lines(result, self.model.value, method)), paths["png"],
-                     overwrite=True)
+            overlay = text_overlay(self._viewer)  # the caption says it in full; the canvas line may be cut
+            shown, overlay.visible = overlay.visible, False
+            try:
+                snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
+            finally:
+                overlay.visible = shown
+            lines = caption_lines(result, self.model.value, method, view=self._view_line())
+            save_png(captioned(snapshot, lines, self._colour_bar(layer, method)), paths["png"], overwrite=True)
         except (OSError, ValueError) as err:
             show_error(f"Brain age export failed: {err}")
             return None
