@@ -435,3 +435,25 @@ def test_brain_age_cancel_while_stuck_then_run_again_ignores_the_first(make_napa
     qtbot.wait(50)
     assert "predicted age   61.0 y" in widget.result.value and _is_ready(widget)
     assert not [message for _, message in notices if "late error" in message]
+
+
+def test_three_docked_widgets_fit_a_1080_pixel_screen(make_napari_viewer):
+    """Brain age, Slices and Regions docked together: the window's minimum height
+    leaves room for a taskbar on a 1920 x 1080 screen (it was 1,125 px)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-brainage", SAMPLE)
+    for name in ("Brain age", "Slices", "Regions"):
+        viewer.window.add_plugin_dock_widget("napari-brainage", name)
+    assert viewer.window._qt_window.minimumSizeHint().height() <= 1000
+
+
+def test_brain_age_interval_level_is_the_users_choice(make_napari_viewer, qtbot, monkeypatch, notices):
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    viewer.open_sample("napari-brainage", SAMPLE)
+    assert widget.level.value == 0.9
+    widget.level.value = 0.8
+    _run_and_wait(qtbot, widget)
+    assert "80 % interval 55.9\N{EN DASH}63.9 y" in widget.result.value

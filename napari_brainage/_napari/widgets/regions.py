@@ -38,7 +38,7 @@ class RegionsWidget(MapPickers, Container):
         self.table = Table(label="regions", value={"data": [], "index": [], "columns": list(COLUMNS)})
         self.table.read_only = True
         self.table.native.setSelectionBehavior(self.table.native.SelectionBehavior.SelectRows)
-        self.table.native.setMinimumHeight(260)
+        self.table.native.setMinimumHeight(150)  # it scrolls; taller, three docked widgets outgrew a 1080 px screen
         header = self.table.native.horizontalHeader()
         header.setSectionResizeMode(header.ResizeMode.ResizeToContents)  # the numbers
         header.setStretchLastSection(False)

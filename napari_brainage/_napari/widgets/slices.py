@@ -47,7 +47,8 @@ class SliceWidget(Container):
         self.view3d = PushButton(text="3D view", tooltip="The scan as a translucent brain outline with the map's "
                                                          "top 10 % as a surface inside it (drag to rotate); press "
                                                          "again for slices.")
-        self.extend([self.plane, self.slice, self.position, self.map, self.peak, self.convention, self.view3d])
+        buttons = Container(widgets=[self.peak, self.view3d], layout="horizontal", labels=False, label=" ")
+        self.extend([self.plane, self.slice, self.position, self.map, self.convention, buttons])
         self._saved_2d: list = []  # (layer, rendering, iso_threshold, opacity, blending) to restore after 3D
         self.plane.changed.connect(self._set_plane)
         self.slice.changed.connect(self._set_slice)
