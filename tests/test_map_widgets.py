@@ -140,6 +140,182 @@ def test_population_reports_bad_input(make_napari_viewer, monkeypatch, tmp_path)
     assert len(viewer.layers) == 0
 
 
+@pytest.fixture
+def quickly_analysed(make_napari_viewer, qtbot, monkeypatch):
+    """A viewer with the sample scan "analysed" by the Brain age widget on stand-ins for
+    the core (widget_fakes.FakeCore: the map is the scan scaled to [0, 1]), a Population
+    widget docked beside it and the bundled population map loaded: for tests of what
+    the Population widget shows, not of the numbers."""
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer(show=True)  # shown: screenshots render the canvas
+    brain_age = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(brain_age)
+    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
+    brain_age.start()
+    qtbot.waitUntil(lambda: not brain_age.busy, timeout=20_000)
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    population = widget.load_map()
+    return viewer, widget, scan, viewer.layers[f"importance ({SAMPLE})"], population
+
+
+def test_population_cohort_can_be_a_folder_of_scans(make_napari_viewer, qtbot, monkeypatch, tmp_path,
+                                                    population_notices):
+    """The cohort's own button picks a file (CSV or scan); "Choose folder", beside it,
+    a folder, whose every scan makes the cohort."""
+    from magicgui.types import FileDialogMode
+
+    from napari_brainage import cohort
+    from napari_brainage._napari.widgets import population
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.nii.gz").write_bytes(b"")
+    asked = []
+    monkeypatch.setattr(population, "_ask_for_folder", lambda start: asked.append(start) or str(folder))
+    monkeypatch.setattr(cohort, "map_chunk", lambda items, *args, **kwargs: 1 / 0)  # every scan fails, at once
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.cohort.mode is FileDialogMode.EXISTING_FILE  # its own button: a CSV or a scan
+    assert not widget.cohort_folder.native.isHidden() and widget.cohort_folder.text == "Choose folder"
+    row = widget.cohort.native.parentWidget()
+    assert widget.cohort_folder.native.parentWidget() is row  # on the cohort's row
+    assert "folder" in widget.cohort.tooltip and "CSV" in widget.cohort.tooltip
+
+    widget.cohort_folder.native.click()
+    assert asked == [None] and widget.cohort.value == folder
+    widget.start()
+    assert widget.progress.max == 3  # the folder's three scans
+    qtbot.waitUntil(lambda: not widget.busy, timeout=20_000)
+    assert widget.status.value == "0 of 3 mapped, 3 failed"
+
+    monkeypatch.setattr(population, "_ask_for_folder", lambda start: asked.append(start) and None)  # cancelled
+    widget.cohort_folder.native.click()
+    assert asked[-1] == str(folder) and widget.cohort.value == folder  # starts there; nothing changed
+
+
+def test_population_side_by_side_off_puts_the_subject_back_on_top(quickly_analysed):
+    """Turning side by side off: one view again with the subject's scan and map on top;
+    the template it added is gone and the population map (on the template grid) no
+    longer lies over the subject; what it hid is shown again, in the order it was."""
+    from napari.layers import Image
+
+    viewer, widget, scan, overlay, population = quickly_analysed
+    layers = viewer.layers
+    other = viewer.add_image(np.asarray(scan.data), affine=scan.affine, name="another scan")
+    layers.move(layers.index(other), 0)  # under the subject: side by side hides it
+    widget.run_comparison()
+    difference = layers[f"difference ({overlay.name} - population)"]
+    difference.visible = True
+    before = list(layers)
+
+    widget.side_by_side.value = True
+    template = layers["ICBM152 template (population space)"]
+    assert viewer.canvas.grid.enabled and not other.visible and not difference.visible
+    # Each panel's map with its colour bar (each in its own panel).
+    assert overlay.colorbar.visible and population.colorbar.visible
+
+    widget.side_by_side.value = False
+    assert not viewer.canvas.grid.enabled
+    assert template not in layers  # side by side added it; one view does not need it
+    assert not population.visible  # on the template grid: it would lie over the subject
+    assert list(layers) == before  # the order it was in (the other scan under the subject)
+    assert scan.visible and overlay.visible and other.visible and difference.visible
+    shown_above = [layer for layer in list(layers)[layers.index(scan) + 1:]
+                   if isinstance(layer, Image) and layer.visible]
+    assert shown_above == [overlay, difference]  # the subject's map, and its see-through difference
+    assert [layer for layer in _common.map_layers(viewer) if layer.colorbar.visible] == [difference]
+
+    widget.side_by_side.value = True  # and again: the same two panels
+    assert viewer.canvas.grid.enabled and viewer.canvas.grid.actual_shape(layers) == (1, 2)
+    widget.side_by_side.value = False
+    assert "ICBM152 template (population space)" not in layers and list(layers) == before
+
+
+def test_population_difference_diverges_about_0_shows_the_scan_and_has_a_colour_bar(quickly_analysed):
+    """The difference layer: a diverging colormap centred on 0 (symmetric limits, round
+    so that the colour bar labels its ends), see-through near 0 with translucent
+    blending, so the anatomy shows where subject and population agree; the population
+    map and the difference each get the colour bar when they are the map on top."""
+    viewer, widget, scan, overlay, population = quickly_analysed
+    assert population.colorbar.visible  # the map on top
+    comparison = widget.run_comparison()
+    difference = viewer.layers[f"difference ({overlay.name} - population)"]
+    low, high = difference.contrast_limits
+    # Saturated at the 98th percentile of |difference| in the brain (its rim, where the
+    # subject's mask ends, would otherwise set the scale and leave the inside see-through).
+    largest = np.percentile(np.abs(comparison.difference.data[load_template(2).brain]), 98)
+    assert low == -high and largest <= high < 2 * largest
+    assert high / 10 ** np.floor(np.log10(high)) in (1, 2, 3, 4, 5)
+    assert difference.blending == "translucent"
+    colours = difference.colormap.map(np.array([0.0, 0.5, 1.0]))
+    assert colours[1, 3] == 0 and colours[0, 3] == colours[2, 3] == 1  # 0 see-through, both ends opaque
+    assert np.argmax(colours[0, :3]) != np.argmax(colours[2, :3])  # two hues: lower / higher than the population
+
+    # Rendered over the scan alone: most of the brain looks as it did (the maps of this
+    # stand-in subject differ from the population's, but not everywhere by much).
+    for layer in (overlay, population):
+        layer.visible = False
+    text_overlay(viewer).visible = False
+    viewer.reset_view()
+    bare = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    difference.visible = True
+    assert [layer for layer in _common.map_layers(viewer) if layer.colorbar.visible] == [difference]
+    shown = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    brain = bare[..., :3].max(axis=-1) > 30
+    unchanged = (np.abs(shown - bare)[..., :3].max(axis=-1) <= 8) & brain
+    assert unchanged.sum() > 0.3 * brain.sum()
+    assert (~brain & (np.abs(shown - bare)[..., :3].max(axis=-1) > 8)).mean() < 0.05  # background: only the bar
+
+
+def test_population_comparison_numbers_leave_when_either_map_changes(quickly_analysed):
+    viewer, widget, scan, overlay, population = quickly_analysed
+    widget.run_comparison()
+    assert widget.result.value.startswith("Dice of top 10 %")
+    viewer.add_image(np.zeros((4, 4, 4)), name="unrelated")  # the pickers are re-listed, not changed
+    assert widget.result.value.startswith("Dice of top 10 %")
+
+    other = widget._show_population(_common.layer_volume(population), "population (another)")
+    assert widget.population.value is other
+    assert "Dice" not in widget.result.value and "press Compare" in widget.result.value
+    widget.run_comparison()
+    assert widget.result.value.startswith("Dice of top 10 %")
+    widget.subject.value = None
+    assert "Dice" not in widget.result.value and "press Compare" in widget.result.value
+
+
+def test_population_long_text_does_not_widen_the_dock(make_napari_viewer):
+    """A long status (an error naming a path), a large cohort's progress or a long
+    comparison wraps or stays inside the bar: the dock keeps its width."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    widget = PopulationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    QApplication.processEvents()
+    width = widget.native.sizeHint().width()
+    assert width < 600
+    words = "failed: " + "the scan could not be registered to the template " * 6
+    path = "failed: /data/" + "sub-0001_ses-01_acq-mprage_T1w_" * 9 + ".nii.gz"
+    for text in (words[:300], path[:300]):
+        widget._set_status(text, [])
+        QApplication.processEvents()
+        assert widget.native.sizeHint().width() == width
+        assert widget.status.tooltip == text  # in full: a path has nowhere to wrap
+    widget._set_ready(False)
+    widget.progress.max = 12345
+    widget._on_progress((1234, 12345, ["a: " + "x" * 300]))
+    QApplication.processEvents()
+    assert widget.native.sizeHint().width() == width
+    assert widget.progress.native.text() == "1234 of 12345 subjects"
+    assert widget.status.tooltip == "Failed:\na: " + "x" * 300
+    widget.result.value = "Dice of top 10 %   " + "0.90 " * 60
+    QApplication.processEvents()
+    assert widget.native.sizeHint().width() == width
+
+
 # ------------------------------------------------------------------ Slices
 def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
     viewer, _, _, overlay = analysed
