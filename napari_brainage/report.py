@@ -147,7 +147,8 @@ def format_result(result: AgeResult, name: str | None = None) -> str:
     lines = [scan_line(name or result.subject)]
     if result.predicted_age is None:
         return "\n".join([*lines, qc_verdict(result)])
-    lines.append(f"predicted age   {result.predicted_age:.1f} y  {qc_verdict(result)}")
+    # A no-break space: a narrow panel wrapped "72.3 / y" between number and unit.
+    lines.append(f"predicted age   {result.predicted_age:.1f}\N{NO-BREAK SPACE}y  {qc_verdict(result)}")
     interval = interval_of(result)
     if interval:
         lines.append(f"                {interval}{interval_caveat(result)}")

@@ -500,7 +500,7 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     np.testing.assert_array_equal(written.affine, load_volume(sample_path(SAMPLE)).affine)
     [row] = list(csv.DictReader(open(paths["csv"])))
     assert row["subject"] == SAMPLE and row["age"] == "50.000"
-    assert f"predicted age   {float(row['predicted_age']):.1f} y" in widget.result.value
+    assert f"predicted age   {float(row['predicted_age']):.1f}\u00a0y" in widget.result.value
     png = np.asarray(Image.open(paths["png"]))
     canvas = viewer.screenshot(canvas_only=True, flash=False)
     assert png.shape[1] == canvas.shape[1] and png.shape[0] > canvas.shape[0]  # caption band below

@@ -79,7 +79,7 @@ def test_brain_age_widget_predicts_and_overlays_importance(make_napari_viewer, q
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
     volume = load_volume(sample_path("synthetic_age50_accelerated"))
     expected = predict_age(volume, model, device, age=50.0)
-    assert f"predicted age   {expected.predicted_age:.1f} y" in widget.result.value
+    assert f"predicted age   {expected.predicted_age:.1f}\u00a0y" in widget.result.value
     assert f"brain-age gap   {expected.gap:+.1f} y" in widget.result.value
     assert f"corrected gap   {expected.corrected_gap:+.1f} y" in widget.result.value
 
@@ -222,7 +222,7 @@ def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewe
     # Selecting a layer in the layer list selects it in the box, with its own age and result.
     viewer.layers.selection.active = sample
     assert widget.scan.value is sample and widget.age.value == "50"
-    assert widget.result.value.startswith(f"scan: {SAMPLE}\npredicted age   59.9 y")
+    assert widget.result.value.startswith(f"scan: {SAMPLE}\npredicted age   59.9\u00a0y")
     assert widget.export.enabled
     viewer.layers.selection.active = other
     assert widget.scan.value is other and widget.age.value == "63"
@@ -260,7 +260,7 @@ def test_brain_age_worker_errors_become_notifications_and_the_widget_is_ready(ma
     viewer.window.add_dock_widget(widget)
     viewer.open_sample("napari-brainage", SAMPLE)
     _run_and_wait(qtbot, widget)
-    assert "predicted age   59.9 y" in widget.result.value and widget.export.enabled
+    assert "predicted age   59.9\u00a0y" in widget.result.value and widget.export.enabled
 
     def registration_fails(volume, mode):
         raise RuntimeError(ITK_ERROR)
@@ -293,7 +293,7 @@ def test_brain_age_worker_errors_become_notifications_and_the_widget_is_ready(ma
     # Then a scan that works is analysed as usual.
     core.prepare = lambda volume, mode: object()
     _run_and_wait(qtbot, widget)
-    assert "predicted age   59.9 y" in widget.result.value and _is_ready(widget)
+    assert "predicted age   59.9\u00a0y" in widget.result.value and _is_ready(widget)
 
 
 def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, notices):
@@ -305,7 +305,7 @@ def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, 
     viewer.window.add_dock_widget(widget)
     viewer.open_sample("napari-brainage", SAMPLE)
     _run_and_wait(qtbot, widget)
-    assert "predicted age   59.9 y  QC pass" in widget.result.value
+    assert "predicted age   59.9\u00a0y  QC pass" in widget.result.value
     # The calibrated model's interval and the gap's centile, in the panel and the notification.
     assert "90 % interval 54.9\N{EN DASH}64.9 y\n" in widget.result.value
     assert "corrected gap   +9.9 y (97th centile)" in widget.result.value
@@ -313,7 +313,7 @@ def test_brain_age_shows_the_qc_verdict(make_napari_viewer, qtbot, monkeypatch, 
 
     core.qc = "slices 5.0 mm thick along the z axis"
     _run_and_wait(qtbot, widget)
-    assert "predicted age   59.9 y  QC warning: slices 5.0 mm thick along the z axis" in widget.result.value
+    assert "predicted age   59.9\u00a0y  QC warning: slices 5.0 mm thick along the z axis" in widget.result.value
     severity, message = notices[-1]
     assert severity == "warning" and message.startswith("Brain age 59.9 y, gap +9.9 y, QC warning: ")
     assert "90 % interval 54.9\N{EN DASH}64.9 y (QC warning: may not hold)" in widget.result.value
@@ -401,7 +401,7 @@ def test_brain_age_cancel_returns_to_ready_while_the_core_is_stuck(make_napari_v
     # A new run works as usual.
     core.prepare = lambda volume, mode: object()
     _run_and_wait(qtbot, widget)
-    assert "predicted age   77.7 y" in widget.result.value and f"importance ({SAMPLE})" in viewer.layers
+    assert "predicted age   77.7\u00a0y" in widget.result.value and f"importance ({SAMPLE})" in viewer.layers
 
 
 def test_brain_age_cancel_while_stuck_then_run_again_ignores_the_first(make_napari_viewer, qtbot, monkeypatch,
@@ -429,11 +429,11 @@ def test_brain_age_cancel_while_stuck_then_run_again_ignores_the_first(make_napa
     qtbot.waitUntil(lambda: bool(calls), timeout=20_000)
     widget.stop()
     _run_and_wait(qtbot, widget)
-    assert "predicted age   61.0 y" in widget.result.value
+    assert "predicted age   61.0\u00a0y" in widget.result.value
     release.set()
     qtbot.waitUntil(lambda: bool(ended), timeout=20_000)
     qtbot.wait(50)
-    assert "predicted age   61.0 y" in widget.result.value and _is_ready(widget)
+    assert "predicted age   61.0\u00a0y" in widget.result.value and _is_ready(widget)
     assert not [message for _, message in notices if "late error" in message]
 
 
