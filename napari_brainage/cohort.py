@@ -53,9 +53,18 @@ class ResultsLog:
             return set()
         self._drop_torn_line()
         with open(self.path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if rows and set(self.fields) - set(rows[0]):
-            raise InputError(f"{self.path}: not a results file of this version (columns differ)")
+            reader = csv.DictReader(handle)
+            columns, rows = list(reader.fieldnames or []), list(reader)
+        missing = [name for name in self.fields if name not in columns]
+        if missing and columns:
+            if not {"subject", "error"} <= set(columns):
+                raise InputError(f"{self.path}: not a results file of napari-brainage (no subject and error columns)")
+            # Written by an earlier version (fewer columns: the interval, the contrast):
+            # rewrite it with today's columns, the new ones empty, so the run can go on.
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(self.fields), extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows({name: row.get(name, "") for name in self.fields} for row in rows)
         return {row["subject"] for row in rows if not row.get("error")}
 
     def _drop_torn_line(self) -> None:

@@ -365,3 +365,25 @@ def test_batched_noise_maps_record_failed_scans_and_batches(tiny_cohort, tiny_mo
     assert reasons[inputs[1].subject] == "preprocessing failed (MemoryError)"
     assert reasons[inputs[3].subject] == "processing failed (RuntimeError: CUDA out of memory. " \
                                          "Tried to allocate 2.00 GiB)"
+
+
+def test_a_results_file_of_an_earlier_version_resumes_with_todays_columns(tmp_path):
+    """A CSV written before the interval and contrast columns existed: --resume keeps
+    its finished rows, adds the new columns empty, and goes on (it used to refuse)."""
+    from napari_brainage.cohort import ResultsLog
+    from napari_brainage.errors import InputError
+    from napari_brainage.inference import AgeResult
+
+    old = tmp_path / "old.csv"
+    old.write_text("subject,path,predicted_age,age,gap,corrected_gap,corrected_age,qc_status,error,qc,preprocessing\n"
+                   "a,a.nii.gz,61.000,60.000,1.000,0.500,60.500,pass,,ok,as it is\n"
+                   "b,b.nii.gz,,,,,,fail,corrupt file,,\n")
+    log = ResultsLog(old)
+    assert log.finished() == {"a"}  # b failed: retried
+    rows = list(csv.DictReader(open(old)))
+    assert list(rows[0]) == list(AgeResult.FIELDS)
+    assert rows[0]["predicted_age"] == "61.000" and rows[0]["interval_low"] == "" and rows[1]["error"] == "corrupt file"
+    other = tmp_path / "other.csv"
+    other.write_text("name,value\nx,1\n")
+    with pytest.raises(InputError, match="not a results file"):
+        ResultsLog(other).finished()
