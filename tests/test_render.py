@@ -122,3 +122,24 @@ def test_a_model_that_reads_every_contrast_gets_an_age_for_a_t2_scan(model):
     prepared = prepare(volume, reads=CONTRASTS)
     assert prepared.quality.contrast == "T2" and prepared.quality.status == "pass"
     assert not prepared.quality.registered  # on the grid, used as it is, whatever its contrast
+
+
+def test_random_slices_give_each_subject_its_own_thickness_and_axis(tmp_path):
+    """--slice-mm random: thicknesses of whole voxels up to 6 mm along any axis, one
+    draw per subject (the same on a rerun), listed in participants.csv, stored as
+    the listed slabs; the anatomy and truths are those of the T1 cohort."""
+    table = generate_cohort(tmp_path / "random", 6, seed=11, rendering=Rendering(random_slices=True))
+    rows = list(csv.DictReader(open(table)))
+    drawn = [(int(r["slice_mm"]), r["slice_axis"]) for r in rows]
+    assert all(mm in (2, 4, 6) and axis in "xyz" for mm, axis in drawn)
+    assert len(set(drawn)) > 1  # not one setting for everyone
+    for row, (mm, axis) in zip(rows, drawn):
+        sizes = load_volume(tmp_path / "random" / row["path"]).voxel_sizes
+        expected = [2.0, 2.0, 2.0]
+        expected["xyz".index(axis)] = float(mm)
+        np.testing.assert_allclose(sizes, expected)
+    again = list(csv.DictReader(open(generate_cohort(tmp_path / "again", 6, seed=11,
+                                                     rendering=Rendering(random_slices=True)))))
+    assert [(r["slice_mm"], r["slice_axis"]) for r in again] == [(r["slice_mm"], r["slice_axis"]) for r in rows]
+    t1 = list(csv.DictReader(open(generate_cohort(tmp_path / "t1", 6, seed=11))))
+    assert [r["brain_age"] for r in t1] == [r["brain_age"] for r in rows] and "slice_mm" not in t1[0]

@@ -42,9 +42,10 @@ def add_arguments(synth) -> None:
                        help="render the scans from the subjects' tissue maps in this contrast (random: each "
                             "subject its own tissue intensities); the same subjects, ageing and truths as "
                             "without it (default: the template's T1)")
-    synth.add_argument("--slice-mm", type=int, default=1, metavar="MM",
+    synth.add_argument("--slice-mm", default="1", metavar="MM",
                        help="store thick slices: the scan averaged into slabs MM thick along --slice-axis "
-                            "(default: 1, off)")
+                            "(default: 1, off); random: each subject its own thickness (whole voxels up to 6 mm) "
+                            "and axis, listed in participants.csv")
     synth.add_argument("--slice-axis", choices=("x", "y", "z"), default="z",
                        help="axis of the thick slices (z: axial; default: z)")
     synth.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
@@ -66,10 +67,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             resolution_mm=args.res, age_range=tuple(args.age_range), gap_sd=args.gap_sd,
             cortical_thinning=args.cortical_thinning, region_age_sd=args.region_age_sd,
         )
-        slice_mm = args.slice_mm if args.slice_mm > 1 else args.res  # 1 mm slices of a 2 mm grid: the grid
+        random_slices = args.slice_mm == "random"
+        if not random_slices and not args.slice_mm.isdigit():
+            parser.error(f"--slice-mm must be a whole number of mm or 'random', got {args.slice_mm!r}")
+        slice_mm = 1 if random_slices else int(args.slice_mm)
+        slice_mm = slice_mm if slice_mm > 1 else args.res  # 1 mm slices of a 2 mm grid: the grid
         if slice_mm % args.res:
             parser.error(f"--slice-mm {slice_mm} is not a whole number of {args.res} mm voxels")
-        rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis))
+        rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis), random_slices)
     except ValueError as err:
         parser.error(str(err))
     table = generate_cohort(args.out, args.n, args.seed, config, workers=args.workers,

@@ -68,11 +68,15 @@ class Rendering:
     of its own, so the anatomy and nuisance stay those of the T1 cohort of the
     same seed). ``slice_mm`` > 1 averages the 1 mm scan into slabs that thick
     along ``slice_axis`` (0-2; 2 is axial on the MNI grid) and stores them so.
+    ``random_slices``: each subject its own thickness (whole voxels from one to
+    ``MAX_RANDOM_SLICE_MM``) and axis, drawn from a stream of its own, as clinical
+    scans come (``slices_for``); ``slice_mm`` and ``slice_axis`` are then ignored.
     """
 
     contrast: str | None = None
     slice_mm: int = 1
     slice_axis: int = 2
+    random_slices: bool = False
 
     def __post_init__(self):
         if self.contrast not in (None, "random"):
@@ -81,13 +85,32 @@ class Rendering:
             raise InputError(f"slices must be >= 1 mm thick along axis 0, 1 or 2, got {self.slice_mm} mm, "
                              f"axis {self.slice_axis}")
 
+    def slices_for(self, seed: int, index: int, resolution_mm: int) -> tuple[int, int]:
+        """(slab thickness in mm, axis) of subject ``index``: the fixed ones, or with
+        ``random_slices`` a draw of its own (thickness uniform over the whole
+        numbers of voxels up to ``MAX_RANDOM_SLICE_MM``, axis uniform)."""
+        if not self.random_slices:
+            return max(self.slice_mm, resolution_mm), self.slice_axis
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 5, index]))
+        voxels = int(rng.integers(1, MAX_RANDOM_SLICE_MM // resolution_mm + 1))
+        return voxels * resolution_mm, int(rng.integers(3))
+
+    @property
+    def thick(self) -> bool:
+        """Whether the table records each scan's slices (thick or random)."""
+        return self.random_slices or self.slice_mm > 1
+
     def contrast_for(self, seed: int, index: int) -> Contrast | None:
         if self.contrast == "random":
             return random_contrast(np.random.default_rng(np.random.SeedSequence([seed, 4, index])))
         return None if self.contrast is None else contrast_named(self.contrast)
 
 
-def _make_subject(args) -> tuple[int, dict[str, float], str]:
+#: The thickest slab ``Rendering.random_slices`` draws (clinical scans: 1-6 mm).
+MAX_RANDOM_SLICE_MM = 6
+
+
+def _make_subject(args) -> tuple[int, dict[str, float], str, tuple[int, int]]:
     config, seed, index, participant, path, rendering = args
     contrast = rendering.contrast_for(seed, index)
     scan = ageing_model(config).synthesize(participant.brain_age, subject_rng(seed, index),
@@ -96,14 +119,15 @@ def _make_subject(args) -> tuple[int, dict[str, float], str]:
     # The subject's own truth first: a scan on disk always has its truth beside it.
     save_volume(Volume(scan.truth.astype(np.uint8), scan.affine), subject_truth_path(path.parent, participant.subject),
                 overwrite=True)
-    if rendering.slice_mm > 1:
-        factor = rendering.slice_mm // config.resolution_mm  # whole: checked by generate_cohort
-        data, affine = thick_slices(scan.data, scan.affine, rendering.slice_axis, factor)
+    slice_mm, slice_axis = rendering.slices_for(seed, index, config.resolution_mm)
+    if slice_mm > config.resolution_mm:
+        factor = slice_mm // config.resolution_mm  # whole: checked by generate_cohort, drawn so
+        data, affine = thick_slices(scan.data, scan.affine, slice_axis, factor)
         scan = replace(scan, data=np.rint(data).astype(np.int16), affine=affine)
     write_scan(scan, participant, path)
     name = "" if contrast is None else (f"{contrast.name} (CSF {contrast.csf:.2f}, GM {contrast.gm:.2f}, "
                                         f"WM {contrast.wm:.2f})" if contrast.name == "random" else contrast.name)
-    return index, scan.volumes_ml, name
+    return index, scan.volumes_ml, name, (slice_mm, slice_axis)
 
 
 def subject_truth_path(cohort: str | os.PathLike, subject: str) -> Path:
@@ -134,7 +158,8 @@ def generate_cohort(
 
     ``rendering`` renders the scans in another contrast or with thick slices
     (the same subjects, nuisance and truths as the T1 cohort of the same seed;
-    participants.csv then has a ``contrast`` column).
+    participants.csv then has a ``contrast`` column, and ``slice_mm`` and
+    ``slice_axis`` columns for thick or random slices).
 
     Returns the path of participants.csv. Refuses to write into a folder that
     already holds a cohort unless ``overwrite``. Files are written atomically
@@ -144,7 +169,7 @@ def generate_cohort(
         raise InputError(f"the cohort needs at least 1 subject, got {n}")
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
-    if rendering.slice_mm > 1 and rendering.slice_mm % config.resolution_mm:
+    if not rendering.random_slices and rendering.slice_mm > 1 and rendering.slice_mm % config.resolution_mm:
         raise InputError(f"{rendering.slice_mm} mm slices are not a whole number of {config.resolution_mm} mm voxels")
     out = Path(out)
     table = out / "participants.csv"
@@ -161,9 +186,10 @@ def generate_cohort(
     jobs = [(config, seed, i, p, out / f"{p.subject}.nii.gz", rendering) for i, p in enumerate(participants)]
     volumes: dict[int, dict[str, float]] = {}
     contrasts: dict[int, str] = {}
+    slices: dict[int, tuple[int, int]] = {}
     # Forked workers inherit the ageing model built above (building it takes seconds).
-    for done, (index, vol, contrast) in enumerate(ordered_map(_make_subject, jobs, workers, inherit=True), 1):
-        volumes[index], contrasts[index] = vol, contrast
+    for done, (index, vol, contrast, slab) in enumerate(ordered_map(_make_subject, jobs, workers, inherit=True), 1):
+        volumes[index], contrasts[index], slices[index] = vol, contrast, slab
         if progress:
             progress(done, n)
 
@@ -172,14 +198,16 @@ def generate_cohort(
         writer = csv.writer(handle)
         own_ages = [f"{name}_age" for name in region_names] if config.region_age_sd else []
         rendered = ["contrast"] if rendering.contrast else []
+        sliced = ["slice_mm", "slice_axis"] if rendering.thick else []
         writer.writerow(["subject", "path", "age", "brain_age", "gap",
-                         *[f"{name}_ml" for name in region_names], *own_ages, *rendered])
+                         *[f"{name}_ml" for name in region_names], *own_ages, *rendered, *sliced])
         for i, p in enumerate(participants):
             writer.writerow([p.subject, f"{p.subject}.nii.gz", f"{p.age:.2f}", f"{p.brain_age:.2f}",
                              f"{p.brain_age - p.age:.2f}",
                              *[f"{volumes[i][name]:.3f}" for name in region_names],
                              *[f"{age:.2f}" for _, age in p.region_ages],
-                             *([contrasts[i]] if rendered else [])])
+                             *([contrasts[i]] if rendered else []),
+                             *([slices[i][0], "xyz"[slices[i][1]]] if sliced else [])])
     return table
 
 
