@@ -223,6 +223,8 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     options = options or RunOptions()
     log = ResultsLog(out)
     done = log.finished() if resume else set()
+    if resume:
+        _check_same_level(log.path, options.interval_level)
     todo = [item for item in inputs if item.subject not in done]
     results = []
     with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
@@ -260,6 +262,14 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     out_dir.mkdir(parents=True, exist_ok=True)
     log = ResultsLog(out_dir / REPORT_CSV)
     done = log.finished() if resume else set()
+    if resume:
+        _check_same_level(log.path, options.interval_level)
+        # Done means its page is there and it is the same file: a deleted page, or a
+        # subject whose path changed, is redone.
+        with open(log.path, newline="") as handle:
+            paths = {row["subject"]: row["path"] for row in csv.DictReader(handle)}
+        done = {item.subject for item in inputs if item.subject in done and paths.get(item.subject) == str(item.path)
+                and (out_dir / f"{item.subject}_report.pdf").exists()}
     todo = [item for item in inputs if item.subject not in done]
     model, torch_device = _worker_model(options, True)
     model_name = str(options.model_dir) if options.model_dir else "bundled model"
@@ -286,6 +296,19 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
         everyone = [AgeResult.from_row(row) for row in csv.DictReader(handle)]
     save_page(draw_summary(everyone, model.card, model_name), out_dir / SUMMARY_PAGE)
     return results
+
+
+def _check_same_level(path: Path, level: float) -> None:
+    """``InputError`` when the results in ``path`` were made at another interval level:
+    a resumed table (and its summary) would mix them."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        levels = {row["interval_level"] for row in csv.DictReader(handle) if row.get("interval_level")}
+    other = sorted(v for v in levels if abs(float(v) - level) > 5e-4)
+    if other:
+        raise InputError(f"{path}: the interrupted run used --interval-level {other[0]}, not {level:g}; "
+                         "resume with the same level (or start again with --overwrite)")
 
 
 class NothingMapped(InputError):

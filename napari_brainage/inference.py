@@ -106,7 +106,10 @@ class AgeResult:
     def verdict(self) -> str:
         """One line for people: "QC pass", "QC warning: <reasons>" or "QC failed: <reason>"."""
         if self.qc_status == FAIL:
-            return self.error if "QC failed" in self.error else f"QC failed: {self.error}"
+            if "QC failed" in self.error:
+                return self.error
+            # QC ran (its summary is kept) or the scan never reached it (unreadable, missing).
+            return f"QC failed: {self.error}" if self.qc else f"not analysed: {self.error}"
         if self.qc_status == WARN:
             return f"QC warning: {self.qc}"
         return "QC pass"
@@ -229,11 +232,11 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
             found += [ScanInput(strip_suffix(p), p) for p in files]
         elif path.suffix.lower() == ".csv":
             for row in read_participants(path):
-                age = row.get("age")
                 if group_by is not None and group_by not in row:
                     raise InputError(f"{path}: no column {group_by!r} to group by")
                 group = row[group_by] if group_by is not None else None
-                found.append(ScanInput(row["subject"], Path(row["path"]), float(age) if age else None, group))
+                found.append(ScanInput(_subject_name(row["subject"], path), Path(row["path"]),
+                                       _age(row.get("age"), row["subject"], path), group))
         elif path.exists():
             found.append(ScanInput(strip_suffix(path), path))
         else:
@@ -245,6 +248,37 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
     if duplicates:
         raise InputError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
     return found
+
+
+#: The ages a participants table may give (years): what a brain-age model can mean.
+AGE_RANGE = (0.0, 120.0)
+
+
+def _age(text: str | None, subject: str, table: Path) -> float | None:
+    """A participants table's age cell as years; None when empty; ``InputError``
+    naming the subject for anything else than a finite age in ``AGE_RANGE`` (a
+    "nan" age gave a gap of nan and a centile of 100)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        age = float(text)
+    except ValueError:
+        raise InputError(f"{table}: subject {subject!r} has age {text!r}, not a number of years") from None
+    if not AGE_RANGE[0] < age < AGE_RANGE[1]:  # also false for nan
+        raise InputError(f"{table}: subject {subject!r} has age {text!r}; ages must lie between "
+                         f"{AGE_RANGE[0]:g} and {AGE_RANGE[1]:g} years")
+    return age
+
+
+def _subject_name(subject: str, table: Path) -> str:
+    """``subject`` when it can name output files (``<subject>_report.pdf``, maps);
+    ``InputError`` for an empty name or one with path parts ("../x" wrote outside
+    the output folder)."""
+    name = subject.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise InputError(f"{table}: subject name {subject!r} cannot name a file; use a plain name "
+                         "(letters, digits, '-', '_', '.')")
+    return name
 
 
 def write_results(results: Iterable[AgeResult], path: str | Path) -> Path:

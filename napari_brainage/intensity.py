@@ -65,8 +65,10 @@ def standardise(stored: np.ndarray) -> IntensityCheck:
     The returned data are float32, finite and >= 0, with the background at 0;
     when ``failures`` is not empty, the data are not fit for the model.
     """
-    data = np.array(stored, dtype=np.float32)  # a copy: the caller's scan is left as it is
+    data, rescaled = _in_float32_range(stored)  # a copy: the caller's scan is left as it is
     check = IntensityCheck(data=data)
+    if rescaled:
+        check.notes.append(rescaled)
     finite = np.isfinite(data)
     check.nonfinite = int(data.size - np.count_nonzero(finite))
     if check.nonfinite:
@@ -99,14 +101,35 @@ def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray) -> None:
     if check.nonfinite > NONFINITE_BACKGROUND_SHARE * data.size:
         check.notes.append(f"{check.nonfinite} NaN or infinite voxels taken as background")
         return  # left non-finite: set to 0 once the background level is known
-    # A few damaged voxels: the mean of their finite neighbours (3x3x3), which
-    # leaves the brain's intensities, and so the age, as they were.
-    filled = np.where(finite, data, 0.0).astype(np.float32)
-    weight = ndimage.uniform_filter(finite.astype(np.float32), size=3, mode="constant")
-    local = ndimage.uniform_filter(filled, size=3, mode="constant")
+    # Damaged voxels take the value of the nearest finite voxel (a block of them
+    # too: the mean of 3x3x3 neighbours left a block's inside empty, read as
+    # background, and a 10-voxel cube of NaN moved the age by 8 y).
+    _, nearest = ndimage.distance_transform_edt(~finite, return_indices=True)
     bad = ~finite
-    data[bad] = np.where(weight[bad] > 0, local[bad] / np.maximum(weight[bad], 1e-6), np.nan)
-    check.warnings.append(f"{check.nonfinite} voxels were NaN or infinite; filled in from their neighbours")
+    data[bad] = data[tuple(index[bad] for index in nearest)]
+    check.warnings.append(f"{check.nonfinite} voxels were NaN or infinite; filled in from the nearest finite voxels")
+
+
+#: Stored intensities whose largest magnitude lies outside this range are rescaled
+#: (in double precision) before the float32 copy: beyond about 3e38 float32
+#: overflows to infinity, below about 1e-38 it loses its precision; the model's
+#: normalisation divides by the mean anyway.
+_SAFE_MAGNITUDE = (1e-6, 1e6)
+
+
+def _in_float32_range(stored: np.ndarray) -> tuple[np.ndarray, str]:
+    """A float32 copy of ``stored``, rescaled when its magnitudes would not survive
+    float32 (and a note saying so, else "")."""
+    values = np.asarray(stored)
+    if not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize <= 4:
+        return np.array(values, dtype=np.float32), ""
+    finite = np.abs(values[np.isfinite(values)])
+    largest = float(finite.max()) if finite.size else 0.0
+    if largest == 0.0 or _SAFE_MAGNITUDE[0] <= largest <= _SAFE_MAGNITUDE[1]:
+        return np.array(values, dtype=np.float32), ""
+    scale = 1000.0 / largest
+    return ((values * scale).astype(np.float32),
+            f"intensities up to {largest:.3g} rescaled by {scale:.3g} (float32 could not hold them as they were)")
 
 
 def _looks_like_labels(data: np.ndarray, values: np.ndarray, background: float) -> bool:

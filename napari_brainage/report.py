@@ -139,7 +139,11 @@ def centile_of(result: AgeResult) -> str:
     """" (92nd centile)" of the corrected gap among held-out subjects', else ""."""
     if result.gap_centile is None:
         return ""
-    return f" ({ordinal(int(min(max(round(result.gap_centile), 1), 99)))} centile)"
+    if result.gap_centile < 1:  # beyond every held-out subject's gap: not "the 1st"
+        return " (below the 1st centile)"
+    if result.gap_centile > 99:
+        return " (above the 99th centile)"
+    return f" ({ordinal(int(round(result.gap_centile)))} centile)"
 
 
 def format_result(result: AgeResult, name: str | None = None) -> str:

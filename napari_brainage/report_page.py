@@ -101,7 +101,7 @@ def draw_page(report: ScanReport, card, model_name: str, level: float = 0.9):
 
     figure = Figure(figsize=PAGE_SIZE)
     result = report.result
-    figure.text(0.05, 0.965, f"Brain age report: {result.subject}", fontsize=16, weight="bold")
+    figure.text(0.05, 0.965, f"Brain age report: {_shorten(result.subject, 48)}", fontsize=16, weight="bold")
     figure.text(0.05, 0.945, f"{_dt.date.today().isoformat()}   napari-brainage {__version__}   "
                              f"file: {_shorten(str(result.path), 80)}", fontsize=8, color="0.3")
     _numbers(figure.add_axes((0.05, 0.70, 0.42, 0.23)), result)
@@ -113,8 +113,9 @@ def draw_page(report: ScanReport, card, model_name: str, level: float = 0.9):
     else:
         note = figure.add_axes((0.05, 0.3, 0.9, 0.35))
         note.axis("off")
-        note.text(0, 0.9, "No age and no map are made from a scan that fails quality control (the reason is "
-                          "above).", va="top", fontsize=10)
+        reason = textwrap.wrap(qc_verdict(result), 100)
+        note.text(0, 0.9, "\n".join(["No age and no map are made from a scan that fails quality control:", "",
+                                     *reason]), va="top", fontsize=9.5)
     _footer(figure.add_axes((0.05, 0.01, 0.9, 0.1)), card, model_name)
     return figure
 
@@ -126,7 +127,7 @@ def _numbers(ax, result) -> None:
         rows.append(("predicted brain age", f"{result.predicted_age:.1f} y"))
         interval = interval_of(result)
         if interval:
-            rows.append(("", interval + interval_caveat(result)))
+            rows += [("", line) for line in textwrap.wrap(interval + interval_caveat(result), 34)]
     if result.age is not None:
         rows.append(("chronological age", f"{result.age:.1f} y"))
         if result.gap is not None:
@@ -135,7 +136,7 @@ def _numbers(ax, result) -> None:
     else:
         rows.append(("chronological age", "not given (no gap)"))
     rows.append(("contrast", result.contrast or "not told"))
-    route = textwrap.wrap(result.preprocessing, 40) or [""]
+    route = textwrap.wrap(result.preprocessing, 34) or [""]
     rows += [("preprocessing", route[0]), *[("", line) for line in route[1:3]]]
     y = 1.0
     for label, value in rows:
@@ -144,9 +145,9 @@ def _numbers(ax, result) -> None:
                 weight="bold" if label == "predicted brain age" else "normal", transform=ax.transAxes)
         y -= 0.09
     colour = {"pass": "darkgreen", "warn": "darkorange", "fail": "firebrick"}.get(result.qc_status, "black")
-    verdict = textwrap.wrap(qc_verdict(result), 62)
-    ax.text(0, y - 0.02, "\n".join(verdict[:4] + (["..."] if len(verdict) > 4 else [])), fontsize=8.5,
-            color=colour, va="top", transform=ax.transAxes)
+    verdict = textwrap.wrap(qc_verdict(result), 60)
+    shown = verdict if result.predicted_age is not None or len(verdict) <= 4 else verdict[:3] + ["(in full below)"]
+    ax.text(0, y - 0.02, "\n".join(shown), fontsize=8.5, color=colour, va="top", transform=ax.transAxes)
 
 
 def _normative_chart(ax, result, card, level: float) -> None:
@@ -170,14 +171,15 @@ def _normative_chart(ax, result, card, level: float) -> None:
         ax.set_title("model not calibrated: no interval, no centile", fontsize=8)
     ax.plot(ages, ages, color="0.5", lw=0.8, ls=":", label="brain age = age")
     if result.predicted_age is not None:
-        error = None
         if result.interval_low is not None:
-            error = [[result.predicted_age - result.interval_low], [result.interval_high - result.predicted_age]]
+            # The interval is one of chronological ages (of people whose scans read like
+            # this one): drawn along the age axis, at this scan's predicted age.
+            ax.plot([result.interval_low, result.interval_high], [result.predicted_age] * 2, color="crimson",
+                    lw=2, alpha=0.5, label="its interval (ages)")
         if result.age is not None:
-            ax.errorbar([result.age], [result.predicted_age], yerr=error, fmt="o", color="crimson", ms=6,
-                        capsize=3, label="this scan")
+            ax.plot([result.age], [result.predicted_age], "o", color="crimson", ms=6, label="this scan")
         else:
-            ax.axhline(result.predicted_age, color="crimson", lw=1.2, label="this scan (age not given)")
+            ax.axhline(result.predicted_age, color="crimson", lw=0.8, ls="--", label="this scan (age not given)")
     ax.legend(fontsize=6.5, loc="upper left", frameon=False)
 
 
@@ -301,9 +303,18 @@ def _footer(ax, card, model_name: str) -> None:
              *textwrap.wrap("Interval: split-conformal prediction interval of the chronological age of people whose "
                             "scans read like this one (held-out subjects in the model card); centile: the corrected "
                             "gap among theirs. Both hold for scans like the calibration subjects only.", 120)]
-    if model_name.startswith("bundled"):
+    if is_bundled(card):
         lines += textwrap.wrap(BUNDLED_STATEMENT, 120)
     ax.text(0, 1, "\n".join(lines), fontsize=6.8, va="top", color="0.2", transform=ax.transAxes)
+
+
+def is_bundled(card) -> bool:
+    """Whether ``card`` is the bundled model's (by its weights' checksums, wherever
+    the folder was copied to): its pages carry ``BUNDLED_STATEMENT``."""
+    from .model.bundle import bundled_model_dir
+    from .model.card import read_card
+
+    return bool(card.weights) and card.weights == read_card(bundled_model_dir()).weights
 
 
 def _shorten(text: str, width: int) -> str:
@@ -328,8 +339,9 @@ def draw_summary(results: list, card, model_name: str):
     aged = [r for r in results if r.predicted_age is not None]
     failed = [r for r in results if r.predicted_age is None]
     figure.text(0.05, 0.965, f"Brain age reports: {len(results)} scans", fontsize=16, weight="bold")
-    figure.text(0.05, 0.945, f"{_dt.date.today().isoformat()}   napari-brainage {__version__}   model: {model_name}   "
-                             f"{len(aged)} aged, {len(failed)} failed QC", fontsize=8, color="0.3")
+    figure.text(0.05, 0.945, f"{_dt.date.today().isoformat()}   napari-brainage {__version__}   model: "
+                             f"{_shorten(model_name, 50)}   {len(aged)} with a predicted age, {len(failed)} without "
+                             "(failed QC or unreadable)", fontsize=8, color="0.3")
     ax = figure.add_axes((0.1, 0.52, 0.8, 0.38))
     with_age = [r for r in aged if r.age is not None]
     if with_age:
@@ -356,9 +368,9 @@ def draw_summary(results: list, card, model_name: str):
     ax.set_ylabel("predicted brain age (y)")
     listing = figure.add_axes((0.05, 0.05, 0.9, 0.4))
     listing.axis("off")
-    lines = [f"Failed QC ({len(failed)}): no age, no map" if failed else "No scan failed QC."]
+    lines = [f"Failed ({len(failed)}): no age, no map" if failed else "No scan failed."]
     for result in failed[:30]:
-        lines += textwrap.wrap(f"{result.subject}: {result.error}", 125)[:2]
+        lines += textwrap.wrap(f"{result.subject}: {result.error}", 125)[:3]
     if len(failed) > 30:
         lines.append(f"... and {len(failed) - 30} more (see report.csv)")
     warned = [r for r in aged if r.qc_status == "warn"]

@@ -102,14 +102,86 @@ def test_report_pages_say_what_the_csv_says_and_a_bad_scan_stops_nothing(calibra
     assert rows["t2scan"]["predicted_age"] == "" and "corrupt" in rows["corrupt"]["error"]
 
     summary, _ = _pdf_text_and_picture(out / "summary.pdf")
-    assert "Failed QC (2)" in summary and "t2scan" in summary and "corrupt" in summary
+    assert "Failed (2)" in summary and "t2scan" in summary and "corrupt" in summary
 
     # Nothing replaced without asking; --resume redoes only the failures.
     assert main(["report", str(good), "--out", str(out), "--model", str(calibrated_model)]) == 2
     assert "--resume" in capsys.readouterr().err
     before = (out / "sub-0001_report.pdf").stat().st_mtime_ns
     assert main(["report", str(good), str(t2_path), str(corrupt), "--out", str(out), "--model",
-                 str(calibrated_model), "--resume"]) == 1
+                 str(calibrated_model), "--resume", "--interval-level", "0.8"]) == 1
     assert "2 scans this run" in capsys.readouterr().out
     assert (out / "sub-0001_report.pdf").stat().st_mtime_ns == before
     assert len(list(csv.DictReader(open(out / "report.csv")))) == 3
+
+
+def test_names_and_ages_that_would_mislead_or_escape_are_refused(tmp_path, tiny_cohort):
+    """A subject name with path parts wrote a report outside --out; a "nan" age gave a
+    centile of 100; a non-number crashed with a traceback."""
+    from napari_brainage.errors import InputError
+    from napari_brainage.inference import collect_inputs
+
+    scan = tiny_cohort.parent / "sub-0001.nii.gz"
+    for subject, age, message in (("../keep", "50", "cannot name a file"), ("", "50", "cannot name a file"),
+                                  ("a", "eighty", "not a number of years"), ("a", "nan", "between 0 and 120"),
+                                  ("a", "-5", "between 0 and 120"), ("a", "inf", "between 0 and 120")):
+        table = tmp_path / "bad.csv"
+        table.write_text(f"subject,path,age\n{subject},{scan},{age}\n")
+        with pytest.raises(InputError, match=message):
+            collect_inputs([table])
+
+
+def test_nan_blocks_are_filled_and_huge_floats_rescaled_not_overflowed():
+    from napari_brainage.intensity import standardise
+    from napari_brainage.io import load_volume
+    from napari_brainage.samples import sample_path
+
+    data = load_volume(sample_path("synthetic_age50")).data.astype(np.float64)
+    holed = data.copy()
+    holed[40:50, 40:50, 40:50] = np.nan  # a 10-voxel cube inside the brain
+    check = standardise(holed)
+    assert np.isfinite(check.data).all() and check.data[40:50, 40:50, 40:50].min() > 0  # no hole read as background
+    assert "nearest finite voxels" in check.warnings[0]
+    huge = standardise(data * 1e36)  # float32 overflows beyond 3.4e38
+    assert np.isfinite(huge.data).all() and "rescaled" in huge.notes[0]
+    np.testing.assert_allclose(huge.data / huge.data.mean(), standardise(data).data / standardise(data).data.mean(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_report_and_calibrate_never_replace_or_mix_without_asking(calibrated_model, tiny_cohort, tmp_path, capsys):
+    from napari_brainage.cli import main
+
+    first = next(csv.DictReader(open(tiny_cohort)))
+    scan = tiny_cohort.parent / first["path"]
+    table = tmp_path / "one.csv"
+    table.write_text(f"subject,path,age\nsub-0001,{scan},{first['age']}\n")
+    model = ["--model", str(calibrated_model)]
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "summary.pdf").write_text("KEEP")  # pages without a report.csv: still someone's
+    assert main(["report", str(table), "--out", str(out), *model]) == 2
+    assert (out / "summary.pdf").read_text() == "KEEP" and "already holds reports" in capsys.readouterr().err
+    assert main(["report", str(table), "--out", str(out), "--resume", "--overwrite", *model]) == 2
+    assert main(["report", str(table), "--out", str(out), "--overwrite", "--interval-level", "0.8", *model]) == 0
+    page = out / "sub-0001_report.pdf"
+    # A resumed run at another level would mix levels in one table: refused.
+    assert main(["report", str(table), "--out", str(out), "--resume", *model]) == 2
+    assert "--interval-level 0.800" in capsys.readouterr().err
+    # A deleted page is redone on resume.
+    page.unlink()
+    assert main(["report", str(table), "--out", str(out), "--resume", "--interval-level", "0.8", *model]) == 0
+    assert page.exists() and "1 scans this run" in capsys.readouterr().out
+    # More than 60 calibration subjects can give: refused before any scan is read, with the most they can.
+    assert main(["predict", str(table), "--out", str(tmp_path / "p.csv"), "--interval-level", "0.99", *model]) == 2
+    assert "most they support is 0.984" in capsys.readouterr().err
+    assert main(["predict", str(table), "--out", str(out), *model]) == 2  # a folder for a file
+    assert "needs a file name" in capsys.readouterr().err
+
+    keep = tmp_path / "keep.csv"
+    keep.write_text("KEEP")
+    twice = tmp_path / "twice.csv"
+    twice.write_text(f"subject,path,age\na,{scan},50\nb,{scan},60\n")
+    assert main(["calibrate", str(twice), "--model", str(calibrated_model), "--overwrite"]) == 2
+    assert "the same scan" in capsys.readouterr().err
+    assert main(["calibrate", str(table), "--model", str(calibrated_model), "--out", str(keep)]) == 2
+    assert keep.read_text() == "KEEP"

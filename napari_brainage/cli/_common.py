@@ -74,8 +74,8 @@ def add_run_options(parser: argparse.ArgumentParser, method: bool) -> None:
     add_preprocessing(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run: finished subjects are not redone")
-    parser.add_argument("--interval-level", type=float, default=DEFAULT_LEVEL, metavar="LEVEL",
-                        help="prediction interval level, 0-1 (default 0.9), for a calibrated model")
+    parser.add_argument("--interval-level", type=float, default=None, metavar="LEVEL",
+                        help=f"prediction interval level, 0-1 (default {DEFAULT_LEVEL:g}), for a calibrated model")
     if method:
         parser.add_argument("--method", default=Method.NOISE.value, choices=Method.values(),
                             help="importance method: noise (the noise model, default) or a Captum baseline")
@@ -90,6 +90,31 @@ def add_workers(parser: argparse.ArgumentParser, scheduler: bool = True) -> None
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The ``RunOptions`` the parsed arguments ask for."""
-    return RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
-                      method=getattr(args, "method", Method.NOISE), interval_level=args.interval_level)
+    """The ``RunOptions`` the parsed arguments ask for; a level the model's calibration
+    cannot give is refused here, before any scan is read, and a level asked of an
+    uncalibrated model is said to be unused."""
+    level = DEFAULT_LEVEL if args.interval_level is None else args.interval_level
+    options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
+                         method=getattr(args, "method", Method.NOISE), interval_level=level)
+    from ..model.bundle import bundled_model_dir
+    from ..model.card import read_card
+
+    card = read_card(options.model_dir or bundled_model_dir())
+    if card.calibration is not None:
+        card.calibration.check_level(level)
+    elif args.interval_level is not None:
+        say(f"note: this model is not calibrated (napari-brainage calibrate): no intervals, "
+            f"--interval-level {level:g} is not used")
+    return options
+
+
+def refuse_file_as_folder(path: Path) -> None:
+    """``NotADirectoryError`` when an output folder ``path`` is an existing file."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file; --out needs a folder")
+
+
+def refuse_folder_as_file(path: Path) -> None:
+    """``IsADirectoryError`` when an output file ``path`` is an existing folder."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; --out needs a file name (e.g. {path / 'results.csv'})")

@@ -6,7 +6,16 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_inputs, add_preprocessing, add_workers, progress, say
+from ._common import (
+    INPUT_HELP,
+    add_inputs,
+    add_preprocessing,
+    add_workers,
+    progress,
+    refuse_existing,
+    refuse_folder_as_file,
+    say,
+)
 
 NAME = "calibrate"
 HELP = "calibrate a model's prediction intervals and gap centiles on held-out subjects"
@@ -39,7 +48,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if card.calibration is not None and not args.overwrite:
         raise FileExistsError(f"{args.model}: the model card is already calibrated "
                               f"({card.calibration.n} subjects); pass --overwrite to replace it")
+    if args.out:
+        refuse_folder_as_file(Path(args.out))
+        refuse_existing(Path(args.out), args.overwrite)  # before the long part, not after
     inputs = collect_inputs(args.inputs)
+    seen: dict[Path, str] = {}
+    for item in inputs:  # calibration subjects are people: one scan each
+        earlier = seen.setdefault(item.path.resolve(), item.subject)
+        if earlier != item.subject:
+            raise InputError(f"subjects {earlier!r} and {item.subject!r} are the same scan ({item.path}): "
+                             "calibration needs one scan per person, or the intervals mean nothing")
     missing = [item.subject for item in inputs if item.age is None]
     if missing:
         raise InputError(f"calibration needs every subject's age (a participants CSV with an 'age' column); "

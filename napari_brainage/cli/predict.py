@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, run_options, say
+from ._common import (
+    INPUT_HELP,
+    add_analysis_arguments,
+    progress,
+    refuse_existing,
+    refuse_folder_as_file,
+    run_options,
+    say,
+)
 
 NAME = "predict"
 HELP = "predict brain age (and gaps, when ages are given) for scans"
@@ -23,6 +31,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..inference import collect_inputs
 
     out = Path(args.out)
+    refuse_folder_as_file(out)
     if not args.resume:
         refuse_existing(out, args.overwrite)
     inputs = collect_inputs(args.inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, progress, run_options, say
+from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_file_as_folder, run_options, say
 
 NAME = "report"
 HELP = "write a one-page report per scan (PDF) and a cohort summary page"
@@ -22,11 +22,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..cohort import REPORT_CSV, report_cohort
+    from ..cohort import REPORT_CSV, SUMMARY_PAGE, report_cohort
+    from ..errors import InputError
     from ..inference import collect_inputs
 
     out = Path(args.out)
-    if (out / REPORT_CSV).exists() and not (args.resume or args.overwrite):
+    refuse_file_as_folder(out)
+    if args.resume and args.overwrite:
+        raise InputError("--resume continues the reports in --out, --overwrite replaces them: choose one")
+    written = out.is_dir() and ((out / REPORT_CSV).exists() or any(out.glob("*_report.pdf"))
+                                or (out / SUMMARY_PAGE).exists())
+    if written and not (args.resume or args.overwrite):
         raise FileExistsError(f"{out} already holds reports; pass --resume to continue them or --overwrite "
                               "to replace them")
     inputs = collect_inputs(args.inputs)
@@ -36,6 +42,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if result.error:
             say(f"report {result.subject}: {result.verdict()}")
     failed = sum(bool(r.error) for r in results)
-    print(f"napari-brainage report: {len(results)} scans this run -> {out} ({failed} without an age); "
-          f"summary: {out / 'summary.pdf'}")
+    print(f"napari-brainage report: {len(results)} scans this run -> {out}; {failed} failed (no age: QC or "
+          f"unreadable); summary: {out / SUMMARY_PAGE}")
     return 1 if failed else 0
