@@ -523,7 +523,7 @@ def test_an_exported_baseline_map_is_labelled_with_its_method(analysed, tmp_path
     captions = []
     real_caption = brain_age.caption_lines
     monkeypatch.setattr(brain_age, "caption_lines",
-                        lambda *args: captions.append(real_caption(*args)) or captions[-1])
+                        lambda *args, **kwargs: captions.append(real_caption(*args, **kwargs)) or captions[-1])
     widget.method.value = "gradcam"
     widget.start()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)

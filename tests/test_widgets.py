@@ -209,7 +209,7 @@ def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewe
     [sample] = viewer.open_sample("napari-brainage", SAMPLE)
     assert widget.scan.value is sample and widget.age.value == "50"
     _run_and_wait(qtbot, widget)
-    assert "59.9 y" in widget.result.value and SAMPLE in widget.result.value
+    assert "59.9\u00a0y" in widget.result.value and SAMPLE in widget.result.value
 
     # File > Open of another scan: the box follows it; no age is known for it, so none
     # is shown (not the sample's 50), and the sample's numbers leave the panel.
