@@ -224,7 +224,7 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     log = ResultsLog(out)
     done = log.finished() if resume else set()
     if resume:
-        _check_same_level(log.path, options.interval_level)
+        _check_same_run(log.path, options)
     todo = [item for item in inputs if item.subject not in done]
     results = []
     with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
@@ -263,7 +263,7 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     log = ResultsLog(out_dir / REPORT_CSV)
     done = log.finished() if resume else set()
     if resume:
-        _check_same_level(log.path, options.interval_level)
+        _check_same_run(log.path, options)
         # Done means its page is there and it is the same file: a deleted page, or a
         # subject whose path changed, is redone.
         with open(log.path, newline="") as handle:
@@ -298,17 +298,27 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     return results
 
 
-def _check_same_level(path: Path, level: float) -> None:
-    """``InputError`` when the results in ``path`` were made at another interval level:
-    a resumed table (and its summary) would mix them."""
+def _check_same_run(path: Path, options: RunOptions) -> None:
+    """``InputError`` when the results in ``path`` were made at another interval level
+    or by another model: a resumed table (and its summary) would mix them."""
     if not path.exists():
         return
+    from .inference import model_id
+    from .model.bundle import bundled_model_dir
+    from .model.card import read_card
+
     with open(path, newline="") as handle:
-        levels = {row["interval_level"] for row in csv.DictReader(handle) if row.get("interval_level")}
-    other = sorted(v for v in levels if abs(float(v) - level) > 5e-4)
-    if other:
-        raise InputError(f"{path}: the interrupted run used --interval-level {other[0]}, not {level:g}; "
-                         "resume with the same level (or start again with --overwrite)")
+        rows = list(csv.DictReader(handle))
+    levels = sorted({row["interval_level"] for row in rows if row.get("interval_level")
+                     and abs(float(row["interval_level"]) - options.interval_level) > 5e-4})
+    if levels:
+        raise InputError(f"{path}: the interrupted run used --interval-level {levels[0]}, not "
+                         f"{options.interval_level:g}; resume with the same level (or start again with --overwrite)")
+    current = model_id(read_card(options.model_dir or bundled_model_dir()))
+    models = sorted({row["model"] for row in rows if row.get("model") and row["model"] != current})
+    if models:
+        raise InputError(f"{path}: the interrupted run used another model (predictor {models[0]}, this one is "
+                         f"{current}); resume with the same --model (or start again with --overwrite)")
 
 
 class NothingMapped(InputError):

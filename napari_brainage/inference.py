@@ -27,7 +27,7 @@ import torch
 from .errors import InputError
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .model.bundle import BrainAgeModel, bundled_model_dir, pick_device
-from .model.card import ModelCard
+from .model.card import PREDICTOR_FILE, ModelCard
 from .preprocess import Prepared, prepare
 from .quality import FAIL, T1_ONLY, WARN, QualityError, age_range
 from .space.grid import uncrop
@@ -75,9 +75,11 @@ class AgeResult:
     qc_status: str = ""  #: pass | warn | fail
     preprocessing: str = ""
     contrast: str = ""
+    model: str = ""  #: the predictor's sha256, first 12 digits: which model made the age
 
     FIELDS = ("subject", "path", "predicted_age", "interval_low", "interval_high", "interval_level", "age", "gap",
-              "corrected_gap", "corrected_age", "gap_centile", "qc_status", "error", "qc", "contrast", "preprocessing")
+              "corrected_gap", "corrected_age", "gap_centile", "qc_status", "error", "qc", "contrast", "preprocessing",
+              "model")
 
     def __post_init__(self) -> None:
         if self.error and self.predicted_age is None:
@@ -120,6 +122,11 @@ class AgeResult:
             return "" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
         return [fmt(getattr(self, name)) for name in self.FIELDS]
+
+
+def model_id(card: ModelCard) -> str:
+    """The first 12 digits of the predictor's sha256: names the model in results tables."""
+    return card.weights.get(PREDICTOR_FILE, "")[:12]
 
 
 def corrected_gap(predicted: float, age: float, card: ModelCard) -> float:
@@ -169,7 +176,7 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
                        path=str(volume.path or ""), predicted_age=predicted, age=age,
                        qc=quality.summary(), qc_status=quality.status, preprocessing=quality.route,
-                       contrast=quality.contrast)
+                       contrast=quality.contrast, model=model_id(model.card))
     if age is not None:
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)

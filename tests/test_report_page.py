@@ -185,3 +185,22 @@ def test_report_and_calibrate_never_replace_or_mix_without_asking(calibrated_mod
     assert "the same scan" in capsys.readouterr().err
     assert main(["calibrate", str(table), "--model", str(calibrated_model), "--out", str(keep)]) == 2
     assert keep.read_text() == "KEEP"
+
+
+def test_resuming_with_another_model_is_refused(calibrated_model, tiny_model, tiny_cohort, tmp_path, capsys):
+    from napari_brainage.cli import main
+    from napari_brainage.inference import model_id
+
+    out = tmp_path / "results.csv"
+    assert main(["predict", str(tiny_cohort.parent / "sub-0001.nii.gz"), "--out", str(out), "--model",
+                 str(calibrated_model)]) == 0
+    [row] = list(csv.DictReader(open(out)))
+    assert row["model"] == model_id(read_card(calibrated_model)) and len(row["model"]) == 12
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    card = read_card(other)
+    card.weights["predictor.pt"] = "0" * 64  # stands for another predictor (the check reads the card)
+    write_card(card, other)
+    assert main(["predict", str(tiny_cohort.parent / "sub-0002.nii.gz"), "--out", str(out), "--model", str(other),
+                 "--resume"]) == 2
+    assert "another model" in capsys.readouterr().err
