@@ -103,7 +103,8 @@ def draw_page(report: ScanReport, card, model_name: str, level: float = 0.9):
     result = report.result
     figure.text(0.05, 0.965, f"Brain age report: {_shorten(result.subject, 48)}", fontsize=16, weight="bold")
     figure.text(0.05, 0.945, f"{_dt.date.today().isoformat()}   napari-brainage {__version__}   "
-                             f"file: {_shorten(str(result.path), 80)}", fontsize=8, color="0.3")
+                             f"file: {_shorten(str(result.path), 80) or 'not known (a layer made in napari)'}",
+                fontsize=8, color="0.3")
     _numbers(figure.add_axes((0.05, 0.70, 0.42, 0.23)), result)
     _normative_chart(figure.add_axes((0.58, 0.725, 0.37, 0.2)), result, card, level)
     if report.importance is not None:

@@ -44,6 +44,7 @@ def test_report_button_writes_the_page_of_the_selected_scan(analysed, qtbot, tmp
     assert f"Brain age report: {SAMPLE}" in text
     assert f"{result.predicted_age:.1f} y" in text and "chronological age 50.0 y" in text
     assert "axial" in text and "Registration check" in text
+    assert f"file: {viewer.layers[SAMPLE].metadata['source_path']}" in text  # the scan's file, not blank
 
     # Asked before replacing: a "no" leaves the page as it was.
     stamp = path.stat().st_mtime_ns

@@ -317,6 +317,7 @@ class BrainAgeWidget(Container):
     def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume | None,
                  template_scan=None, card=None, method: str = "noise") -> None:
         result.subject = layer.name
+        result.path = result.path or str(layer.metadata.get(SOURCE_PATH) or "")  # the file, for CSV and report
         if result.predicted_age is None or importance is None:  # failed QC: no age, no map
             self._set_panel(layer, format_result(result, layer.name))
             show_error(notification(result, layer.name))
