@@ -255,7 +255,7 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     Returns this run's results.
     """
     from .io import load_volume
-    from .report_page import build_report, draw_page, draw_summary, save_page
+    from .report_page import build_report, draw_page, draw_summary, model_label, page_path, save_page
 
     options = options or RunOptions()
     out_dir = Path(out_dir)
@@ -269,10 +269,10 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
         with open(log.path, newline="") as handle:
             paths = {row["subject"]: row["path"] for row in csv.DictReader(handle)}
         done = {item.subject for item in inputs if item.subject in done and paths.get(item.subject) == str(item.path)
-                and (out_dir / f"{item.subject}_report.pdf").exists()}
+                and page_path(out_dir, item.subject).exists()}
     todo = [item for item in inputs if item.subject not in done]
     model, torch_device = _worker_model(options, True)
-    model_name = str(options.model_dir) if options.model_dir else "bundled model"
+    model_name = model_label(options.model_dir)
     results = []
     with log.appending(restart=not resume) as write:
         for n, item in enumerate(todo, 1):
@@ -281,9 +281,9 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
                                       options.preprocessing.value, options.method.value, options.interval_level,
                                       subject=item.subject)
                 page = draw_page(report, model.card, model_name, options.interval_level)
-                save_page(page, out_dir / f"{item.subject}_report.pdf")
+                save_page(page, page_path(out_dir, item.subject))
                 if png:
-                    save_page(page, out_dir / f"{item.subject}_report.png")
+                    save_page(page, page_path(out_dir, item.subject, "png"))
                 result = report.result
             except Exception as err:
                 result = AgeResult.failed(item.subject, item.path, item.age, err)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import textwrap
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ from .threshold import map_contrast_limits
 PAGE_SIZE = (8.27, 11.69)
 #: Regions listed on the page.
 TOP_REGIONS = 6
+#: A scan's page is ``<subject>_report.pdf`` (``.png`` beside it when asked): ``page_path``.
+PAGE_SUFFIX = "_report"
 #: What the bundled model is, in one sentence, on every page made with it.
 BUNDLED_STATEMENT = ("The bundled model was trained on synthetic scans made from one average brain (MNI152 "
                      "template) with simulated ageing; it has never seen a real patient. Research use only: "
@@ -80,6 +83,17 @@ def build_report(scan: Volume, age: float | None, model, device, preprocessing: 
     importance = importance_map(scan, model, device, prepared=prepared, method=method)
     return ScanReport(result=result, scan=scan, template_scan=prepared.data, importance=importance,
                       regions=rank_regions_of(importance), population_regions=population_shares(model.folder))
+
+
+def page_path(folder: str | Path, subject: str, kind: str = "pdf") -> Path:
+    """Where a scan's page goes: ``folder/<subject>_report.<kind>`` (the CLI, the cohort
+    run and the widget's Report button all write and look for it here)."""
+    return Path(folder) / f"{subject}{PAGE_SUFFIX}.{kind}"
+
+
+def model_label(model_dir: str | Path | None) -> str:
+    """How a page names its model: the folder, or "bundled model"."""
+    return str(model_dir) if model_dir else "bundled model"
 
 
 def population_shares(model_folder: Path) -> dict[str, float]:
@@ -312,10 +326,16 @@ def _footer(ax, card, model_name: str) -> None:
 def is_bundled(card) -> bool:
     """Whether ``card`` is the bundled model's (by its weights' checksums, wherever
     the folder was copied to): its pages carry ``BUNDLED_STATEMENT``."""
+    return bool(card.weights) and card.weights == _bundled_weights()
+
+
+@lru_cache(maxsize=1)
+def _bundled_weights() -> dict[str, str]:
+    """The bundled card's checksums, read once (every page of a cohort run asks)."""
     from .model.bundle import bundled_model_dir
     from .model.card import read_card
 
-    return bool(card.weights) and card.weights == read_card(bundled_model_dir()).weights
+    return read_card(bundled_model_dir()).weights
 
 
 def _shorten(text: str, width: int) -> str:

@@ -22,10 +22,7 @@ import napari
 #: patient: PACS). Rows grow upwards in both, so anterior (axial) and superior
 #: (coronal, sagittal) are at the top.
 CONVENTIONS = {"neurological": ("up", "right"), "radiological": ("up", "left")}
-DEFAULT_CONVENTION = "neurological"
-#: Kept for callers of the first version.
-ANATOMICAL_ORIENTATION_2D = CONVENTIONS[DEFAULT_CONVENTION]
-#: World axis names of this plugin's layers, shown by the axes overlay and the sliders.
+#: World axis names of this plugin's layers, shown beside the sliders.
 AXIS_LABELS = ("S", "A", "R")
 
 

@@ -26,6 +26,7 @@ from ...io import Volume, save_volume
 from ...options import Device, Method, Preprocessing, RunOptions, map_description
 from ...participants import age_from_participants
 from ...report import ColourBar, caption_lines, captioned, format_result, notification, save_png, scan_line
+from ...report_page import page_path
 from ...uncertainty import DEFAULT_LEVEL
 from ...threshold import map_contrast_limits
 from ..layers import SOURCE_PATH
@@ -95,14 +96,13 @@ def _write_report_page(analysis: _Analysis, model_dir, level: float, path: Path)
     """Draw and write one report page off the GUI thread (matplotlib's Figure API)."""
     from ...model.bundle import bundled_model_dir
     from ...population import rank_regions_of
-    from ...report_page import ScanReport, draw_page, population_shares, save_page
+    from ...report_page import ScanReport, draw_page, model_label, population_shares, save_page
 
     try:
         report = ScanReport(result=analysis.result, scan=analysis.scan, template_scan=analysis.template_scan,
                             importance=analysis.importance, regions=rank_regions_of(analysis.importance),
                             population_regions=population_shares(model_dir or bundled_model_dir()))
-        name = str(model_dir) if model_dir else "bundled model"
-        return save_page(draw_page(report, analysis.card, name, level), path)
+        return save_page(draw_page(report, analysis.card, model_label(model_dir), level), path)
     except Exception as err:
         raise WorkerError(err) from err
 
@@ -396,7 +396,7 @@ class BrainAgeWidget(Container):
             show_error("Brain age: choose an existing folder to write the report to (export to).")
             return None
         analysis = self._results[layer]
-        path = Path(self.export_dir.value) / f"{analysis.result.subject}_report.pdf"
+        path = page_path(self.export_dir.value, analysis.result.subject)
         if not confirm_overwrite([path], self.native):
             return None
         level = analysis.result.interval_level or DEFAULT_LEVEL
