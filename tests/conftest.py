@@ -98,3 +98,20 @@ def variant_files(variant_clean, tmp_path_factory):
     from napari_brainage.variants import write_variants
 
     return write_variants(variant_clean, tmp_path_factory.mktemp("variants"), seed=0)
+
+
+@pytest.fixture
+def analysed(make_napari_viewer, qtbot, tiny_model):
+    """A viewer with the sample "age 50, brain age 60" analysed by the Brain age
+    widget (tiny model): (viewer, widget, scan layer, importance layer)."""
+    from napari_brainage._napari.widgets.brain_age import BrainAgeWidget
+
+    sample = "synthetic_age50_accelerated"
+    viewer = make_napari_viewer()
+    brain_age = BrainAgeWidget(viewer)
+    viewer.window.add_dock_widget(brain_age)
+    [scan] = viewer.open_sample("napari-brainage", sample)
+    brain_age.model.value = str(tiny_model)
+    brain_age.start()
+    qtbot.waitUntil(lambda: not brain_age.busy, timeout=120_000)
+    return viewer, brain_age, scan, viewer.layers[f"importance ({sample})"]

@@ -28,20 +28,6 @@ from napari_brainage.space.template import load_template
 SAMPLE = "synthetic_age50_accelerated"
 
 
-@pytest.fixture
-def analysed(make_napari_viewer, qtbot, tiny_model):
-    """A viewer with the sample scan analysed by the Brain age widget (tiny model)."""
-    viewer = make_napari_viewer()
-    brain_age = BrainAgeWidget(viewer)
-    viewer.window.add_dock_widget(brain_age)
-    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
-    brain_age.model.value = str(tiny_model)
-    brain_age.start()
-    qtbot.waitUntil(lambda: not brain_age.busy, timeout=120_000)
-    overlay = viewer.layers[f"importance ({SAMPLE})"]
-    return viewer, brain_age, scan, overlay
-
-
 def _expected_importance(tiny_model):
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
     return importance_map(load_volume(sample_path(SAMPLE)), model, device)

@@ -7,27 +7,13 @@ import pytest
 from PIL import Image
 
 from napari_brainage._napari.widgets import brain_age
-from napari_brainage._napari.widgets.brain_age import BrainAgeWidget
 
-SAMPLE = "synthetic_age50_accelerated"
+SAMPLE = "synthetic_age50_accelerated"  # the scan the ``analysed`` fixture (conftest) analyses
 pdfium = pytest.importorskip("pypdfium2")
 
 
-@pytest.fixture
-def analysed(make_napari_viewer, qtbot, tiny_model):
-    viewer = make_napari_viewer()
-    widget = BrainAgeWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
-    widget.model.value = str(tiny_model)
-    assert not widget.report.enabled  # nothing to report yet
-    widget.start()
-    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-    return viewer, widget
-
-
 def test_report_button_writes_the_page_of_the_selected_scan(analysed, qtbot, tmp_path, monkeypatch):
-    viewer, widget = analysed
+    viewer, widget, _, _ = analysed
     errors = []
     monkeypatch.setattr(brain_age, "show_error", errors.append)
     assert widget.report.enabled
@@ -54,7 +40,7 @@ def test_report_button_writes_the_page_of_the_selected_scan(analysed, qtbot, tmp
 
 
 def test_the_exported_snapshot_caption_wraps_and_shows_the_slice_and_colours(analysed, tmp_path):
-    viewer, widget = analysed
+    viewer, widget, _, _ = analysed
     viewer.window.resize(900, 700)  # a narrow canvas: the caption must wrap, not be cut
     widget.export_dir.value = str(tmp_path)
     lines = brain_age.caption_lines(widget._results[widget.scan.value].result, widget.model.value, "noise",

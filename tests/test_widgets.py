@@ -216,14 +216,14 @@ def test_brain_age_scan_box_follows_opened_and_selected_layers(make_napari_viewe
     [other] = viewer.open(str(oblique_scan), plugin="napari-brainage")
     assert widget.scan.value is other
     assert widget.age.value == ""
-    assert widget.result.value == "" and not widget.export.enabled
+    assert widget.result.value == "" and not widget.export.enabled and not widget.report.enabled
     widget.age.value = "63"  # typed for this scan, kept for it
 
     # Selecting a layer in the layer list selects it in the box, with its own age and result.
     viewer.layers.selection.active = sample
     assert widget.scan.value is sample and widget.age.value == "50"
     assert widget.result.value.startswith(f"scan: {SAMPLE}\npredicted age   59.9\u00a0y")
-    assert widget.export.enabled
+    assert widget.export.enabled and widget.report.enabled
     viewer.layers.selection.active = other
     assert widget.scan.value is other and widget.age.value == "63"
 
