@@ -25,6 +25,7 @@ Page layout (A4 portrait), top to bottom:
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import textwrap
 from dataclasses import dataclass, field
@@ -98,14 +99,19 @@ def model_label(model_dir: str | Path | None) -> str:
 
 def population_shares(model_folder: Path) -> dict[str, float]:
     """Region -> share of the model's population map's top 10 % (its
-    ``population_regions.csv``), or {} when the folder has none."""
-    import csv
-
+    ``population_regions.csv``), or {} when the folder has none. Read once per
+    version of the file: a cohort's pages all ask for the same table."""
     path = Path(model_folder) / "population_regions.csv"
     if not path.is_file():
         return {}
+    return dict(_read_shares(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@lru_cache(maxsize=8)
+def _read_shares(path: str, mtime_ns: int) -> tuple[tuple[str, float], ...]:
+    """The table's (region, share) pairs; ``mtime_ns`` is in the key so an edited file is re-read."""
     with open(path, newline="") as handle:
-        return {row["region"]: float(row["share_in_top10"]) for row in csv.DictReader(handle)}
+        return tuple((row["region"], float(row["share_in_top10"])) for row in csv.DictReader(handle))
 
 
 # ------------------------------------------------------------------ drawing

@@ -345,12 +345,12 @@ def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
     viewer.window.add_dock_widget(widget)
     viewer.dims.order = (0, 1, 2)
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "right")
-    assert text_overlay(viewer).text == "axial: anterior up, patient's right on the right (neurological)"
+    assert text_overlay(viewer).text == "axial: anterior up\npatient's right on the right\n(neurological)"
     widget.convention.value = "radiological"
     assert tuple(viewer.scene.camera.orientation2d) == ("up", "left")
-    assert text_overlay(viewer).text.endswith("on the left (radiological)")
+    assert text_overlay(viewer).text.endswith("on the left\n(radiological)")
     widget.plane.value = "coronal"
-    assert text_overlay(viewer).text.startswith("coronal: superior up, patient's right on the left")
+    assert text_overlay(viewer).text.startswith("coronal: superior up\npatient's right on the left")
 
     before = [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)]
     widget.toggle_3d()

@@ -226,7 +226,7 @@ def test_an_opened_scan_shows_upright_in_every_plane(make_napari_viewer, tmp_pat
         viewer.dims.order = order
         viewer.reset_view()
         assert text_overlay(viewer).text.startswith(f"{plane}: ")
-        assert f"{across} on the {'right' if right else 'left'} ({convention})" in text_overlay(viewer).text
+        assert f"{across} on the {'right' if right else 'left'}\n({convention})" in text_overlay(viewer).text
         text_overlay(viewer).visible = False
         picture = viewer.screenshot(canvas_only=True, flash=False)[..., 0]
         rows, columns = np.nonzero(picture > 200)

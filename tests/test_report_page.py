@@ -4,6 +4,7 @@ it, orientation, failures and resuming."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 
 import nibabel as nib
@@ -204,3 +205,22 @@ def test_resuming_with_another_model_is_refused(calibrated_model, tiny_model, ti
     assert main(["predict", str(tiny_cohort.parent / "sub-0002.nii.gz"), "--out", str(out), "--model", str(other),
                  "--resume"]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_population_shares_are_read_once_and_again_when_the_table_changes(tmp_path, monkeypatch):
+    from napari_brainage import report_page
+
+    assert report_page.population_shares(tmp_path) == {}  # a folder with no table
+    table = tmp_path / "population_regions.csv"
+    table.write_text("region,share_in_top10\nhippocampus,0.5\nthalamus,0.25\n")
+    assert report_page.population_shares(tmp_path) == {"hippocampus": 0.5, "thalamus": 0.25}
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    for _ in range(3):  # a cohort's pages: no re-reading
+        assert report_page.population_shares(tmp_path)["hippocampus"] == 0.5
+    assert opened == []
+    table.write_text("region,share_in_top10\nhippocampus,0.75\n")
+    os.utime(table, ns=(1, table.stat().st_mtime_ns + 10**9))  # a newer version of the file
+    assert report_page.population_shares(tmp_path) == {"hippocampus": 0.75}
+    assert len(opened) == 1

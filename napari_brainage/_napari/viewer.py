@@ -88,7 +88,8 @@ def _label(viewer: napari.Viewer) -> None:
         viewer.dims.axis_labels = AXIS_LABELS
     text = orientation_text(viewer)
     overlay = text_overlay(viewer)
-    overlay.text = text
+    # Short lines on the canvas: one line ran off a narrow window (docked widgets, a laptop).
+    overlay.text = text.replace(", ", "\n", 1).replace(" (", "\n(", 1)
     overlay.visible = bool(text)
 
 

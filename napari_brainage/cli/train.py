@@ -40,6 +40,9 @@ def add_arguments(train) -> None:
                              help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
             sub.add_argument("--brain-only", action="store_true",
                              help="add and reward noise only inside the brain (non-zero voxels)")
+            sub.add_argument("--noise-budget", type=float, default=0.0, metavar="B",
+                             help="fix the mask's mean over the brain at B (0-1) so it only chooses where "
+                                  "noise goes; use with --lam 0 (default: 0, off)")
             sub.add_argument("--lr-schedule", choices=("constant", "cosine"), default=defaults.lr_schedule,
                              help="learning rate kept, or annealed to 0 over the epochs "
                                   f"(default: {defaults.lr_schedule})")
@@ -115,4 +118,5 @@ def _noise_spec(args: argparse.Namespace):
     from ..model.card import NoiseSpec
 
     return NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
-                     relative_to_contrast=args.relative_noise, brain_only=args.brain_only)
+                     relative_to_contrast=args.relative_noise, brain_only=args.brain_only,
+                     budget=args.noise_budget)

@@ -54,6 +54,12 @@ class NoiseSpec:
     #: The background is empty in every training scan, so noise there says
     #: nothing about anatomy; maps are shown inside the brain only anyway.
     brain_only: bool = False
+    #: A fixed noise budget (0: off): B is rescaled so that its mean over the
+    #: brain is ``budget`` before it sets the noise, so the mask chooses only
+    #: *where* the noise goes, not how much (issue 18: noise anywhere moves the
+    #: age, so a rewarded mask stays near 0 everywhere and its ranking carries
+    #: little of the predictor's local sensitivity). Use with ``lam`` 0.
+    budget: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_sd < self.max_sd:
@@ -61,6 +67,8 @@ class NoiseSpec:
                                         f"got {self.min_sd:g}")
         if self.lam < 0:
             raise OptionError("lam", f"must not be negative, got {self.lam:g}")
+        if not 0 <= self.budget < 1:
+            raise OptionError("budget", f"must be at least 0 (off) and below 1, got {self.budget:g}")
         if self.target not in NOISE_TARGETS:
             raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
 

@@ -25,8 +25,18 @@ def local_contrast(x: torch.Tensor) -> torch.Tensor:
     return contrast / scale.clamp_min(1e-6)
 
 
+def spend_budget(mask: torch.Tensor, x: torch.Tensor, budget: float) -> torch.Tensor:
+    """``mask`` (N, 1, X, Y, Z) rescaled per scan to mean ``budget`` over the brain
+    (non-zero voxels of ``x``), capped at 1; unchanged when ``budget`` is 0."""
+    if budget <= 0:
+        return mask
+    scale = budget / brain_mean(mask, x).clamp_min(1e-6)
+    return (mask * scale.view(-1, 1, 1, 1, 1)).clamp(max=1.0)
+
+
 def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=None) -> torch.Tensor:
     """x + eps * sd(B): the noise model's perturbation (U-Noise)."""
+    mask = spend_budget(mask, x, spec.budget)
     sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
     if spec.relative_to_contrast:
         sd = sd * local_contrast(x)
