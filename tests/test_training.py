@@ -239,6 +239,31 @@ def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
     assert float((noisy_input(x, mask, NoiseSpec(), torch.Generator().manual_seed(0)) - x)[x == 0].abs().max()) > 0
 
 
+def test_a_noise_budget_fixes_the_mean_and_keeps_where_the_mask_puts_noise():
+    import torch
+
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.errors import OptionError
+    from napari_brainage.training.objective import brain_mean, spend_budget
+
+    x = torch.zeros(2, 1, 8, 8, 8)
+    x[:, :, 2:6, 2:6, 2:6] = 1.0
+    mask = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 0.2
+    mask[1] *= 0.01                               # a second scan with 100x less noise asked for
+    spent = spend_budget(mask, x, 0.3)
+    np.testing.assert_allclose(brain_mean(spent, x).numpy(), [0.3, 0.3], rtol=1e-5)  # the same budget
+    inside = x[0] != 0
+    order = torch.argsort(mask[0][inside])
+    assert torch.equal(torch.argsort(spent[0][inside])[-10:], order[-10:])  # the same ranking
+    assert torch.equal(spend_budget(mask, x, 0.0), mask)  # off
+    capped = spend_budget(torch.where(x > 0, 0.01, 0.0) + (x > 0) * (torch.arange(8.0) == 2).view(1, 1, 8, 1, 1),
+                          x, 0.9)
+    assert float(capped.max()) == 1.0             # a share over 1 is capped, never more noise than max_sd
+    for bad in (-0.1, 1.0):
+        with pytest.raises(OptionError, match="budget"):
+            NoiseSpec(budget=bad)
+
+
 def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported(tmp_path):
     """A raw (moved) scan is registered before training sees it, as inference would;
     trusting its header instead gives a different input; a non-brain volume fails
