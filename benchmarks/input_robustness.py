@@ -30,7 +30,7 @@ For scale the table also has the null (predicting the subjects' mean reference
 age for every scan) and the reference's own error against the generator's true
 brain age.
 
-Usage: python benchmarks/input_robustness.py --cohort DIR [--limit 20] [--kinds KIND|GROUP ...]
+Usage: python benchmarks/input_robustness.py --cohort DIR [--limit 20] [--kinds KIND|GROUP ...] [--model DIR]
        [--out results.csv] [--workers 2] [--seed 0] [--work DIR]
 (DIR from ``napari-brainage synth DIR --n 24 --seed 7777 --res 1``, a seed no training used.)
 """
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes for variants and the cohort run (default 2 with dask.distributed, else 1)")
     parser.add_argument("--seed", type=int, default=0, help="variant seed (subject i uses seed * 10000 + i)")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled model)")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the variant files (default: a temporary folder, removed at the end)")
     args = parser.parse_args()
@@ -204,7 +205,7 @@ def main() -> None:
 
         # References just before the cohort run, so both use the same code (the clean copies' rows check it).
         tic = time.perf_counter()
-        model, device = load_model(None, "cpu")
+        model, device = load_model(args.model, "cpu")
         reference: dict[str, float] = {}
         for item in subjects:
             result = predict_age(load_volume(item.path), model, device, preprocessing="auto")
@@ -223,7 +224,8 @@ def main() -> None:
             if n % 25 == 0 or n == total:
                 print(f"  cohort run: {n} of {total} files, {time.perf_counter() - tic:.0f} s", flush=True)
 
-        predict_cohort(inputs, cohort_csv, RunOptions(preprocessing="auto"), workers=workers, progress=progress)
+        predict_cohort(inputs, cohort_csv, RunOptions(model_dir=args.model, preprocessing="auto"), workers=workers,
+                       progress=progress)
         seconds_cohort = time.perf_counter() - tic
         results, columns = read_rows(cohort_csv)
     finally:
@@ -269,6 +271,7 @@ def main() -> None:
 
     print()
     print(f"{len(subjects)} held-out 1 mm subjects from {args.cohort.name}; variant seed {args.seed}; "
+          f"model {args.model or 'bundled'}; "
           f"reference = the clean scan's age (predict_age, preprocessing auto); "
           f"QC column used: {'qc_status' if has_status else 'qc (no qc_status column)'}")
     print()
