@@ -76,6 +76,32 @@ def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tin
     assert read_card(tmp_path).training["predictor"]["init_from"] == str(tiny_model)
 
 
+def test_an_average_pooling_predictor_starts_from_a_max_pooling_one_and_says_so(tiny_cohort, tiny_model, tmp_path):
+    import torch
+
+    from napari_brainage.model.bundle import BrainAgeModel
+    from napari_brainage.model.networks import SFCNRegressor
+
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1, learning_rate=0.0,
+                         weight_decay=0.0, init_from=str(tiny_model), pool="avg")
+    card = train_predictor(load_cohort(tiny_cohort), tmp_path, config, progress=lambda _: None)
+    assert card.predictor_pool == "avg" and read_card(tmp_path).predictor_pool == "avg"
+    start, tuned = BrainAgeModel.load(tiny_model), BrainAgeModel.load(tmp_path)
+    assert start.card.predictor_pool == "max"  # a card without the field: SFCN's max-pooling
+    pools = {type(m) for m in tuned.predictor.modules() if "Pool" in type(m).__name__}
+    assert pools == {torch.nn.AvgPool3d}
+    for name, weight in start.predictor.state_dict().items():  # same weights, other pooling
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(weight, tuned.predictor.state_dict()[name]), name
+    # Why average pooling: a max over noisy voxels grows with the noise, a mean does not.
+    x = torch.zeros(1, 1, 8, 8, 8)
+    noisy = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * 0.5
+    assert float(torch.nn.MaxPool3d(2)(noisy).mean()) > 0.5
+    assert abs(float(torch.nn.AvgPool3d(2)(noisy).mean())) < 0.1
+    with pytest.raises(ValueError, match="pool"):
+        SFCNRegressor(pool="median")
+
+
 def test_fine_tuning_from_a_folder_that_is_no_model_writes_nothing(tiny_cohort, tmp_path):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", "predictor", "--data",
                              str(tiny_cohort), "--out", str(tmp_path / "out"), "--init", str(tmp_path)],
@@ -157,6 +183,7 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
      "--min-sd must be at least 0 and below max_sd (0.3), got 0.4"),
     (["predictor", "--data", "x.csv", "--out", "m", "--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
     (["predictor", "--data", "x.csv", "--out", "m", "--lr", "-0.1"], "--lr must not be negative"),
+    (["predictor", "--data", "x.csv", "--out", "m", "--pool", "median"], "invalid choice: 'median'"),
 ])
 def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],

@@ -53,6 +53,9 @@ def add_arguments(train) -> None:
         if part == "predictor":
             sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
                              help="train with random patchy noise of up to this sd (default: 0, off)")
+            sub.add_argument("--pool", choices=("max", "avg"), default=None,
+                             help="down-sampling between the predictor's blocks: max (SFCN's) or avg (less moved "
+                                  "by noise and blur); default: the --init predictor's, else max")
             sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",
                              help="train with random Gaussian blur of sd up to this many voxels, so that "
                                   "resampled (registered) scans are read like aligned ones (default: 0, off)")
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              blur_augment=getattr(args, "blur_augment", 0.0), init_from=args.init,
                              randomise_domain=args.randomise_domain,
                              flip=getattr(args, "flip", False),
-                             lr_schedule=getattr(args, "lr_schedule", "cosine"))
+                             lr_schedule=getattr(args, "lr_schedule", "cosine"),
+                             pool=getattr(args, "pool", None))
         spec = _noise_spec(args) if args.part == "noise-model" else None
     except OptionError as err:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")

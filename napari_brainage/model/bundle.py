@@ -37,7 +37,7 @@ class BrainAgeModel:
         """
         folder = Path(folder)
         card = read_card(folder)
-        predictor = load_weights(SFCNRegressor(card.predictor_channels), folder, PREDICTOR_FILE, card)
+        predictor = load_weights(SFCNRegressor.for_card(card), folder, PREDICTOR_FILE, card)
         noise_model = None
         if NOISE_MODEL_FILE in card.weights:
             network = NoiseUNet(card.noise_channels, card.noise_full_resolution_head)

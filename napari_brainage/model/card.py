@@ -83,6 +83,8 @@ class ModelCard:
 
     input: InputSpec = field(default_factory=InputSpec)
     predictor_channels: tuple[int, ...] = (8, 16, 32, 64, 64)
+    #: The predictor's down-sampling, "max" (SFCN's; cards written before this field) or "avg".
+    predictor_pool: str = "max"
     noise_channels: tuple[int, ...] = (8, 16, 32)
     noise_full_resolution_head: bool = False
     age_mean: float = 62.5

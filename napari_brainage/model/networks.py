@@ -20,15 +20,27 @@ from torch import nn
 from torch.nn import functional as F
 
 
-class SFCNRegressor(nn.Module):
-    """Simple Fully Convolutional Network (Peng et al. 2021), regression head."""
+#: Down-sampling between the predictor's blocks: SFCN's max-pooling, or average pooling.
+POOLS = ("max", "avg")
 
-    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 64), dropout: float = 0.3):
+
+class SFCNRegressor(nn.Module):
+    """Simple Fully Convolutional Network (Peng et al. 2021), regression head.
+
+    ``pool``: "max" is SFCN's. "avg" is linear, so zero-mean noise and
+    interpolation blur move its features less: a max over noisy voxels grows
+    with the noise's sd, a mean does not (measured in docs/benchmarks.md,
+    issue 18, third session). The weights of either fit the other.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 64), dropout: float = 0.3, pool: str = "max"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
         blocks, previous = [], 1
         for width in channels:
             blocks += [nn.Conv3d(previous, width, 3, padding=1, bias=False), nn.BatchNorm3d(width),
-                       nn.MaxPool3d(2), nn.ReLU(inplace=True)]
+                       nn.MaxPool3d(2) if pool == "max" else nn.AvgPool3d(2), nn.ReLU(inplace=True)]
             previous = width
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
@@ -36,6 +48,11 @@ class SFCNRegressor(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(previous, 1)
+
+    @classmethod
+    def for_card(cls, card) -> "SFCNRegressor":
+        """The predictor a model card describes (its channels and pooling)."""
+        return cls(card.predictor_channels, pool=card.predictor_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, X, Y, Z) normalised scans -> (B,) standardised age."""

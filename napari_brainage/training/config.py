@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import OptionError
+from ..model.networks import POOLS
 from ..options import Device
 
 
@@ -57,6 +58,9 @@ class TrainConfig:
     #: "cosine" anneals the learning rate to 0 over the epochs (stepped once per
     #: epoch); "constant" keeps it. The predictor always anneals.
     lr_schedule: str = "cosine"
+    #: Predictor only: "max" or "avg" down-sampling (``networks.POOLS``); None keeps
+    #: the --init predictor's, or SFCN's max-pooling from scratch.
+    pool: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -67,6 +71,8 @@ class TrainConfig:
         for name in ("learning_rate", "weight_decay", "noise_augment", "blur_augment"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must not be negative, got {getattr(self, name):g}")
+        if self.pool is not None and self.pool not in POOLS:
+            raise OptionError("pool", f"must be {' or '.join(POOLS)}, not {self.pool!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise OptionError("lr_schedule", f"must be {' or '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}")
         self.device = Device.parse(self.device).value

@@ -87,7 +87,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     """
     predictor_dir, out = Path(predictor_dir), Path(out)
     card = read_card(predictor_dir)
-    predictor = load_weights(SFCNRegressor(card.predictor_channels), predictor_dir, PREDICTOR_FILE, card)
+    predictor = load_weights(SFCNRegressor.for_card(card), predictor_dir, PREDICTOR_FILE, card)
     torch.manual_seed(config.seed)  # before the network's random initial weights
     model = NoiseUNet(card.noise_channels, full_resolution_head)
     if config.init_from:  # before anything is written: a wrong --init leaves no folder behind

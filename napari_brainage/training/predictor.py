@@ -71,12 +71,15 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     if start_card is not None:
         # The network outputs standardised age: keep the scale it was trained on.
         card = ModelCard(input=start_card.input, predictor_channels=start_card.predictor_channels,
+                         predictor_pool=config.pool or start_card.predictor_pool,
                          age_mean=start_card.age_mean, age_sd=start_card.age_sd, contrasts=start_card.contrasts)
-        model = load_weights(SFCNRegressor(card.predictor_channels), config.init_from, PREDICTOR_FILE, start_card)
+        # Pooling has no weights: a max-pooling predictor's weights start an average-pooling one.
+        model = load_weights(SFCNRegressor.for_card(card), config.init_from, PREDICTOR_FILE, start_card)
         progress(f"predictor: fine-tuning the predictor of {config.init_from}")
     else:
-        card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0))
-        model = SFCNRegressor(card.predictor_channels)
+        card = ModelCard(age_mean=float(cohort.ages[train].mean()), age_sd=float(cohort.ages[train].std() or 1.0),
+                         predictor_pool=config.pool or "max")
+        model = SFCNRegressor.for_card(card)
     if config.randomise_domain:
         card.contrasts = ANY_CONTRAST
     model.to(device)
@@ -117,7 +120,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
 
     # The age-bias fit uses the validation subjects: predictions on the
     # training subjects are over-fitted and would understate the bias.
-    model = load_weights(SFCNRegressor(card.predictor_channels), out, PREDICTOR_FILE, card)
+    model = load_weights(SFCNRegressor.for_card(card), out, PREDICTOR_FILE, card)
     model.to(device)
     predicted = predict_ages(model, cohort.scans[val], card, device)
     card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
