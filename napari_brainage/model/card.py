@@ -73,6 +73,11 @@ class NoiseSpec:
             raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
 
 
+#: Down-sampling between the predictor's blocks: SFCN's max-pooling, or average
+#: pooling (``networks.SFCNRegressor``). Here, torch-free, so options are checked
+#: before torch is imported.
+POOLS = ("max", "avg")
+
 #: What the noisy prediction must match: the predictor's clean output, or the age.
 NOISE_TARGETS = ("prediction", "age")
 

@@ -19,9 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-#: Down-sampling between the predictor's blocks: SFCN's max-pooling, or average pooling.
-POOLS = ("max", "avg")
+from .card import POOLS
 
 
 class SFCNRegressor(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import OptionError
-from ..model.networks import POOLS
+from ..model.card import POOLS
 from ..options import Device
 
 
