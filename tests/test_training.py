@@ -184,6 +184,8 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     (["predictor", "--data", "x.csv", "--out", "m", "--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
     (["predictor", "--data", "x.csv", "--out", "m", "--lr", "-0.1"], "--lr must not be negative"),
     (["predictor", "--data", "x.csv", "--out", "m", "--pool", "median"], "invalid choice: 'median'"),
+    (["noise-model", "--data", "x.csv", "--out", "m", "--predictor", "p", "--noise-budget", "1.5"],
+     "--noise-budget must be at least 0 (off) and below 1, got 1.5"),
 ])
 def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],

@@ -8,7 +8,7 @@ from ._common import add_device, add_preprocessing
 
 NAME = "train"
 #: Configuration fields whose flag is not their name with dashes.
-FLAGS = {"learning_rate": "lr", "relative_to_contrast": "relative-noise"}
+FLAGS = {"learning_rate": "lr", "relative_to_contrast": "relative-noise", "budget": "noise-budget"}
 
 
 HELP = "train the predictor or the noise model on a cohort"
@@ -16,6 +16,7 @@ DESCRIPTION = HELP[0].upper() + HELP[1:] + " (PART: predictor or noise-model)."
 
 
 def add_arguments(train) -> None:
+    from ..model.card import POOLS
     from ..training.config import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
 
     parts = train.add_subparsers(dest="part", metavar="PART")
@@ -53,7 +54,7 @@ def add_arguments(train) -> None:
         if part == "predictor":
             sub.add_argument("--noise-augment", type=float, default=0.0, metavar="SD",
                              help="train with random patchy noise of up to this sd (default: 0, off)")
-            sub.add_argument("--pool", choices=("max", "avg"), default=None,
+            sub.add_argument("--pool", choices=POOLS, default=None,
                              help="down-sampling between the predictor's blocks: max (SFCN's) or avg (less moved "
                                   "by noise and blur); default: the --init predictor's, else max")
             sub.add_argument("--blur-augment", type=float, default=0.0, metavar="VOXELS",

@@ -28,7 +28,7 @@ class SFCNRegressor(nn.Module):
     ``pool``: "max" is SFCN's. "avg" is linear, so zero-mean noise and
     interpolation blur move its features less: a max over noisy voxels grows
     with the noise's sd, a mean does not (measured in docs/benchmarks.md,
-    issue 18, third session). The weights of either fit the other.
+    "Max- or average-pooling"). The weights of either fit the other.
     """
 
     def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 64, 64), dropout: float = 0.3, pool: str = "max"):

@@ -58,7 +58,7 @@ class TrainConfig:
     #: "cosine" anneals the learning rate to 0 over the epochs (stepped once per
     #: epoch); "constant" keeps it. The predictor always anneals.
     lr_schedule: str = "cosine"
-    #: Predictor only: "max" or "avg" down-sampling (``networks.POOLS``); None keeps
+    #: Predictor only: "max" or "avg" down-sampling (``model.card.POOLS``); None keeps
     #: the --init predictor's, or SFCN's max-pooling from scratch.
     pool: str | None = None
 
