@@ -51,6 +51,15 @@ def test_card_round_trips_through_json(tmp_path):
     assert again == card
 
 
+def test_a_card_with_an_unknown_pooling_is_refused_by_name(tmp_path):
+    card = ModelCard(predictor_pool="avg")
+    (tmp_path / CARD_FILE).write_text(card.to_json())
+    assert read_card(tmp_path).predictor_pool == "avg"
+    (tmp_path / CARD_FILE).write_text(card.to_json().replace('"avg"', '"median"'))
+    with pytest.raises(ModelError, match="predictor_pool 'median' is not one of max, avg"):
+        read_card(tmp_path)
+
+
 def test_model_folder_loads_after_checksum(tiny_model):
     model = BrainAgeModel.load(tiny_model, need_noise_model=True)
     assert isinstance(model.noise_model, NoiseUNet)

@@ -122,6 +122,8 @@ class ModelCard:
         data = dict(data)
         if data.get("format") != CARD_FORMAT:
             raise ModelError(f"model card format {data.get('format')!r} is not {CARD_FORMAT}")
+        if data.get("predictor_pool", "max") not in POOLS:
+            raise ModelError(f"model card: predictor_pool {data['predictor_pool']!r} is not one of {', '.join(POOLS)}")
         data["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in data.get("input", {}).items()})
         data["noise"] = NoiseSpec(**data.get("noise", {}))
