@@ -102,6 +102,35 @@ def test_an_average_pooling_predictor_starts_from_a_max_pooling_one_and_says_so(
         SFCNRegressor(pool="median")
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_last_layer_contributions_sum_to_the_prediction_and_bound_its_change(pool):
+    import torch
+
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.model.networks import NoiseUNet, SFCNRegressor
+    from napari_brainage.training.objective import clean_target, noise_terms
+
+    torch.manual_seed(0)
+    predictor = SFCNRegressor(pool=pool).eval()
+    x = torch.rand(2, 1, 80, 96, 80)
+    parts = predictor.contributions(x)
+    assert parts.shape == (2, 64 * 2 * 3 * 2)  # 64 channels at the head's 2 x 3 x 2 locations
+    torch.testing.assert_close(parts.sum(1) + predictor.head.bias, predictor(x), rtol=1e-4, atol=1e-5)
+    # The "contributions" loss is the sum of absolute unit changes: never below the
+    # change of the age it bounds (lambda 0, the same noise draw for both).
+    noise_model = NoiseUNet()
+    for target in ("contributions", "prediction"):
+        spec = NoiseSpec(lam=0.0, max_sd=1.0, target=target)
+        with torch.no_grad():
+            terms, mask = noise_terms(predictor, noise_model, x, clean_target(predictor, x, spec), spec, 10.0,
+                                      torch.Generator().manual_seed(3))
+        assert mask.shape == x.shape and (terms > 0).all()
+        if target == "contributions":
+            bound = terms
+    assert (bound >= terms - 1e-5).all()
+    assert float(bound.min()) > 1.5 * float(terms.max())  # units move more than the age they sum to
+
+
 def test_fine_tuning_from_a_folder_that_is_no_model_writes_nothing(tiny_cohort, tmp_path):
     result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", "predictor", "--data",
                              str(tiny_cohort), "--out", str(tmp_path / "out"), "--init", str(tmp_path)],
@@ -121,6 +150,11 @@ def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_
                       NoiseSpec(lam=0.1, max_sd=0.5, target="age"), progress=lambda _: None)
     model = BrainAgeModel.load(tmp_path, need_noise_model=True)
     assert model.card.noise.target == "age" and model.card.noise.lam == 0.1
+    # The contributions target trains through the same loop and is recorded in the card.
+    card = train_noise_model(cohort, tiny_model, tmp_path / "units", TrainConfig(epochs=1, batch_size=4,
+                             val_fraction=0.25), NoiseSpec(target="contributions"), progress=lambda _: None)
+    assert card.noise.target == "contributions" and np.isfinite(card.training["noise_model"]["best_validation_loss"])
+    assert read_card(tmp_path / "units").noise.target == "contributions"
     assert (tmp_path / PREDICTOR_FILE).read_bytes() == (tiny_model / PREDICTOR_FILE).read_bytes()
 
 

@@ -16,7 +16,7 @@ DESCRIPTION = HELP[0].upper() + HELP[1:] + " (PART: predictor or noise-model)."
 
 
 def add_arguments(train) -> None:
-    from ..model.card import POOLS
+    from ..model.card import NOISE_TARGETS, POOLS
     from ..training.config import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
 
     parts = train.add_subparsers(dest="part", metavar="PART")
@@ -35,8 +35,10 @@ def add_arguments(train) -> None:
             sub.add_argument("--max-sd", type=float, default=0.3,
                              help="noise sd at B = 1, intensities normalised to mean 1 (default: 0.3)")
             sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
-            sub.add_argument("--target", choices=("prediction", "age"), default="prediction",
-                             help="what the noisy prediction must match (default: prediction)")
+            sub.add_argument("--target", choices=NOISE_TARGETS, default="prediction",
+                             help="what the noisy scan's output must match: the clean prediction (default), "
+                                  "the age, or the clean prediction's last-layer contributions, summed as "
+                                  "absolute changes (noise cannot offset noise)")
             sub.add_argument("--relative-noise", action="store_true",
                              help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
             sub.add_argument("--brain-only", action="store_true",

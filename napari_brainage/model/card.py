@@ -45,7 +45,11 @@ class NoiseSpec:
     min_sd: float = 0.0
     max_sd: float = 0.3
     lam: float = 0.05
-    target: str = "prediction"   #: "prediction" (the predictor's clean output) or "age"
+    #: What must not move: "prediction" (the predictor's clean output), "age", or
+    #: "contributions" (``SFCNRegressor.contributions``: each last-layer unit's
+    #: share of the clean output, summed as absolute changes, so that noise cannot
+    #: be offset by other noise through the network's non-linearity).
+    target: str = "prediction"
     #: Scale the sd by the scan's local contrast (3x3x3 standard deviation,
     #: mean 1 over the brain): noise in flat white matter then costs nothing,
     #: noise on an edge costs what moving that edge would.
@@ -78,8 +82,9 @@ class NoiseSpec:
 #: before torch is imported.
 POOLS = ("max", "avg")
 
-#: What the noisy prediction must match: the predictor's clean output, or the age.
-NOISE_TARGETS = ("prediction", "age")
+#: What the noisy scan's output must match: the predictor's clean output, the age,
+#: or the clean output's last-layer contributions (``NoiseSpec.target``).
+NOISE_TARGETS = ("prediction", "age", "contributions")
 
 
 @dataclass

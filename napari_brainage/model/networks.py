@@ -58,6 +58,19 @@ class SFCNRegressor(nn.Module):
         x = F.adaptive_avg_pool3d(x, 1).flatten(1)
         return self.head(self.dropout(x)).squeeze(1)
 
+    def contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, X, Y, Z) normalised scans -> (B, C * S): each last-layer unit's
+        share of the standardised age, ``w_c * phi_cs / S`` for channel c at
+        location s of the S locations the head averages over. In eval mode
+        ``contributions(x).sum(1) + head.bias == forward(x)``.
+
+        Why: |f(x') - f(x)| can be small while units move a lot in opposite
+        directions; ``sum |contribution change|`` bounds it from above and cannot
+        be met by cancellation (the noise model's "contributions" target).
+        """
+        phi = self.classifier(self.features(x)).flatten(2)            # (B, C, S)
+        return (phi * self.head.weight.view(1, -1, 1) / phi.shape[2]).flatten(1)
+
 
 def _double_conv(a: int, b: int) -> nn.Sequential:
     return nn.Sequential(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from ..errors import InputError
 from ..model.bundle import pick_device
@@ -29,7 +28,7 @@ from .augment import randomise_domain
 from .config import NOISE_MODEL_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
 from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
-from .objective import brain_mean, noise_loss, noise_reward, noisy_input
+from .objective import brain_mean, clean_target, noise_loss, noise_terms
 from .predictor import predict_ages
 
 
@@ -57,7 +56,9 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     ``spec.min_sd + B (spec.max_sd - spec.min_sd)`` (intensities normalised to
     mean 1) is added to the scan, and the loss is
     ``|age(noisy) - target| - spec.lam * mean(B)``, the target being the
-    predictor's clean output (``spec.target = "prediction"``) or the true age.
+    predictor's clean output (``spec.target = "prediction"``), the true age, or
+    the clean output's last-layer contributions (``"contributions"``: the sum of
+    their absolute changes replaces the age's, ``objective.noise_terms``).
     Importance is ``1 - B``.
 
     Parameters
@@ -127,9 +128,9 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
         return randomise_domain(x, rng) if config.randomise_domain else x
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if (config.flip or config.randomise_domain) and spec.target == "prediction":
-            with torch.no_grad():  # the clean output of the scan as augmented, not of the original
-                y = predictor(x)
+        augmented = (config.flip or config.randomise_domain) and spec.target == "prediction"
+        if augmented or spec.target == "contributions":
+            y = clean_target(predictor, x, spec)  # of the scan as augmented, not of the original
         return noise_loss(predictor, model, x, y, spec, card.age_sd)
 
     for epoch in range(start, config.epochs):
@@ -167,11 +168,9 @@ def _validate_noise(predictor, model, scans, targets, spec, years_per_unit, devi
     losses, masks = [], []
     for i in range(0, len(scans), batch_size):
         x = as_tensor(scans[i:i + batch_size], device)
-        mask = model(x)
-        prediction = predictor(noisy_input(x, mask, spec, generator))
-        y = torch.from_numpy(targets[i:i + batch_size]).float().to(device)
-        reward = noise_reward(mask, x, spec).sum()
-        loss = years_per_unit * F.l1_loss(prediction, y, reduction="sum") - spec.lam * reward
-        losses.append(loss.item())
+        y = (clean_target(predictor, x, spec) if spec.target == "contributions"
+             else torch.from_numpy(targets[i:i + batch_size]).float().to(device))
+        loss, mask = noise_terms(predictor, model, x, y, spec, years_per_unit, generator)
+        losses.append(loss.sum().item())
         masks.append(brain_mean(mask, x).sum().item())  # over the brain: the background is not mapped
     return sum(losses) / len(scans), sum(masks) / len(scans)

@@ -58,14 +58,33 @@ def noise_reward(mask: torch.Tensor, x: torch.Tensor, spec: NoiseSpec) -> torch.
     return brain_mean(log_mask, x) if spec.brain_only else log_mask.mean(dim=(1, 2, 3, 4))
 
 
-def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
-               years_per_unit: float) -> torch.Tensor:
-    """|f(x + noise) - target| in years - lambda * mean(log B).
+def clean_target(predictor, x: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
+    """What the noisy scan must reproduce when it is computed from the scan itself:
+    the predictor's output, or its last-layer contributions (``spec.target``)."""
+    with torch.no_grad():
+        return predictor.contributions(x) if spec.target == "contributions" else predictor(x)
 
-    The predictor works in standardised age units; the error is converted to
-    years so that lambda means "years of error traded per unit of log-noise",
-    independent of the cohort's age spread.
+
+def noise_terms(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
+                years_per_unit: float, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per scan: (|f(x + noise) - target| in years - lambda * mean(log B), the mask B).
+
+    With ``spec.target == "contributions"`` the error is the sum over the
+    predictor's last-layer units of |change of the unit's contribution|, an upper
+    bound on the change of the age. The error is converted to years so that
+    lambda means "years of error traded per unit of log-noise", independent of
+    the cohort's age spread.
     """
     mask = noise_model(x)
-    prediction = predictor(noisy_input(x, mask, spec))
-    return years_per_unit * F.l1_loss(prediction, target) - spec.lam * noise_reward(mask, x, spec).mean()
+    noisy = noisy_input(x, mask, spec, generator)
+    if spec.target == "contributions":
+        error = (predictor.contributions(noisy) - target).abs().sum(1)
+    else:
+        error = (predictor(noisy) - target).abs()
+    return years_per_unit * error - spec.lam * noise_reward(mask, x, spec), mask
+
+
+def noise_loss(predictor, noise_model, x: torch.Tensor, target: torch.Tensor, spec: NoiseSpec,
+               years_per_unit: float) -> torch.Tensor:
+    """The batch's mean of ``noise_terms`` (the training loss)."""
+    return noise_terms(predictor, noise_model, x, target, spec, years_per_unit)[0].mean()
