@@ -119,16 +119,18 @@ def test_last_layer_contributions_sum_to_the_prediction_and_bound_its_change(poo
     # The "contributions" loss is the sum of absolute unit changes: never below the
     # change of the age it bounds (lambda 0, the same noise draw for both).
     noise_model = NoiseUNet()
-    for target in ("contributions", "prediction"):
+
+    def loss_terms(target: str) -> torch.Tensor:
         spec = NoiseSpec(lam=0.0, max_sd=1.0, target=target)
         with torch.no_grad():
             terms, mask = noise_terms(predictor, noise_model, x, clean_target(predictor, x, spec), spec, 10.0,
                                       torch.Generator().manual_seed(3))
         assert mask.shape == x.shape and (terms > 0).all()
-        if target == "contributions":
-            bound = terms
-    assert (bound >= terms - 1e-5).all()
-    assert float(bound.min()) > 1.5 * float(terms.max())  # units move more than the age they sum to
+        return terms
+
+    bound, change = loss_terms("contributions"), loss_terms("prediction")
+    assert (bound >= change - 1e-5).all()
+    assert float(bound.min()) > 1.5 * float(change.max())  # units move more than the age they sum to
 
 
 def test_fine_tuning_from_a_folder_that_is_no_model_writes_nothing(tiny_cohort, tmp_path):
@@ -150,12 +152,12 @@ def test_noise_model_into_another_folder_copies_the_predictor(tiny_cohort, tiny_
                       NoiseSpec(lam=0.1, max_sd=0.5, target="age"), progress=lambda _: None)
     model = BrainAgeModel.load(tmp_path, need_noise_model=True)
     assert model.card.noise.target == "age" and model.card.noise.lam == 0.1
+    assert (tmp_path / PREDICTOR_FILE).read_bytes() == (tiny_model / PREDICTOR_FILE).read_bytes()
     # The contributions target trains through the same loop and is recorded in the card.
     card = train_noise_model(cohort, tiny_model, tmp_path / "units", TrainConfig(epochs=1, batch_size=4,
                              val_fraction=0.25), NoiseSpec(target="contributions"), progress=lambda _: None)
     assert card.noise.target == "contributions" and np.isfinite(card.training["noise_model"]["best_validation_loss"])
     assert read_card(tmp_path / "units").noise.target == "contributions"
-    assert (tmp_path / PREDICTOR_FILE).read_bytes() == (tiny_model / PREDICTOR_FILE).read_bytes()
 
 
 def test_noise_model_fine_tuning_starts_from_the_given_noise_model(tiny_cohort, tiny_model, tmp_path):
