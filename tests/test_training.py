@@ -54,6 +54,30 @@ def test_training_resumes_from_its_checkpoint(tiny_cohort, tmp_path):
     assert read_card(tmp_path).training["predictor"]["epochs"] == 2
 
 
+def test_a_time_limit_stops_after_the_epoch_that_crosses_it_and_the_card_says_how_many_ran(
+        tiny_cohort, tiny_model, tmp_path):
+    from napari_brainage.errors import OptionError
+    from napari_brainage.training.noise_model import train_noise_model
+
+    cohort = load_cohort(tiny_cohort)
+    messages: list[str] = []
+    # A limit every epoch crosses: the first epoch completes (an epoch is never cut), then it stops.
+    config = TrainConfig(epochs=3, batch_size=4, val_fraction=0.25, seed=2, max_minutes=1e-6)
+    card = train_predictor(cohort, tmp_path / "p", config, progress=messages.append)
+    assert sum("predictor epoch" in m for m in messages) == 1
+    assert any("stopped after epoch 1 of 3: the 1e-06-minute limit has passed" in m for m in messages)
+    assert card.training["predictor"]["epochs_run"] == 1 and card.training["predictor"]["epochs"] == 3
+    assert card.weights[PREDICTOR_FILE] == sha256(tmp_path / "p" / PREDICTOR_FILE)
+    noise = train_noise_model(cohort, tiny_model, tmp_path / "n",
+                              TrainConfig(epochs=2, batch_size=4, val_fraction=0.25, max_minutes=1e-6),
+                              progress=messages.append)
+    assert noise.training["noise_model"]["epochs_run"] == 1
+    # Without a limit every epoch runs and the card says so.
+    assert read_card(tiny_model).training["noise_model"]["epochs_run"] == 1
+    with pytest.raises(OptionError, match="must be positive"):
+        TrainConfig(max_minutes=0)
+
+
 def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tiny_cohort, tiny_model, tmp_path):
     import torch
 

@@ -71,6 +71,9 @@ def add_arguments(train) -> None:
                               "from scratch")
         sub.add_argument("--epochs", type=int, default=defaults.epochs,
                          help=f"passes over the training scans (default: {defaults.epochs})")
+        sub.add_argument("--max-minutes", type=float, metavar="MIN",
+                         help="stop after the epoch during which MIN minutes of training have passed, keeping "
+                              "the best epoch so far (a queue's or shared GPU's time limit; default: none)")
         sub.add_argument("--batch-size", type=int, default=defaults.batch_size,
                          help=f"scans per step (default: {defaults.batch_size})")
         sub.add_argument("--lr", type=float, default=defaults.learning_rate,
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              randomise_domain=args.randomise_domain,
                              flip=getattr(args, "flip", False),
                              lr_schedule=getattr(args, "lr_schedule", "cosine"),
-                             pool=getattr(args, "pool", None))
+                             pool=getattr(args, "pool", None), max_minutes=args.max_minutes)
         spec = _noise_spec(args) if args.part == "noise-model" else None
     except OptionError as err:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")

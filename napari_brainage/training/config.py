@@ -61,6 +61,11 @@ class TrainConfig:
     #: Predictor only: "max" or "avg" down-sampling (``model.card.POOLS``); None keeps
     #: the --init predictor's, or SFCN's max-pooling from scratch.
     pool: str | None = None
+    #: Stop after the epoch during which this many minutes of training have passed
+    #: (a shared GPU's or a batch queue's time limit): the best epoch so far is kept
+    #: and the card records how many epochs ran. None: run every epoch. A cosine
+    #: schedule still anneals over ``epochs``, so a stopped run ends above its floor.
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -71,6 +76,8 @@ class TrainConfig:
         for name in ("learning_rate", "weight_decay", "noise_augment", "blur_augment"):
             if getattr(self, name) < 0:
                 raise OptionError(name, f"must not be negative, got {getattr(self, name):g}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise OptionError("max_minutes", f"must be positive, got {self.max_minutes:g}")
         if self.pool is not None and self.pool not in POOLS:
             raise OptionError("pool", f"must be {' or '.join(POOLS)}, not {self.pool!r}")
         if self.lr_schedule not in LR_SCHEDULES:

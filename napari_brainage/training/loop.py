@@ -10,7 +10,8 @@ validation score.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,19 @@ def train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indice
         optimiser.step()
         losses.append(loss.item())
     return float(np.mean(losses))
+
+
+def timed_epochs(start: int, config: TrainConfig, progress: Progress, part: str) -> Iterator[int]:
+    """Epochs ``start`` .. ``config.epochs - 1``, stopping early once ``config.max_minutes``
+    have passed since the first began (checked after each epoch, so an epoch is never cut)."""
+    tic = time.monotonic()
+    for epoch in range(start, config.epochs):
+        yield epoch
+        late = config.max_minutes is not None and time.monotonic() - tic > 60 * config.max_minutes
+        if late and epoch + 1 < config.epochs:
+            progress(f"{part}: stopped after epoch {epoch + 1} of {config.epochs}: "
+                     f"the {config.max_minutes:g}-minute limit has passed")
+            return
 
 
 def batches(indices: np.ndarray, size: int, rng: np.random.Generator | None):

@@ -27,7 +27,7 @@ from ..model.weights import load_weights, save_weights
 from .augment import randomise_domain
 from .config import NOISE_MODEL_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
+from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, timed_epochs, train_epoch
 from .objective import brain_mean, clean_target, noise_loss, noise_terms
 from .predictor import predict_ages
 
@@ -133,7 +133,9 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
             y = clean_target(predictor, x, spec)  # of the scan as augmented, not of the original
         return noise_loss(predictor, model, x, y, spec, card.age_sd)
 
-    for epoch in range(start, config.epochs):
+    epochs_run = start
+    for epoch in timed_epochs(start, config, progress, "noise model"):
+        epochs_run = epoch + 1
         tic = time.monotonic()
         train_loss = train_epoch(
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
@@ -154,7 +156,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
         raise InputError("noise-model training ran no epoch; raise --epochs")
     card.training["noise_model"] = {"data": cohort.source, "predictor": str(predictor_dir), **asdict(config),
                                     **{f"noise_{k}": v for k, v in asdict(spec).items()},
-                                    "best_validation_loss": best}
+                                    "epochs_run": epochs_run, "best_validation_loss": best}
     write_card(card, out)
     progress(f"noise model: best validation loss {best:.4f}; saved to {out}")
     return card

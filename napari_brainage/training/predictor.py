@@ -24,7 +24,7 @@ from ..quality import ANY_CONTRAST
 from .augment import gaussian_blur, patchy_noise, randomise_domain
 from .config import PREDICTOR_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, train_epoch
+from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, timed_epochs, train_epoch
 
 
 def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
@@ -103,7 +103,9 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
             x = gaussian_blur(x, float(rng.uniform(0.0, config.blur_augment)))
         return x
 
-    for epoch in range(start, config.epochs):
+    epochs_run = start
+    for epoch in timed_epochs(start, config, progress, "predictor"):
+        epochs_run = epoch + 1
         tic = time.monotonic()
         train_mae = card.age_sd * train_epoch(
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
@@ -126,7 +128,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
     card.training["predictor"] = {
         "data": cohort.source, "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
-        **asdict(config), "best_validation_mae": best,
+        **asdict(config), "epochs_run": epochs_run, "best_validation_mae": best,
     }
     write_card(card, out)
     progress(f"predictor: best validation MAE {best:.2f} y; bias fit predicted = "
