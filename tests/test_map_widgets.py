@@ -52,6 +52,10 @@ def test_population_load_compare_and_side_by_side(analysed, tiny_model):
     assert comparison.correlation == pytest.approx(expected.correlation, abs=1e-6)
     assert f"Dice of top 15 %   {expected.dice_top:.2f}" in widget.result.value
     assert f"correlation        {expected.correlation:.2f}" in widget.result.value
+    # Both lines stay readable however crowded the dock: the label never shrinks below them.
+    lines = widget.result.value.count("\n") + 1
+    assert lines >= 2
+    assert widget.result.native.minimumHeight() == lines * widget.result.native.fontMetrics().lineSpacing()
     difference = viewer.layers[f"difference ({overlay.name} - population)"]
     # One colour bar at a time (napari does not label them): the topmost shown map's (the
     # difference layer comes in hidden).

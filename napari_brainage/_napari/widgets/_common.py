@@ -226,6 +226,15 @@ def wrapping_label(label, monospace: bool = False):
     return label
 
 
+def show_lines(label, text: str) -> None:
+    """Set a wrapping label's text and keep it at least as tall as its lines: with an
+    ignored width policy, a crowded dock squeezed a comparison's lines out of sight.
+    (A magicgui Label emits no ``changed`` when its value is set, hence a function.)"""
+    label.value = text
+    lines = text.count("\n") + 1 if text else 0
+    label.native.setMinimumHeight(lines * label.native.fontMetrics().lineSpacing())
+
+
 def overlay_colormap(name: str = "inferno"):
     """``name`` with an opacity ramp: low importance is see-through, so the scan
     shows where the model did not look and colour marks where it did (with

@@ -57,6 +57,7 @@ from ._common import (
     layer_volume,
     one_colour_bar,
     overlay_colormap,
+    show_lines,
     show_volume,
     wrapping_label,
 )
@@ -331,7 +332,7 @@ class PopulationWidget(MapPickers, Container):
         except ValueError as err:
             show_error(f"Population: {err}")
             return None
-        self.result.value = comparison.summary()
+        show_lines(self.result, comparison.summary())
         self._compared = (subject, population)
         # Translucent blending (not additive, which washes the scan out) and a
         # colormap see-through about 0: the anatomy shows where the maps agree.
@@ -347,7 +348,7 @@ class PopulationWidget(MapPickers, Container):
     def _maps_changed(self, _value=None) -> None:
         """Numbers are never shown beside maps they were not computed from."""
         if self.result.value and (self.subject.value, self.population.value) != self._compared:
-            self.result.value = STALE_COMPARISON
+            show_lines(self.result, STALE_COMPARISON)
 
     # ---- side by side
     def _grid(self):
