@@ -78,6 +78,31 @@ def test_a_time_limit_stops_after_the_epoch_that_crosses_it_and_the_card_says_ho
         TrainConfig(max_minutes=0)
 
 
+def test_noise_augmented_training_leaves_batch_norm_statistics_of_clean_scans(tiny_cohort, tmp_path):
+    import torch
+
+    from napari_brainage.model.bundle import BrainAgeModel
+    from napari_brainage.training.loop import batches
+
+    cohort = load_cohort(tiny_cohort)
+    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=2, noise_augment=1.0)
+    train_predictor(cohort, tmp_path, config, progress=lambda message: None)
+    model = BrainAgeModel.load(tmp_path).predictor
+    conv, norm = model.features[0], model.features[1]
+    assert isinstance(conv, torch.nn.Conv3d) and isinstance(norm, torch.nn.BatchNorm3d)
+    # The first batch norm's input is the first convolution's output, which no statistics touch:
+    # its running statistics must be the mean over the clean training batches of their
+    # channel means and variances (not an average that noisy batches took part in).
+    train, _ = split_by_subject(cohort.subjects, 0.25, 2)
+    with torch.no_grad():
+        outputs = [conv(torch.from_numpy(cohort.scans[b])[:, None]).transpose(0, 1).flatten(1)
+                   for b in batches(train, 4, None)]
+    torch.testing.assert_close(norm.running_mean, torch.stack([o.mean(1) for o in outputs]).mean(0),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(norm.running_var, torch.stack([o.var(1) for o in outputs]).mean(0),
+                               rtol=1e-4, atol=1e-6)
+
+
 def test_fine_tuning_starts_from_the_given_predictor_and_keeps_its_age_scale(tiny_cohort, tiny_model, tmp_path):
     import torch
 

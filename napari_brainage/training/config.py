@@ -37,6 +37,9 @@ class TrainConfig:
     #: Predictor only: add noise of up to this sd, in random smooth patches, to half
     #: the batches. A predictor that shrugs off noise where age is not written makes
     #: the noise model's maps specific (Bintsi et al.'s noise model assumes it).
+    #: After each epoch the batch-norm statistics are recomputed on the clean
+    #: training scans (``loop.recalibrate_batch_norm``): the noisy batches' would
+    #: otherwise normalise clean scans at evaluation.
     noise_augment: float = 0.0
     #: Predictor only: blur half the batches with a Gaussian of sd drawn from
     #: [0, blur_augment] voxels, so resampled (registered) scans look like the

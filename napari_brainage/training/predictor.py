@@ -24,7 +24,16 @@ from ..quality import ANY_CONTRAST
 from .augment import gaussian_blur, patchy_noise, randomise_domain
 from .config import PREDICTOR_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, timed_epochs, train_epoch
+from .loop import (
+    Checkpoint,
+    Progress,
+    as_tensor,
+    prepare_out,
+    recalibrate_batch_norm,
+    resume,
+    timed_epochs,
+    train_epoch,
+)
 
 
 def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
@@ -111,6 +120,8 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
             loss_of=lambda x, y: F.l1_loss(model(x), y), augment=augment)
         scheduler.step()
+        if config.noise_augment:  # the noisy batches' statistics must not normalise clean scans
+            recalibrate_batch_norm(model, cohort.scans, train, config.batch_size, device)
         val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
         improved = val_mae < best
         if improved:
