@@ -25,7 +25,7 @@ def settle(seconds: float = 0.5) -> None:
 
 def viewer_with(widgets: list[str]):
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
+    viewer.window.resize(1400, 960)  # room for two docked widgets with every row shown
     viewer.open_sample("napari-brainage", SAMPLE)
     docks = {name: viewer.window.add_plugin_dock_widget("napari-brainage", name)[1]
              for name in ["Brain age", *widgets]}

@@ -232,7 +232,28 @@ def show_lines(label, text: str) -> None:
     (A magicgui Label emits no ``changed`` when its value is set, hence a function.)"""
     label.value = text
     lines = text.count("\n") + 1 if text else 0
-    label.native.setMinimumHeight(lines * label.native.fontMetrics().lineSpacing())
+    _hold_lines(label, max(lines, label.native.property("reserved_lines") or 0))
+
+
+def reserve_lines(label, lines: int) -> None:
+    """Keep a label (and its row in a labelled container) at least ``lines`` lines tall
+    from now on. Reserved when a widget is built, the space is laid out with the dock;
+    a minimum that grows later is not (napari's dock splitter keeps the docks' heights,
+    and a squeezed row overlaps the next)."""
+    label.native.setProperty("reserved_lines", lines)
+    _hold_lines(label, lines)
+
+
+def _hold_lines(label, lines: int) -> None:
+    native = label.native
+    native.ensurePolished()  # the style sheet's (monospace) font, not the default one
+    height = lines * native.fontMetrics().lineSpacing()
+    native.setMinimumHeight(height)
+    # The container's row around a labelled widget kept its old height (Qt does not
+    # re-lay a row whose child's minimum grew): hold the row open too.
+    row = native.parentWidget()
+    if row is not None and row.layout() is not None and row.layout().indexOf(native) >= 0:
+        row.setMinimumHeight(height)
 
 
 def overlay_colormap(name: str = "inferno"):

@@ -57,6 +57,7 @@ from ._common import (
     layer_volume,
     one_colour_bar,
     overlay_colormap,
+    reserve_lines,
     show_lines,
     show_volume,
     wrapping_label,
@@ -209,6 +210,7 @@ class PopulationWidget(MapPickers, Container):
         self.extend([self.map_file, self.load, cohort_row, self.model, self.compute, self.cancel,
                      self.progress, self.status, self.subject, self.population, self.top_percent, self.compare,
                      self.result, self.side_by_side])
+        reserve_lines(self.result, 3)  # the comparison's three lines, laid out with the dock
         self.load.changed.connect(self.load_map)
         self.compute.changed.connect(self.start)
         self.cancel.changed.connect(self.stop)
