@@ -229,7 +229,9 @@ def wrapping_label(label, monospace: bool = False):
 def show_lines(label, text: str) -> None:
     """Set a wrapping label's text and keep it at least as tall as its lines: with an
     ignored width policy, a crowded dock squeezed a comparison's lines out of sight.
-    (A magicgui Label emits no ``changed`` when its value is set, hence a function.)"""
+    (A magicgui Label emits no ``changed`` when its value is set, hence a function.)
+    The height is measured again here, not only in ``reserve_lines``: before the dock
+    is shown the label's font is not final (a line measured 14 px then, 15 px after)."""
     label.value = text
     lines = text.count("\n") + 1 if text else 0
     _hold_lines(label, max(lines, label.native.property("reserved_lines") or 0))
