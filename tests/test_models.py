@@ -51,6 +51,21 @@ def test_card_round_trips_through_json(tmp_path):
     assert again == card
 
 
+def test_a_card_without_the_newer_noise_fields_reads_the_settings_it_was_trained_with(tmp_path):
+    # Lambda 0.5 with noise only in the brain is today's default; a card written
+    # before brain_only existed was trained over the whole scan, and must say so.
+    card = ModelCard()
+    assert (card.noise.lam, card.noise.brain_only) == (0.5, True)
+    data = json.loads(card.to_json())
+    del data["noise"]["brain_only"], data["noise"]["lam"]
+    (tmp_path / CARD_FILE).write_text(json.dumps(data))
+    old = read_card(tmp_path).noise
+    assert (old.lam, old.brain_only) == (0.05, False)
+    data["noise"].update(lam=0.2, brain_only=True)
+    (tmp_path / CARD_FILE).write_text(json.dumps(data))
+    assert (read_card(tmp_path).noise.lam, read_card(tmp_path).noise.brain_only) == (0.2, True)
+
+
 def test_a_card_with_an_unknown_pooling_is_refused_by_name(tmp_path):
     card = ModelCard(predictor_pool="avg")
     (tmp_path / CARD_FILE).write_text(card.to_json())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import napari_brainage
 from napari_brainage.model.card import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE, InputSpec, read_card
 from napari_brainage.model.weights import sha256
 from napari_brainage.training.config import TrainConfig
@@ -250,10 +252,13 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     first = run_cli("train", "predictor", *common)
     assert first.returncode == 0, first.stderr
     assert "predictor epoch 1/1" in first.stdout
-    second = run_cli("train", "noise-model", *common, "--predictor", str(tmp_path), "--lam", "0.05")
+    second = run_cli("train", "noise-model", *common, "--predictor", str(tmp_path))
     assert second.returncode == 0, second.stderr
     card = json.loads((tmp_path / CARD_FILE).read_text())
     assert set(card["weights"]) == {PREDICTOR_FILE, NOISE_MODEL_FILE}
+    # The defaults are the bundled noise model's recipe (what an outside user retrains with).
+    bundled = read_card(Path(napari_brainage.__file__).parent / "bundled_model").noise
+    assert (card["noise"]["lam"], card["noise"]["brain_only"]) == (bundled.lam, bundled.brain_only) == (0.5, True)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -16,7 +16,7 @@ DESCRIPTION = HELP[0].upper() + HELP[1:] + " (PART: predictor or noise-model)."
 
 
 def add_arguments(train) -> None:
-    from ..model.card import NOISE_TARGETS, POOLS
+    from ..model.card import NOISE_TARGETS, POOLS, NoiseSpec
     from ..training.config import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
 
     parts = train.add_subparsers(dest="part", metavar="PART")
@@ -31,7 +31,8 @@ def add_arguments(train) -> None:
         sub.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
         if part == "noise-model":
             sub.add_argument("--predictor", required=True, metavar="DIR", help="model folder with predictor.pt")
-            sub.add_argument("--lam", type=float, default=0.05, help="noise reward lambda (default: 0.05)")
+            sub.add_argument("--lam", type=float, default=NoiseSpec.lam,
+                             help=f"noise reward lambda (default: {NoiseSpec.lam:g}, the bundled model's)")
             sub.add_argument("--max-sd", type=float, default=0.3,
                              help="noise sd at B = 1, intensities normalised to mean 1 (default: 0.3)")
             sub.add_argument("--min-sd", type=float, default=0.0, help="noise sd at B = 0 (default: 0)")
@@ -41,8 +42,9 @@ def add_arguments(train) -> None:
                                   "absolute changes (noise cannot offset noise)")
             sub.add_argument("--relative-noise", action="store_true",
                              help="scale the noise sd by the scan's local contrast (3x3x3 standard deviation)")
-            sub.add_argument("--brain-only", action="store_true",
-                             help="add and reward noise only inside the brain (non-zero voxels)")
+            sub.add_argument("--brain-only", action=argparse.BooleanOptionalAction, default=NoiseSpec.brain_only,
+                             help="add and reward noise only inside the brain (non-zero voxels); "
+                                  "--no-brain-only: over the whole scan, as before 2026-12 (default: on)")
             sub.add_argument("--noise-budget", type=float, default=0.0, metavar="B",
                              help="fix the mask's mean over the brain at B (0-1) so it only chooses where "
                                   "noise goes; use with --lam 0 (default: 0, off)")

@@ -44,7 +44,10 @@ class NoiseSpec:
 
     min_sd: float = 0.0
     max_sd: float = 0.3
-    lam: float = 0.05
+    #: The reward for noise (U-Noise's lambda). 0.5 with ``brain_only`` is the
+    #: bundled model's recipe, the best-localising one measured (docs/benchmarks.md,
+    #: "Issue 18, fifth session"); cards written before it default to 0.05.
+    lam: float = 0.5
     #: What must not move: "prediction" (the predictor's clean output), "age", or
     #: "contributions" (``SFCNRegressor.contributions``: each last-layer unit's
     #: share of the clean output, summed as absolute changes, so that noise cannot
@@ -57,7 +60,7 @@ class NoiseSpec:
     #: Add noise, and reward it, only inside the brain (non-zero input voxels).
     #: The background is empty in every training scan, so noise there says
     #: nothing about anatomy; maps are shown inside the brain only anyway.
-    brain_only: bool = False
+    brain_only: bool = True
     #: A fixed noise budget (0: off): B is rescaled so that its mean over the
     #: brain is ``budget`` before it sets the noise, so the mask chooses only
     #: *where* the noise goes, not how much (issue 18: noise anywhere moves the
@@ -76,6 +79,10 @@ class NoiseSpec:
         if self.target not in NOISE_TARGETS:
             raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
 
+
+#: The noise settings of cards written before lambda 0.5 and noise only in the
+#: brain became the defaults (``ModelCard.from_dict`` reads them for fields a card lacks).
+LEGACY_NOISE = {"lam": 0.05, "brain_only": False}
 
 #: Down-sampling between the predictor's blocks: SFCN's max-pooling, or average
 #: pooling (``networks.SFCNRegressor``). Here, torch-free, so options are checked
@@ -131,7 +138,10 @@ class ModelCard:
             raise ModelError(f"model card: predictor_pool {data['predictor_pool']!r} is not one of {', '.join(POOLS)}")
         data["input"] = InputSpec(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in data.get("input", {}).items()})
-        data["noise"] = NoiseSpec(**data.get("noise", {}))
+        # A field a card does not record takes the default of the day it was
+        # written, not today's (lambda 0.5 and noise only in the brain became the
+        # defaults on 2026-12-01, without a new card format).
+        data["noise"] = NoiseSpec(**{**LEGACY_NOISE, **data.get("noise", {})})
         if data.get("calibration") is not None:
             data["calibration"] = Calibration.from_dict(data["calibration"])
         for key in ("predictor_channels", "noise_channels", "contrasts"):
