@@ -80,8 +80,11 @@ def add_arguments(train) -> None:
                          help=f"scans per step (default: {defaults.batch_size})")
         sub.add_argument("--lr", type=float, default=defaults.learning_rate,
                          help=f"learning rate (default: {defaults.learning_rate:g})")
-        sub.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-        sub.add_argument("--seed", type=int, default=defaults.seed)
+        sub.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                         help="share of the subjects held out to pick the best epoch, split by subject "
+                              f"(default: {defaults.val_fraction:g})")
+        sub.add_argument("--seed", type=int, default=defaults.seed,
+                         help=f"seed of the split, the initial weights and the augmentation (default: {defaults.seed})")
         sub.add_argument("--limit", type=int, help="use only the first N participants")
         add_device(sub)
         sub.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
