@@ -24,8 +24,11 @@ sees the kind of input it was trained on, whatever file the scan came in:
       so it gets exactly the age of the same scan on the grid;
 
 3. masked with the dilated template brain (8 mm margin); a scan with skull and
-   scalp (signal 10-16 mm outside the brain) is registered whatever its grid
-   and keeps a 4 mm margin, with a QC warning (``spaces.BRAIN_MASK_DILATION``);
+   scalp (signal 10-16 mm outside the brain) has its brain extracted on its own
+   grid first (deepbet, ``space.skullstrip``, when installed) and goes through
+   steps 2-3 again; without deepbet, or when its mask is implausible, the head
+   is registered whatever its grid and keeps a 4 mm margin, with a QC warning
+   (``space.grid.BRAIN_MASK_DILATION``);
 4. quality control (``quality``): the verdict pass / warn / fail, with reasons.
 
 Maps computed on the MNI grid go back through the inverse transform (or the
@@ -192,8 +195,9 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
        it aligned within ``ALIGNED_WITHIN_MM``; any other is registered and
        resampled (``resample_to_template``); 1 mm data are low-passed the same
        way on every route;
-    3. masked with the dilated template brain (8 mm margin; a head with skull and
-       scalp is registered and keeps 4 mm, with a warning);
+    3. masked with the dilated template brain (8 mm margin); a head with skull
+       and scalp has its brain extracted first (deepbet, when installed; the
+       route says so), or else is registered and keeps 4 mm, with a warning;
     4. quality control (``quality``): contrast (named in ``quality.contrast``; a
        failure unless the model ``reads`` it: ``ModelCard.contrasts``), template
        match, field of view, empty brain, slice thickness (in the header, or
@@ -224,6 +228,14 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
     data, transform, route = _onto_template_grid(scan, mode, kit, quality)
     scalp = qc.scalp_signal(data, kit)
     head = scalp > qc.MAX_SCALP_SIGNAL
+    if head:
+        # A head with skull, scalp and neck: extract the brain on the scan's own
+        # grid (deepbet), then take the stripped scan through the same route.
+        stripped, note = _brain_extracted(scan)
+        notes.append(note)
+        if stripped is not None:
+            data, transform, route = _onto_template_grid(stripped, mode, kit, quality)
+            head = qc.scalp_signal(data, kit) > qc.MAX_SCALP_SIGNAL
     if head and transform is None and mode == "auto":
         # A head in MNI space: the close brain mask it needs asks for registration's alignment.
         data, transform, route = _registered(scan, kit, quality)
@@ -262,6 +274,19 @@ def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: Qual
         how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
         return data, None, f"{how} {mni_lattice(scan)} mm MNI grid: used as it is, not registered"
     return _registered(scan, kit, quality)
+
+
+def _brain_extracted(scan: Volume) -> tuple[Volume | None, str]:
+    """(the scan with its brain extracted, or None; the note for the route)."""
+    from .space import skullstrip
+
+    if not skullstrip.available():
+        return None, "not skull-stripped; no brain extraction installed (napari-brainage[skullstrip])"
+    try:
+        stripped, brain_ml = skullstrip.extract_brain(scan)
+    except skullstrip.SkullStripError as err:
+        return None, f"not skull-stripped; brain extraction not used: {err}"
+    return stripped, f"not skull-stripped: brain extracted with deepbet ({brain_ml:.0f} ml)"
 
 
 def _registered(scan: Volume, kit: TemplateKit, quality: QualityReport) -> tuple[np.ndarray, sitk.Transform, str]:

@@ -23,6 +23,7 @@ from napari_brainage.preprocess import (
 )
 from napari_brainage.quality import QualityError
 from napari_brainage.samples import sample_path
+from napari_brainage.space import skullstrip
 from napari_brainage.space.grid import resample, to_mni_grid, to_model_input
 from napari_brainage.space.template import load_template
 
@@ -341,6 +342,11 @@ def test_every_kind_of_real_world_file_keeps_its_age_or_is_flagged(group, varian
         diff = abs(result.predicted_age - reference) if result.predicted_age is not None else None
         if variant.expected == "flag" and not flagged:
             problems.append(f"{variant.name}: not flagged (age {result.predicted_age})")
+        elif variant.group == "head" and skullstrip.available():
+            # Brain extracted (deepbet), then the skull-stripped route: near the age.
+            if "brain extracted with deepbet" not in result.preprocessing or diff is None or diff > 2.0:
+                problems.append(f"{variant.name}: head's brain not extracted or far off ({result.predicted_age}, "
+                                f"{result.preprocessing}, {result.qc})")
         elif variant.group == "head":  # registered with a close mask: near the age, and flagged
             if not flagged or diff is None or diff > 4.0:
                 problems.append(f"{variant.name}: head not flagged or far off ({result.predicted_age}, {result.qc})")
