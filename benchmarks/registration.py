@@ -17,6 +17,10 @@ benchmark reports
   known (true) transform;
 * predicted minus true brain age (the generator's) for the aligned and the moved
   scans: how accurate the model is on 1 mm scans, which it was not trained on;
+* the same for the moved scan made "as acquired" (each voxel the mean of the
+  tissue inside it, ``acquired``) instead of sampled at voxel centres, and the
+  correlation of the residual with the moved scan's voxel size and scale (what
+  the residual follows);
 * seconds of preprocessing (registration + resampling) per scan;
 * the QC correlation with the template, and whether QC flagged the scan.
 
