@@ -353,9 +353,10 @@ def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
     assert torch.equal(noisy[x == 0], x[x == 0])
     assert float((noisy - x)[x != 0].std()) == pytest.approx(0.15, rel=0.2)
     np.testing.assert_allclose(noise_reward(mask, x, spec).numpy(), np.log(0.5), rtol=1e-5)
-    everywhere = noise_reward(mask, x, NoiseSpec())  # the background's log(1e-3) drags it down
+    whole_scan = NoiseSpec(brain_only=False)
+    everywhere = noise_reward(mask, x, whole_scan)  # the background's log(1e-3) drags it down
     assert float(everywhere[0]) < np.log(0.5) - 1
-    assert float((noisy_input(x, mask, NoiseSpec(), torch.Generator().manual_seed(0)) - x)[x == 0].abs().max()) > 0
+    assert float((noisy_input(x, mask, whole_scan, torch.Generator().manual_seed(0)) - x)[x == 0].abs().max()) > 0
 
 
 def test_a_noise_budget_fixes_the_mean_and_keeps_where_the_mask_puts_noise():
