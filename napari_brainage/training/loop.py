@@ -73,10 +73,13 @@ def recalibrate_batch_norm(model: torch.nn.Module, scans: np.ndarray, indices: n
     are (no augmentation): the cumulative average of the per-batch mean and variance,
     batches in index order. The weights do not change.
 
-    Why: batches augmented with strong noise update the running statistics too, and
-    evaluation then normalises clean scans with statistics of noisy ones (measured: a
-    predictor fine-tuned with ``--noise-augment 1.0`` read held-out scans 6.9 y off;
-    recalibrated on clean scans, 2.5 y; docs/benchmarks.md, "Issue 18, fifth session").
+    Why: the running averages (momentum 0.1) trail weights that are still moving, and
+    augmented batches update them too, so evaluation normalises with statistics of
+    earlier weights or of noisy scans. Measured: a predictor trained from scratch on
+    the cortical cohort read 17.3 y off in evaluation mode where its training batches
+    read 8.1 y (recalibrated: 8.4 y); one fine-tuned with ``--noise-augment 1.0`` read
+    held-out scans 6.9 y off (recalibrated: 2.5 y). docs/benchmarks.md, "Issue 18,
+    fifth and sixth sessions".
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:

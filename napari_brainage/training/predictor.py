@@ -120,8 +120,10 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
             model, optimiser, cohort.scans, targets, train, config, epoch, device,
             loss_of=lambda x, y: F.l1_loss(model(x), y), augment=augment)
         scheduler.step()
-        if config.noise_augment:  # the noisy batches' statistics must not normalise clean scans
-            recalibrate_batch_norm(model, cohort.scans, train, config.batch_size, device)
+        # Batch norm's running averages lag behind moving weights (and take in augmented
+        # batches): recompute them for this epoch's weights on the clean training scans
+        # before validating and saving (loop.recalibrate_batch_norm).
+        recalibrate_batch_norm(model, cohort.scans, train, config.batch_size, device)
         val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
         improved = val_mae < best
         if improved:
