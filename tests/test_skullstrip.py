@@ -70,18 +70,21 @@ def test_without_deepbet_a_head_keeps_the_template_mask_and_the_warning(head, mo
 
 
 def test_networks_that_fail_their_checksum_are_not_loaded(head, monkeypatch, fresh_extractor):
+    from napari_brainage.preprocess import _brain_extracted
+
     monkeypatch.setitem(skullstrip.DEEPBET_MODELS, "model.pt", "0" * 64)
     with pytest.raises(skullstrip.SkullStripError, match="does not match the pinned release"):
         skullstrip.extract_brain(head)
-    prepared = prepare(head)  # the head falls back to the template mask, warned, and says why
-    assert "brain extraction not used" in prepared.quality.route and "checksum" in prepared.quality.route
-    assert any(w.startswith("not skull-stripped") for w in prepared.quality.warnings)
+    # prepare then keeps the head (the fallback tested above) and says why in the route.
+    stripped, note = _brain_extracted(head)
+    assert stripped is None and note.startswith("not skull-stripped; brain extraction not used") and "checksum" in note
 
 
-def test_an_implausible_brain_mask_is_not_used(head, monkeypatch):
-    monkeypatch.setattr(skullstrip, "PLAUSIBLE_BRAIN_ML", (5000.0, 6000.0))
-    with pytest.raises(skullstrip.SkullStripError, match=r"brain mask is \d+ ml, outside 5000-6000 ml"):
-        skullstrip.extract_brain(head)
+def test_an_implausible_brain_mask_is_not_used():
+    skullstrip.check_brain_volume(1400.0)
+    for ml in (120.0, 4100.0):  # a fragment; the whole head
+        with pytest.raises(skullstrip.SkullStripError, match=rf"brain mask is {ml:.0f} ml, outside 600-2600 ml"):
+            skullstrip.check_brain_volume(ml)
 
 
 def test_a_skull_stripped_scan_is_not_touched(variant_clean, monkeypatch):

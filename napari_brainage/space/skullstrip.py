@@ -90,6 +90,13 @@ def _load():
     return _extractor
 
 
+def check_brain_volume(brain_ml: float) -> None:
+    """:class:`SkullStripError` when a brain mask of ``brain_ml`` ml is outside ``PLAUSIBLE_BRAIN_ML``."""
+    low, high = PLAUSIBLE_BRAIN_ML
+    if not low <= brain_ml <= high:
+        raise SkullStripError(f"deepbet's brain mask is {brain_ml:.0f} ml, outside {low:.0f}-{high:.0f} ml")
+
+
 def extract_brain(volume: Volume) -> tuple[Volume, float]:
     """The scan with everything outside deepbet's brain mask set to 0, on its own grid.
 
@@ -120,8 +127,6 @@ def extract_brain(volume: Volume) -> tuple[Volume, float]:
         raise SkullStripError(f"deepbet's mask has shape {mask.shape}, the scan {data.shape}")
     voxel_ml = float(abs(np.linalg.det(np.asarray(volume.affine)[:3, :3]))) / 1000.0
     brain_ml = float(mask.sum()) * voxel_ml
-    low, high = PLAUSIBLE_BRAIN_ML
-    if not low <= brain_ml <= high:
-        raise SkullStripError(f"deepbet's brain mask is {brain_ml:.0f} ml, outside {low:.0f}-{high:.0f} ml")
+    check_brain_volume(brain_ml)
     return Volume(np.where(mask, data, 0.0).astype(np.float32), volume.affine, volume.header, volume.path,
                   volume.metadata), brain_ml
