@@ -54,6 +54,7 @@ from napari_brainage.inference import (  # noqa: E402
 from napari_brainage.io import Volume, load_volume  # noqa: E402
 from napari_brainage.quality import QualityError  # noqa: E402
 from napari_brainage.space.grid import resample  # noqa: E402
+from napari_brainage.variants import _block_mean  # noqa: E402
 
 
 def rotation(angles_deg) -> np.ndarray:
@@ -98,14 +99,12 @@ def acquired(volume: Volume, moved: Volume, world_map: np.ndarray, fine_mm: floa
     of at most ``fine_mm``, sampled the same way and averaged (a box the voxel's
     size: what a voxel integrates).
     """
-    zooms = np.linalg.norm(moved.affine[:3, :3], axis=0)
-    k = np.maximum(1, np.ceil(zooms / fine_mm)).astype(int)
+    k = np.maximum(1, np.ceil(moved.voxel_sizes / fine_mm)).astype(int)
     fine = moved.affine.copy()
     fine[:3, :3] = moved.affine[:3, :3] / k
     fine[:3, 3] = moved.affine[:3, 3] - moved.affine[:3, :3] @ ((k - 1) / (2 * k))  # sub-voxels centred on voxels
     data = resample(volume.data, volume.affine, tuple(np.array(moved.shape) * k), world_map @ fine)
-    data = data.reshape(moved.shape[0], k[0], moved.shape[1], k[1], moved.shape[2], k[2]).mean(axis=(1, 3, 5))
-    return Volume(data.astype(np.float32), moved.affine)
+    return Volume(_block_mean(data, k), moved.affine)
 
 
 def non_brain(rng: np.random.Generator) -> Volume:
@@ -160,7 +159,7 @@ def main() -> None:
                      abs(result.predicted_age - age_aligned_registered),
                      age_aligned - brain_age[item.subject], result.predicted_age - brain_age[item.subject],
                      age_aligned, result.predicted_age - age_aligned_registered,
-                     float(np.prod(np.linalg.norm(moved.affine[:3, :3], axis=0))) ** (1 / 3),
+                     float(np.prod(moved.voxel_sizes)) ** (1 / 3),
                      float(np.linalg.det(np.linalg.inv(world_map)[:3, :3])) ** (1 / 3),
                      age_box - age_aligned, age_box - age_aligned_registered))
         print(f"{item.subject}: aligned {age_aligned:.2f} y (registered {age_aligned_registered:.2f} y), "
