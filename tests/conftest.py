@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -56,13 +58,38 @@ def oblique_scan(tmp_path) -> Path:
     return write_nifti(tmp_path / "oblique_psl.nii.gz", phantom(), make_affine())
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test run, however many xdist workers ask.
+
+    Session fixtures run once per worker; the workers of one run share the parent
+    of their temporary folders, so the first to take the lock builds there and the
+    others wait and reuse it (pytest-xdist's documented recipe). Without xdist that
+    parent is shared by every run, so the folder is the session's own.
+    """
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name
+    built = folder.with_name(f"{name}.built")  # beside, not in, the folder the tests read
+    with FileLock(f"{folder}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died half-way
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
-    """12 synthetic subjects (2 mm): enough to smoke-test training and inference."""
+    """12 synthetic subjects (2 mm): enough to smoke-test training and inference (their participants.csv)."""
     from napari_brainage.synthetic.cohort import generate_cohort
 
-    out = tmp_path_factory.mktemp("tiny_cohort")
-    return generate_cohort(out, 12, seed=4242, workers=1)
+    folder = _built_once(tmp_path_factory, "tiny_cohort", lambda out: generate_cohort(out, 12, seed=4242, workers=1))
+    return folder / "participants.csv"
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +101,13 @@ def tiny_model(tiny_cohort, tmp_path_factory) -> Path:
     from napari_brainage.training.noise_model import train_noise_model
     from napari_brainage.training.predictor import train_predictor
 
-    out = tmp_path_factory.mktemp("tiny_model")
-    cohort = load_cohort(tiny_cohort)
-    config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1)
-    train_predictor(cohort, out, config, progress=lambda _: None)
-    train_noise_model(cohort, out, out, config, NoiseSpec(), progress=lambda _: None)
-    return out
+    def build(out: Path) -> None:
+        cohort = load_cohort(tiny_cohort)
+        config = TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1)
+        train_predictor(cohort, out, config, progress=lambda _: None)
+        train_noise_model(cohort, out, out, config, NoiseSpec(), progress=lambda _: None)
+
+    return _built_once(tmp_path_factory, "tiny_model", build)
 
 
 @pytest.fixture(scope="session")
@@ -115,3 +143,26 @@ def analysed(make_napari_viewer, qtbot, tiny_model):
     brain_age.start()
     qtbot.waitUntil(lambda: not brain_age.busy, timeout=120_000)
     return viewer, brain_age, scan, viewer.layers[f"importance ({sample})"]
+
+
+@pytest.fixture
+def cli_in_process(capsys):
+    """``napari-brainage`` run in this process: ``run(*args)`` -> (returncode, stdout, stderr).
+
+    For checks that stop at the arguments; a fresh interpreter costs about 5 s a
+    call, which is what the tests of real runs (subprocesses, as a user runs
+    them) pay once each.
+    """
+    from types import SimpleNamespace
+
+    from napari_brainage.cli import main
+
+    def run(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run

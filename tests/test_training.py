@@ -280,9 +280,9 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     (["noise-model", "--data", "x.csv", "--out", "m", "--predictor", "p", "--noise-budget", "1.5"],
      "--noise-budget must be at least 0 (off) and below 1, got 1.5"),
 ])
-def test_cli_train_rejects_bad_arguments(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "napari_brainage.cli", "train", *args],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+def test_cli_train_rejects_bad_arguments(tmp_path, monkeypatch, cli_in_process, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = cli_in_process("train", *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
