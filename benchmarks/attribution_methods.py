@@ -131,6 +131,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     depth = localisation(depth_map(brain, 2.0), union, brain)
     chance = float(union[brain].mean())
+    # Each ageing region's own truth, and the diffuse cortical thinning the union leaves
+    # out: which part a map finds (``benchmarks/signal_sources.py``: which the predictor reads).
+    parts = {p.name.split(".")[0]: load_volume(p).data.astype(bool)
+             for p in sorted((args.cohort / "ground_truth").glob("*.nii.gz")) if not p.name.startswith("union")}
 
     def report(done: int):
         random_area = float(np.mean(random_deletion))
@@ -177,6 +181,16 @@ def main() -> None:
                          "| - | - | - | - |")
         lines.append(f"| chance | 0.500 | {chance:.3f} | {chance:.3f} | 0.500 | {chance:.3f} | {chance:.3f} "
                      "| - | - | - | - |")
+        if parts:
+            names = list(parts)
+            lines += ["", "Population maps (AUROC / AP) against each part of the truth, measured in this run:", "",
+                      "| method | " + " | ".join(f"{n} ({100 * parts[n][brain].mean():.1f} %)" for n in names) + " |",
+                      "|---|" + "---|" * len(names)]
+            candidates = [(label_of(m), population[m].mean) for m in methods if population[m].count]
+            candidates.append(("null: depth only", depth_map(brain, 2.0)))
+            for label, mean_map in candidates:
+                cells = [localisation(mean_map, parts[n], brain) for n in names]
+                lines.append(f"| {label} | " + " | ".join(f"{c['auroc']:.3f} / {c['ap']:.3f}" for c in cells) + " |")
         lines.append("")
         lines.append(f"Deletion: random-order area = {random_area:.4f} standardised age units.")
         if previous:

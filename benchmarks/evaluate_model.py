@@ -196,6 +196,24 @@ def main() -> None:
               f"| {moved['ap']:.3f} | {moved['dice_at_gt']:.3f} | | | |")
     print(f"| chance | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} |")
     print()
+    # Which part of the truth the map finds: each ageing region's own truth, and the
+    # diffuse cortical thinning that the union leaves out (``ground_truth/cortex``).
+    # ``benchmarks/signal_sources.py`` says which of them the predictor reads.
+    parts = {p.name.split(".")[0]: load_volume(p).data.astype(bool)
+             for p in sorted((args.cohort / "ground_truth").glob("*.nii.gz")) if not p.name.startswith("union")}
+    if parts:
+        print("Population maps against each part of the truth (template space, within the brain):")
+        print()
+        print("| truth | share of the brain | noise model AUROC / AP | null: depth only AUROC / AP |")
+        print("|---|---|---|---|")
+        metrics["population_by_region"] = {}
+        for name, part in parts.items():
+            mine, depth = localisation(population_map, part, brain), localisation(depth_map(brain, 2.0), part, brain)
+            metrics["population_by_region"][name] = {"auroc": round(mine["auroc"], 4), "ap": round(mine["ap"], 4),
+                                                     "null_depth_ap": round(depth["ap"], 4)}
+            print(f"| {name} | {part[brain].mean():.3f} | {mine['auroc']:.3f} / {mine['ap']:.3f} "
+                  f"| {depth['auroc']:.3f} / {depth['ap']:.3f} |")
+        print()
     print(f"| top regions | {', '.join(metrics['top_regions'][:3])} (hippocampus #{metrics['hippocampus_rank']}) "
           f"| ground truth's own: {', '.join(metrics['ground_truth_top_regions'][:3])} |")
     print(f"| s per predicted age (bare forward) | {metrics['seconds_predict_median']:.3f} "
