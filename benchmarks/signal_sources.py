@@ -1,7 +1,7 @@
 """Where the predictor's age comes from: the focal regions the truth marks, or the diffuse cortex it leaves out.
 
     .venv/bin/python benchmarks/signal_sources.py [--model napari_brainage/bundled_model] \
-        [--regions lateral_ventricles hippocampus] [--ages 45 50 55 60 65 70 75 80]
+        [--regions lateral_ventricles hippocampus] [--cortical-thinning 0.35] [--ages 45 50 ... 80]
 
 The synthetic generator ages a brain in two ways: the focal regions (the
 cohort's ``--regions``; the importance maps' ground truth is where they change
@@ -50,11 +50,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "napari_brainage" / "bundled_model")
     parser.add_argument("--regions", nargs="+", default=["lateral_ventricles", "hippocampus"])
     parser.add_argument("--ages", nargs="+", type=float, default=[45, 50, 55, 60, 65, 70, 75, 80])
+    parser.add_argument("--cortical-thinning", type=float, default=0.35,
+                        help="%% per year, as the cohort the predictor was trained on was made (synth's option)")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
     model, device = load_model(args.model, "cpu")
-    generator = ageing_model(CohortConfig(regions=tuple(REGION_PRESETS[r] for r in args.regions)))
+    generator = ageing_model(CohortConfig(regions=tuple(REGION_PRESETS[r] for r in args.regions),
+                                          cortical_thinning=args.cortical_thinning))
     conditions = {
         "everything (the cohort)": dict(),
         "focal regions only (no cortical thinning)": dict(cortical=False),
@@ -75,7 +78,8 @@ def main() -> None:
         slopes[name] = float(np.polyfit(ages, predictions[name], 1)[0])
 
     full = slopes["everything (the cohort)"]
-    print(f"predictor: {args.model}; regions: {', '.join(args.regions)}; "
+    print(f"predictor: {args.model}; regions: {', '.join(args.regions)}; cortical thinning "
+          f"{args.cortical_thinning} %/y; "
           f"noise-free template brain aged {ages.min():.0f}-{ages.max():.0f} y; {time.perf_counter() - start:.0f} s\n")
     print("| what is aged | slope of predicted on brain age (y/y) | share of the full slope | "
           f"predicted at {ages[0]:.0f} / {ages[-1]:.0f} y |")
@@ -85,7 +89,7 @@ def main() -> None:
         print(f"| {name} | {slope:.3f} | {slope / full:.2f} | {p[0]:.1f} / {p[-1]:.1f} |")
     parts = slopes["focal regions only (no cortical thinning)"] + slopes["cortical thinning only (no focal region)"]
     print(f"\nfocal + cortical slopes add to {parts:.3f} against {full:.3f} for both together "
-          f"({parts / full:.2f}x: below 1, the two sources overlap in what the predictor reads)")
+          f"({parts / full:.2f}x; 1: the predictor adds the two up; otherwise they interact)")
 
 
 if __name__ == "__main__":
