@@ -341,6 +341,35 @@ def test_noise_relative_to_contrast_spares_flat_tissue_and_hits_edges():
     assert float(absolute[..., 2:6, :, :].std()) == pytest.approx(0.3, rel=0.1)
 
 
+def test_intensity_perturbation_changes_each_scan_coherently_where_the_mask_says():
+    import torch
+
+    from napari_brainage.errors import OptionError
+    from napari_brainage.model.card import NoiseSpec
+    from napari_brainage.training.objective import noisy_input
+
+    x = torch.zeros(64, 1, 8, 8, 8)
+    x[:, :, 2:6, 2:6, 2:6] = 2.0                  # a brain of 64 voxels in an empty box
+    mask = torch.zeros_like(x)
+    mask[:, :, 2:4] = 1.0                         # half the brain may change, by up to 30 %
+    mask[:, :, 4:6] = 0.5                         # the other half by up to 15 %
+    spec = NoiseSpec(max_sd=0.3, perturbation="intensity")
+    noisy = noisy_input(x, mask, spec, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy[x == 0], x[x == 0])  # the background stays empty
+    ratio = noisy / x.clamp_min(1e-9) - 1
+    full, half = ratio[:, 0, 2:4, 2:6, 2:6].flatten(1), ratio[:, 0, 4:6, 2:6, 2:6].flatten(1)
+    # One change per scan: every voxel of a region moves by the same ratio, half as much where B is half.
+    assert torch.allclose(full, full[:, :1].expand_as(full), atol=1e-6)
+    torch.testing.assert_close(half, full / 2, atol=1e-6, rtol=1e-5)
+    assert float(full.abs().max()) <= 0.3 + 1e-6
+    signs = torch.sign(full[:, 0])
+    assert 0.25 < float((signs > 0).float().mean()) < 0.75   # brighter or darker, scan by scan
+    assert float(full.abs().mean()) == pytest.approx(0.15, rel=0.25)  # strength u ~ U(0, 1) x 0.3
+    assert NoiseSpec().perturbation == "noise"    # U-Noise stays the default
+    with pytest.raises(OptionError, match="perturbation"):
+        NoiseSpec(perturbation="blur")
+
+
 def test_brain_only_noise_spares_the_background_and_rewards_only_the_brain():
     import torch
 

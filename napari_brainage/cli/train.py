@@ -16,7 +16,7 @@ DESCRIPTION = HELP[0].upper() + HELP[1:] + " (PART: predictor or noise-model)."
 
 
 def add_arguments(train) -> None:
-    from ..model.card import NOISE_TARGETS, POOLS, NoiseSpec
+    from ..model.card import NOISE_PERTURBATIONS, NOISE_TARGETS, POOLS, NoiseSpec
     from ..training.config import NOISE_MODEL_DEFAULTS, PREDICTOR_DEFAULTS
 
     parts = train.add_subparsers(dest="part", metavar="PART")
@@ -45,6 +45,10 @@ def add_arguments(train) -> None:
             sub.add_argument("--brain-only", action=argparse.BooleanOptionalAction, default=NoiseSpec.brain_only,
                              help="add and reward noise only inside the brain (non-zero voxels); "
                                   "--no-brain-only: over the whole scan, as before 2026-12 (default: on)")
+            sub.add_argument("--perturbation", choices=NOISE_PERTURBATIONS, default="noise",
+                             help="what B does to the scan: voxel-wise Gaussian noise (U-Noise; default) or "
+                                  "one coherent relative change of intensity per scan, up to --max-sd (what "
+                                  "atrophy does to a voxel; finds diffuse signals that noise averages out)")
             sub.add_argument("--noise-budget", type=float, default=0.0, metavar="B",
                              help="fix the mask's mean over the brain at B (0-1) so it only chooses where "
                                   "noise goes; use with --lam 0 (default: 0, off)")
@@ -134,4 +138,4 @@ def _noise_spec(args: argparse.Namespace):
 
     return NoiseSpec(min_sd=args.min_sd, max_sd=args.max_sd, lam=args.lam, target=args.target,
                      relative_to_contrast=args.relative_noise, brain_only=args.brain_only,
-                     budget=args.noise_budget)
+                     budget=args.noise_budget, perturbation=args.perturbation)

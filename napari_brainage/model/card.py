@@ -67,6 +67,13 @@ class NoiseSpec:
     #: age, so a rewarded mask stays near 0 everywhere and its ranking carries
     #: little of the predictor's local sensitivity). Use with ``lam`` 0.
     budget: float = 0.0
+    #: How B perturbs the scan: "noise" (U-Noise: voxel-wise Gaussian noise of sd
+    #: set by B) or "intensity" (one coherent relative change of intensity per scan,
+    #: x (1 + s u sd(B)) with a random sign s and strength u ~ U(0, 1): what
+    #: atrophy does to a partial-volumed voxel, darkening, and what zero-mean noise
+    #: cannot probe, because a predictor that pools a diffuse signal averages noise
+    #: out; docs/benchmarks.md, "Issue 18, seventh session").
+    perturbation: str = "noise"
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_sd < self.max_sd:
@@ -78,6 +85,9 @@ class NoiseSpec:
             raise OptionError("budget", f"must be at least 0 (off) and below 1, got {self.budget:g}")
         if self.target not in NOISE_TARGETS:
             raise OptionError("target", f"must be {' or '.join(NOISE_TARGETS)}, not {self.target!r}")
+        if self.perturbation not in NOISE_PERTURBATIONS:
+            raise OptionError("perturbation", f"must be {' or '.join(NOISE_PERTURBATIONS)}, "
+                                              f"not {self.perturbation!r}")
 
 
 #: The noise settings of cards written before lambda 0.5 and noise only in the
@@ -92,6 +102,8 @@ POOLS = ("max", "avg")
 #: What the noisy scan's output must match: the predictor's clean output, the age,
 #: or the clean output's last-layer contributions (``NoiseSpec.target``).
 NOISE_TARGETS = ("prediction", "age", "contributions")
+#: How the noise model's mask perturbs a scan (``NoiseSpec.perturbation``).
+NOISE_PERTURBATIONS = ("noise", "intensity")
 
 
 @dataclass

@@ -35,13 +35,24 @@ def spend_budget(mask: torch.Tensor, x: torch.Tensor, budget: float) -> torch.Te
 
 
 def noisy_input(x: torch.Tensor, mask: torch.Tensor, spec: NoiseSpec, generator=None) -> torch.Tensor:
-    """x + eps * sd(B): the noise model's perturbation (U-Noise)."""
+    """The scan perturbed as the mask B says (``spec.perturbation``).
+
+    "noise": x + eps sd(B), eps ~ N(0, 1) per voxel (U-Noise).
+    "intensity": x (1 + s u sd(B)), with one sign s (+-1) and one strength
+    u ~ U(0, 1) per scan: a coherent relative change of intensity, brighter or
+    darker, over wherever B is high.
+    """
     mask = spend_budget(mask, x, spec.budget)
     sd = spec.min_sd + mask * (spec.max_sd - spec.min_sd)
     if spec.relative_to_contrast:
         sd = sd * local_contrast(x)
     if spec.brain_only:
         sd = sd * (x != 0)
+    if spec.perturbation == "intensity":
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        u = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+        sign = torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+        return x * (1 + sign * u * sd)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + eps * sd
 
