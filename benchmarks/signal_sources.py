@@ -96,7 +96,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, slope in slopes.items():
         p = predictions[name]
-        print(f"| {name} | {slope:.3f} | {slope / full:.2f} | {p[0]:.1f} / {p[-1]:.1f} |")
+        share = f"{slope / full:.2f}" if abs(full) >= 0.1 else "-"  # a predictor that reads nothing has no shares
+        print(f"| {name} | {slope:.3f} | {share} | {p[0]:.1f} / {p[-1]:.1f} |")
     parts = slopes["focal regions only (no cortical thinning)"] + slopes["cortical thinning only (no focal region)"]
     print(f"\nfocal + cortical slopes add to {parts:.3f} against {full:.3f} for both together "
           f"({parts / full:.2f}x; 1: the predictor adds the two up; otherwise they interact)")
