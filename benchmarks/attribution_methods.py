@@ -98,7 +98,7 @@ def main() -> None:
     from napari_brainage.space.grid import crop, to_model_input, uncrop
     from napari_brainage.space.template import load_template
     from napari_brainage.stats import RunningStats
-    from napari_brainage.synthetic.cohort import subject_truth_path
+    from napari_brainage.synthetic.cohort import read_ground_truth, subject_truth_path
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     methods = args.methods or list(METHODS)
@@ -114,7 +114,10 @@ def main() -> None:
     model, _ = load_model(args.model, "cpu", need_noise_model=True)
     spec = model.card.input
     kit = load_template(2)
-    union = load_volume(args.cohort / "ground_truth" / "union.nii.gz").data.astype(bool)
+    # Each ageing region's own truth, their union, and the diffuse cortical thinning the union
+    # leaves out: which part a map finds (``benchmarks/signal_sources.py``: which the predictor reads).
+    parts = read_ground_truth(args.cohort)
+    union = parts.pop("union")
     brain = kit.brain & (uncrop(np.ones(spec.crop_shape), spec) > 0)
     brain_crop = crop(brain, spec)
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
@@ -129,12 +132,9 @@ def main() -> None:
     previous = read_table(args.table) if args.merge else {}  # rows kept from the run that wrote the table
     earlier_merges = [line for line in existing.splitlines() if line.startswith("Rows re-measured")]
     rng = np.random.default_rng(0)
-    depth = localisation(depth_map(brain, 2.0), union, brain)
+    depth_null = depth_map(brain, 2.0)
+    depth = localisation(depth_null, union, brain)
     chance = float(union[brain].mean())
-    # Each ageing region's own truth, and the diffuse cortical thinning the union leaves
-    # out: which part a map finds (``benchmarks/signal_sources.py``: which the predictor reads).
-    parts = {p.name.split(".")[0]: load_volume(p).data.astype(bool)
-             for p in sorted((args.cohort / "ground_truth").glob("*.nii.gz")) if not p.name.startswith("union")}
 
     def report(done: int):
         random_area = float(np.mean(random_deletion))
@@ -187,7 +187,7 @@ def main() -> None:
                       "| method | " + " | ".join(f"{n} ({100 * parts[n][brain].mean():.1f} %)" for n in names) + " |",
                       "|---|" + "---|" * len(names)]
             candidates = [(label_of(m), population[m].mean) for m in methods if population[m].count]
-            candidates.append(("null: depth only", depth_map(brain, 2.0)))
+            candidates.append(("null: depth only", depth_null))
             for label, mean_map in candidates:
                 cells = [localisation(mean_map, parts[n], brain) for n in names]
                 lines.append(f"| {label} | " + " | ".join(f"{c['auroc']:.3f} / {c['ap']:.3f}" for c in cells) + " |")

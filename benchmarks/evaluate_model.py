@@ -55,7 +55,7 @@ from napari_brainage.population import rank_regions  # noqa: E402
 from napari_brainage.space.grid import to_model_input, uncrop  # noqa: E402
 from napari_brainage.space.template import load_template  # noqa: E402
 from napari_brainage.stats import RunningStats  # noqa: E402
-from napari_brainage.synthetic.cohort import subject_truth_path  # noqa: E402
+from napari_brainage.synthetic.cohort import read_ground_truth, subject_truth_path  # noqa: E402
 
 
 def main() -> None:
@@ -71,7 +71,9 @@ def main() -> None:
     inputs = collect_inputs([args.cohort / "participants.csv"])[: args.limit]
     truth_rows = {r["subject"]: r for r in csv.DictReader(open(args.cohort / "participants.csv"))}
     kit = load_template(2)
-    union = load_volume(args.cohort / "ground_truth" / "union.nii.gz").data.astype(bool)
+    # Each ageing region's own truth, their union, and the diffuse cortical thinning the union leaves out.
+    parts = read_ground_truth(args.cohort)
+    union = parts.pop("union")
     brain = kit.brain & (uncrop(np.ones(model.card.input.crop_shape), model.card.input) > 0)
 
     # Each subject's map is scored against the subject's own truth (the union moved by
@@ -121,7 +123,8 @@ def main() -> None:
     population_map = population.mean.astype(np.float32)
     subject = {key: np.array([s[key] for s in subject_scores]) for key in ("auroc", "ap", "dice_at_gt")}
     population_scores = localisation(population_map, union, brain)
-    depth_scores = localisation(depth_map(brain, 2.0), union, brain)
+    depth = depth_map(brain, 2.0)
+    depth_scores = localisation(depth, union, brain)
     if own_truth:  # the nulls for subject maps, against the same subject truths
         null_scores["population"] = [localisation(population_map, truth, domain) for truth, domain in subject_maps]
         subject_null = {name: {key: float(np.mean([s[key] for s in rows])) for key in ("auroc", "ap", "dice_at_gt")}
@@ -196,11 +199,8 @@ def main() -> None:
               f"| {moved['ap']:.3f} | {moved['dice_at_gt']:.3f} | | | |")
     print(f"| chance | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} | 0.500 | {chance_ap:.3f} | {chance_ap:.3f} |")
     print()
-    # Which part of the truth the map finds: each ageing region's own truth, and the
-    # diffuse cortical thinning that the union leaves out (``ground_truth/cortex``).
-    # ``benchmarks/signal_sources.py`` says which of them the predictor reads.
-    parts = {p.name.split(".")[0]: load_volume(p).data.astype(bool)
-             for p in sorted((args.cohort / "ground_truth").glob("*.nii.gz")) if not p.name.startswith("union")}
+    # Which part of the truth the map finds (``benchmarks/signal_sources.py`` says which
+    # of them the predictor reads).
     if parts:
         print("Population maps against each part of the truth (template space, within the brain):")
         print()
@@ -208,11 +208,11 @@ def main() -> None:
         print("|---|---|---|---|")
         metrics["population_by_region"] = {}
         for name, part in parts.items():
-            mine, depth = localisation(population_map, part, brain), localisation(depth_map(brain, 2.0), part, brain)
+            mine, null = localisation(population_map, part, brain), localisation(depth, part, brain)
             metrics["population_by_region"][name] = {"auroc": round(mine["auroc"], 4), "ap": round(mine["ap"], 4),
-                                                     "null_depth_ap": round(depth["ap"], 4)}
+                                                     "null_depth_ap": round(null["ap"], 4)}
             print(f"| {name} | {part[brain].mean():.3f} | {mine['auroc']:.3f} / {mine['ap']:.3f} "
-                  f"| {depth['auroc']:.3f} / {depth['ap']:.3f} |")
+                  f"| {null['auroc']:.3f} / {null['ap']:.3f} |")
         print()
     print(f"| top regions | {', '.join(metrics['top_regions'][:3])} (hippocampus #{metrics['hippocampus_rank']}) "
           f"| ground truth's own: {', '.join(metrics['ground_truth_top_regions'][:3])} |")

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from napari_brainage.io import load_volume
-from napari_brainage.synthetic.cohort import draw_participants, generate_cohort, subject_rng, subject_truth_path
+from napari_brainage.synthetic.cohort import (
+    draw_participants,
+    generate_cohort,
+    read_ground_truth,
+    subject_rng,
+    subject_truth_path,
+)
 from napari_brainage.synthetic.config import REGION_PRESETS, CohortConfig, parse_region
 from napari_brainage.synthetic.model import ageing_model
 
@@ -97,8 +103,7 @@ def test_cohort_table_and_files(cohort):
 
 def test_ground_truth_sits_in_ventricles_and_hippocampi(cohort):
     kit = ageing_model(CohortConfig()).kit
-    folder = cohort / "ground_truth"
-    masks = {p.name.split(".")[0]: load_volume(p).data.astype(bool) for p in folder.glob("*.nii.gz")}
+    masks = read_ground_truth(cohort)
     assert set(masks) == {"lateral_ventricles", "hippocampus", "union", "cortex"}
     np.testing.assert_array_equal(masks["union"], masks["lateral_ventricles"] | masks["hippocampus"])
     near = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import Volume, atomic_path, save_volume
+from ..io import Volume, atomic_path, load_volume, save_volume
 from ..parallel import ordered_map
 from .config import CohortConfig
 from .model import AgeingModel, SyntheticScan, ageing_model
@@ -209,6 +209,13 @@ def generate_cohort(
                              *([contrasts[i]] if rendered else []),
                              *([slices[i][0], "xyz"[slices[i][1]]] if sliced else [])])
     return table
+
+
+def read_ground_truth(cohort: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A cohort's template-space truth masks by name (each region, ``union``, ``cortex``;
+    ``write_ground_truth``), as boolean (X, Y, Z) arrays on the cohort's grid."""
+    folder = Path(cohort) / "ground_truth"
+    return {p.name.split(".")[0]: load_volume(p).data.astype(bool) for p in sorted(folder.glob("*.nii.gz"))}
 
 
 def write_ground_truth(model: AgeingModel, folder: Path) -> dict[str, Path]:
