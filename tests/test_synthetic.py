@@ -101,9 +101,11 @@ def test_cohort_table_and_files(cohort):
     assert not list(cohort.glob(".*partial*"))
 
 
-def test_ground_truth_sits_in_ventricles_and_hippocampi(cohort):
+def test_ground_truth_sits_in_ventricles_and_hippocampi(cohort, tmp_path):
     kit = ageing_model(CohortConfig()).kit
     masks = read_ground_truth(cohort)
+    with pytest.raises(FileNotFoundError, match="no ground-truth union.nii.gz"):
+        read_ground_truth(tmp_path)  # a folder that is no cohort
     assert set(masks) == {"lateral_ventricles", "hippocampus", "union", "cortex"}
     np.testing.assert_array_equal(masks["union"], masks["lateral_ventricles"] | masks["hippocampus"])
     near = {

@@ -213,9 +213,13 @@ def generate_cohort(
 
 def read_ground_truth(cohort: str | os.PathLike) -> dict[str, np.ndarray]:
     """A cohort's template-space truth masks by name (each region, ``union``, ``cortex``;
-    ``write_ground_truth``), as boolean (X, Y, Z) arrays on the cohort's grid."""
+    ``write_ground_truth``), as boolean (X, Y, Z) arrays on the cohort's grid. Raises
+    FileNotFoundError when the folder holds no cohort's truth."""
     folder = Path(cohort) / "ground_truth"
-    return {p.name.split(".")[0]: load_volume(p).data.astype(bool) for p in sorted(folder.glob("*.nii.gz"))}
+    masks = {p.name.split(".")[0]: load_volume(p).data.astype(bool) for p in sorted(folder.glob("*.nii.gz"))}
+    if "union" not in masks:
+        raise FileNotFoundError(f"{folder}: no ground-truth union.nii.gz (not a cohort made by napari-brainage synth)")
+    return masks
 
 
 def write_ground_truth(model: AgeingModel, folder: Path) -> dict[str, Path]:
