@@ -36,6 +36,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,28 @@ from napari_brainage.io import Volume, load_volume  # noqa: E402
 from napari_brainage.quality import QualityError  # noqa: E402
 from napari_brainage.space.grid import resample  # noqa: E402
 from napari_brainage.variants import _block_mean  # noqa: E402
+
+
+@dataclass
+class Row:
+    """One subject's figures (ages in years; ``signed``: moved minus the aligned scan registered)."""
+
+    subject: str
+    error: float  # |moved - aligned used as it is|
+    map_r: float  # importance map correlation on the moved scan's grid
+    seconds: float  # preprocessing of the moved scan
+    qc_r: float
+    registered: bool
+    qc: str
+    consistency: float  # |moved - aligned registered too|
+    bias_aligned: float  # aligned (as it is) - true brain age
+    bias_moved: float  # moved - true brain age
+    age_aligned: float
+    signed: float
+    voxel_edge: float  # the moved scan's mean voxel edge, mm
+    scale: float  # the move's isotropic scale
+    box_asis: float  # voxels as acquired: moved - aligned as it is
+    box_registered: float  # voxels as acquired: moved - aligned registered
 
 
 def rotation(angles_deg) -> np.ndarray:
@@ -154,14 +177,16 @@ def main() -> None:
         r = float(np.corrcoef(map_moved.data[brain], truth_on_moved[brain])[0, 1])
         box = acquired(aligned, moved, world_map)
         age_box = predict_age(box, model, device).predicted_age
-        rows.append((item.subject, abs(result.predicted_age - age_aligned), r, seconds,
-                     prepared.quality.template_correlation, prepared.quality.registered, result.qc,
-                     abs(result.predicted_age - age_aligned_registered),
-                     age_aligned - brain_age[item.subject], result.predicted_age - brain_age[item.subject],
-                     age_aligned, result.predicted_age - age_aligned_registered,
-                     float(np.prod(moved.voxel_sizes)) ** (1 / 3),
-                     float(np.linalg.det(np.linalg.inv(world_map)[:3, :3])) ** (1 / 3),
-                     age_box - age_aligned, age_box - age_aligned_registered))
+        rows.append(Row(
+            subject=item.subject, error=abs(result.predicted_age - age_aligned), map_r=r, seconds=seconds,
+            qc_r=prepared.quality.template_correlation, registered=prepared.quality.registered, qc=result.qc,
+            consistency=abs(result.predicted_age - age_aligned_registered),
+            bias_aligned=age_aligned - brain_age[item.subject],
+            bias_moved=result.predicted_age - brain_age[item.subject], age_aligned=age_aligned,
+            signed=result.predicted_age - age_aligned_registered,
+            voxel_edge=float(np.prod(moved.voxel_sizes)) ** (1 / 3),
+            scale=float(np.linalg.det(np.linalg.inv(world_map)[:3, :3])) ** (1 / 3),
+            box_asis=age_box - age_aligned, box_registered=age_box - age_aligned_registered))
         print(f"{item.subject}: aligned {age_aligned:.2f} y (registered {age_aligned_registered:.2f} y), "
               f"moved {result.predicted_age:.2f} y (voxels as acquired {age_box:.2f} y), "
               f"map r {r:.3f}, {seconds:.1f} s, QC r {prepared.quality.template_correlation:.2f} "
@@ -174,9 +199,10 @@ def main() -> None:
         junk_qc = str(err)
     print(f"non-brain volume: QC says: {junk_qc}")
 
-    errors, rs, secs, consistency, bias_aligned, bias_moved = (np.array([row[i] for row in rows])
-                                                               for i in (1, 2, 3, 7, 8, 9))
-    flagged = sum(row[6] != "ok" for row in rows)
+    column = lambda name: np.array([getattr(row, name) for row in rows])  # noqa: E731
+    errors, rs, secs, consistency, bias_aligned, bias_moved = (
+        column(name) for name in ("error", "map_r", "seconds", "consistency", "bias_aligned", "bias_moved"))
+    flagged = sum(row.qc != "ok" for row in rows)
     print()
     print(f"{len(rows)} held-out 1 mm subjects from {args.cohort.name}, seed {args.seed}, "
           f"{os.environ['OMP_NUM_THREADS']} threads")
@@ -195,14 +221,14 @@ def main() -> None:
     print(f"| preprocessing seconds per scan, median (max) | {np.median(secs):.1f} ({secs.max():.1f}) | < 10 s |")
     print(f"| moved scans flagged by QC | {flagged} of {len(rows)} | 0 |")
     print(f"| non-brain volume flagged by QC | {'yes' if junk_qc != 'ok' else 'NO'} | yes |")
-    aligned_ages = np.array([row[10] for row in rows])
+    aligned_ages = column("age_aligned")
     null = np.abs(aligned_ages - aligned_ages.mean())
     print(f"| null: the mean aligned age for every scan, mean (max) \\|difference\\| | {null.mean():.2f} "
           f"({null.max():.2f}) y | |")
     # What the residual follows: the moved scan's voxel size (its sharpness after
     # resampling) or the brain's rescaling, not the rotation (registration's job).
-    signed, edge, scale = (np.array([row[i] for row in rows]) for i in (11, 12, 13))
-    box_asis, box_registered = (np.array([row[i] for row in rows]) for i in (14, 15))
+    signed, edge, scale = (column(name) for name in ("signed", "voxel_edge", "scale"))
+    box_asis, box_registered = column("box_asis"), column("box_registered")
     print(f"| the moved scans' voxels as acquired (each the mean of the tissue inside it): mean (max) "
           f"\\|age moved - age aligned, used as it is\\| | {np.abs(box_asis).mean():.2f} "
           f"({np.abs(box_asis).max():.2f}) y | <= 1 y on average |")
