@@ -213,6 +213,20 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
 
 
 # ------------------------------------------------------------------ runs
+def _still_done(inputs: list[ScanInput], done: set[str], table: Path, result_of: Callable[[ScanInput], Path]
+                ) -> set[str]:
+    """The subjects of ``done`` (finished rows of ``table``) a resumed run can keep: the
+    same path as in their row, and a result (``result_of``) that exists and is newer
+    than the scan file (``io.modified_after``: a scan replaced since is redone)."""
+    from .io import modified_after
+
+    with open(table, newline="") as handle:
+        paths = {row["subject"]: row["path"] for row in csv.DictReader(handle)}
+    return {item.subject for item in inputs
+            if item.subject in done and paths.get(item.subject) == str(item.path)
+            and result_of(item).exists() and not modified_after(item.path, result_of(item))}
+
+
 def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions | None = None,
                    resume: bool = False, workers: int = 1, scheduler: str | None = None,
                    progress: Progress | None = None) -> list[AgeResult]:
@@ -225,6 +239,7 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     done = log.finished() if resume else set()
     if resume:
         _check_same_run(log.path, options)
+        done = _still_done(inputs, done, log.path, lambda item: log.path)
     todo = [item for item in inputs if item.subject not in done]
     results = []
     with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
@@ -264,12 +279,9 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     done = log.finished() if resume else set()
     if resume:
         _check_same_run(log.path, options)
-        # Done means its page is there and it is the same file: a deleted page, or a
-        # subject whose path changed, is redone.
-        with open(log.path, newline="") as handle:
-            paths = {row["subject"]: row["path"] for row in csv.DictReader(handle)}
-        done = {item.subject for item in inputs if item.subject in done and paths.get(item.subject) == str(item.path)
-                and page_path(out_dir, item.subject).exists()}
+        # Done means its page is there, for the same file, unchanged since: a deleted
+        # page, a subject whose path changed or a scan replaced since is redone.
+        done = _still_done(inputs, done, log.path, lambda item: page_path(out_dir, item.subject))
     todo = [item for item in inputs if item.subject not in done]
     model, torch_device = _worker_model(options, True)
     model_name = model_label(options.model_dir)

@@ -16,9 +16,8 @@ as a covariate as well.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,10 +168,12 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
     _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
-    quality = prepared.quality
     outside = age_range(predicted, model.card.age_mean, model.card.age_sd)
-    if outside and not any(w in quality.warnings for w in outside):
-        quality.warnings += outside
+    age_outside = [] if age is None else age_range(age, model.card.age_mean, model.card.age_sd, chronological=True)
+    # A copy: the same preparation may be reused with another age (the widget).
+    quality = replace(prepared.quality, warnings=[*prepared.quality.warnings,
+                                                  *(w for w in outside + age_outside
+                                                    if w not in prepared.quality.warnings)])
     result = AgeResult(subject=strip_suffix(volume.path) if volume.path else "scan",
                        path=str(volume.path or ""), predicted_age=predicted, age=age,
                        qc=quality.summary(), qc_status=quality.status, preprocessing=quality.route,
@@ -186,7 +187,7 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
         low, high = calibration.interval(predicted, interval_level)
         if np.isfinite(high):  # too few calibration subjects for this level: no interval
             result.interval_low, result.interval_high, result.interval_level = low, high, interval_level
-        if age is not None:
+        if age is not None and not age_outside:  # no normative centile outside the ages it was made on
             result.gap_centile = calibration.centile(result.corrected_gap, model.card.bias_slope,
                                                      model.card.bias_intercept)
     return result
@@ -218,43 +219,90 @@ def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | 
 
 # ------------------------------------------------------------------ inputs
 def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) -> list[ScanInput]:
-    """Scans named by files, folders (their NIfTI, MGZ and ANALYZE/NIfTI-pair files)
-    or participants CSVs.
+    """Scans named by files, folders or participants tables (CSV, or BIDS-style TSV).
 
-    In a folder, a pair ``a.hdr`` + ``a.img`` is one scan, listed by its ``.hdr``;
-    an ``.img`` without its ``.hdr`` is listed too, so that its row says what is
-    missing. ``group_by`` names a CSV column whose value becomes each scan's group.
+    A folder gives its NIfTI, MGZ and ANALYZE/NIfTI-pair files, hidden ones left out
+    (macOS's ``._`` copies, editors' backups); a pair ``a.hdr`` + ``a.img`` is one
+    scan, listed by its ``.hdr``; an ``.img`` without its ``.hdr`` is listed too, so
+    that its row says what is missing. A BIDS folder (no scans at its top, ``sub-*``
+    folders) gives its T1-weighted scans (``sub-*/[ses-*/]anat/*_T1w``), named by
+    their file, with the ages of its ``participants.tsv``. The same file named twice
+    is one scan. ``group_by`` names a table column whose value becomes each scan's
+    group (a blank cell: no group, ``ScanInput.group`` ""). Raises ``InputError``
+    when two different files would get the same subject name (outputs are named by
+    it), naming the files.
     """
     from .io import READABLE_FORMATS, pair_partner
-    from .participants import read_participants
 
     found: list[ScanInput] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if has_suffix(p, READABLE_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if has_suffix(p, READABLE_SUFFIXES) and not p.name.startswith(".")
                            and not (p.suffix.lower() == ".img" and pair_partner(p).exists()))
-            if not files:
-                raise FileNotFoundError(f"{path}: no {READABLE_FORMATS} files in this folder")
-            found += [ScanInput(strip_suffix(p), p) for p in files]
-        elif path.suffix.lower() == ".csv":
-            for row in read_participants(path):
-                if group_by is not None and group_by not in row:
-                    raise InputError(f"{path}: no column {group_by!r} to group by")
-                group = row[group_by] if group_by is not None else None
-                found.append(ScanInput(_subject_name(row["subject"], path), Path(row["path"]),
-                                       _age(row.get("age"), row["subject"], path), group))
+            if files:
+                found += [ScanInput(strip_suffix(p), p) for p in files]
+            elif any(path.glob("sub-*")):
+                found += _bids_inputs(path)
+            else:
+                raise FileNotFoundError(f"{path}: no {READABLE_FORMATS} files in this folder (nor a BIDS "
+                                        "dataset's sub-*/anat/*_T1w files)")
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            found += _table_inputs(path, group_by)
         elif path.exists():
             found.append(ScanInput(strip_suffix(path), path))
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-    subjects = [s.subject for s in found]
     if group_by is not None and any(item.group is None for item in found):
-        raise InputError(f"grouping by {group_by!r} needs every input to come from a participants CSV")
-    duplicates = sorted(s for s, n in Counter(subjects).items() if n > 1)  # linear: cohorts are large
-    if duplicates:
-        raise InputError(f"subject names appear more than once: {', '.join(duplicates[:5])}")
+        raise InputError(f"grouping by {group_by!r} needs every input to come from a participants table")
+    return _unique(found)
+
+
+def _table_inputs(path: Path, group_by: str | None) -> list[ScanInput]:
+    from .participants import read_participants
+
+    found = []
+    for row in read_participants(path):
+        if group_by is not None and group_by not in row:
+            raise InputError(f"{path}: no column {group_by!r} to group by")
+        group = (row[group_by] or "").strip() if group_by is not None else None
+        found.append(ScanInput(_subject_name(row["subject"], path), Path(row["path"]),
+                               _age(row.get("age"), row["subject"], path), group))
     return found
+
+
+def _bids_inputs(root: Path) -> list[ScanInput]:
+    """The T1-weighted scans of a BIDS dataset, with ``participants.tsv``'s ages."""
+    from .participants import read_ages_by_participant
+
+    files = sorted(p for pattern in ("sub-*/anat/*_T1w.nii*", "sub-*/ses-*/anat/*_T1w.nii*")
+                   for p in root.glob(pattern) if has_suffix(p, (".nii", ".nii.gz")) and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"{root}: sub-* folders but no sub-*/[ses-*/]anat/*_T1w.nii[.gz] scans")
+    ages = read_ages_by_participant(root / "participants.tsv")
+    return [ScanInput(strip_suffix(p), p, _age(ages.get(p.name.split("_")[0]), strip_suffix(p),
+                                                root / "participants.tsv")) for p in files]
+
+
+def _unique(found: list[ScanInput]) -> list[ScanInput]:
+    """``found`` with a file named twice kept once; ``InputError`` when two different
+    files share a subject name."""
+    kept: dict[str, ScanInput] = {}
+    clashes: dict[str, list[Path]] = {}
+    for item in found:  # linear: cohorts are large
+        first = kept.setdefault(item.subject, item)
+        if first is item:
+            continue
+        if Path(first.path).resolve() != Path(item.path).resolve():
+            clashes.setdefault(item.subject, [Path(first.path)]).append(Path(item.path))
+        elif first.age is None and item.age is not None:  # the same file from a table too: keep its age
+            kept[item.subject] = item
+    if clashes:
+        listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths[:3])}"
+                           for name, paths in list(clashes.items())[:3])
+        raise InputError(f"subject names appear more than once ({listed}); outputs are named by subject, so "
+                         "rename the files or give a participants CSV with distinct subject names")
+    return list(kept.values())
 
 
 #: The ages a participants table may give (years): what a brain-age model can mean.

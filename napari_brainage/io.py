@@ -343,6 +343,19 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     return image
 
 
+def modified_after(scan: str | os.PathLike, result: str | os.PathLike) -> bool:
+    """Whether the scan file (both files of an ANALYZE/NIfTI pair) was modified after
+    ``result`` was written, as ``make`` decides: a resumed run redoes such a scan.
+    False when ``result`` does not exist (nothing to compare)."""
+    result = Path(result)
+    if not result.exists():
+        return False
+    scan = Path(scan)
+    sources = [scan, pair_partner(scan)] if has_suffix(scan, PAIR_SUFFIXES) else [scan]
+    stamp = max((source.stat().st_mtime_ns for source in sources if source.exists()), default=0)
+    return stamp > result.stat().st_mtime_ns
+
+
 class atomic_path:
     """Context manager giving a temporary path that replaces ``target`` on success.
 
@@ -359,9 +372,13 @@ class atomic_path:
     def __enter__(self) -> Path:
         suffix = "".join(self.target.suffixes[-2:]) if has_suffix(self.target, (".nii.gz",)) \
             else self.target.suffix
-        fd, name = tempfile.mkstemp(
-            prefix=f".{self.target.name}.", suffix=f".partial{suffix}", dir=self.target.parent
-        )
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.target.name}.", suffix=f".partial{suffix}", dir=self.target.parent
+            )
+        except PermissionError:  # name what the user asked for, not our hidden temporary file
+            raise PermissionError(f"cannot write {self.target}: no permission to write in "
+                                  f"{self.target.parent}") from None
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp

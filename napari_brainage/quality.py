@@ -322,12 +322,17 @@ def scalp_signal(data: np.ndarray, kit) -> float:
     return float((data[band] > 0.2 * np.median(tissue)).mean())
 
 
-def age_range(predicted: float, age_mean: float, age_sd: float) -> list[str]:
+def age_range(predicted: float, age_mean: float, age_sd: float, chronological: bool = False) -> list[str]:
     """A warning when ``predicted`` (years) lies outside the ages a model learned
-    (its training mean +- ``AGE_RANGE_SDS`` standard deviations, from its card)."""
+    (its training mean +- ``AGE_RANGE_SDS`` standard deviations, from its card);
+    ``chronological``: the value is the person's age, whose gap's bias correction
+    and centile (fitted on those ages) would be extrapolated."""
     low, high = age_mean - AGE_RANGE_SDS * age_sd, age_mean + AGE_RANGE_SDS * age_sd
     if low <= predicted <= high:
         return []
+    if chronological:
+        return [f"age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): the gap "
+                "is extrapolated and has no centile"]
     return [f"predicted age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): "
             "is the scan what the model reads?"]
 

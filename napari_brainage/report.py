@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import InputError
 from .io import atomic_path
 from .options import Method
-from .quality import FAIL, WARN
+from .quality import FAIL, PASS, WARN
 from .uncertainty import interval_text
 
 if TYPE_CHECKING:  # (importing inference loads torch)
@@ -187,10 +187,12 @@ def caption_lines(result: AgeResult, model_dir, method: str = "noise", view: str
     model, and (``view``) which slice the picture is and which way is which."""
     numbers = f"predicted age {result.predicted_age:.1f} y"
     if result.interval_low is not None:
-        numbers += f" ({interval_of(result)})"
+        numbers += f" ({interval_of(result)}{'; may not hold' if result.qc_status == WARN else ''})"
     if result.age is not None:
         numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
                     f"   corrected gap {result.corrected_gap:+.1f} y{centile_of(result)}")
     model = f"model: {model_dir}" if model_dir else "model: bundled (synthetic training data, not for clinical use)"
-    return [f"{result.subject}: {numbers}", f"{Method.parse(method).definition} (napari-brainage); {model}",
-            *([view] if view else [])]
+    # The figure travels without the panel: it carries the QC verdict too ("QC pass" is not worth a line).
+    verdict = [qc_verdict(result)] if result.qc_status != PASS else []
+    return [f"{result.subject}: {numbers}", *verdict,
+            f"{Method.parse(method).definition} (napari-brainage); {model}", *([view] if view else [])]

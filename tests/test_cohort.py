@@ -387,3 +387,91 @@ def test_a_results_file_of_an_earlier_version_resumes_with_todays_columns(tmp_pa
     other.write_text("name,value\nx,1\n")
     with pytest.raises(InputError, match="not a results file"):
         ResultsLog(other).finished()
+
+
+def _newer_than(path: Path, reference: Path) -> None:
+    """Mark ``path`` as modified after ``reference`` (a file replaced since)."""
+    stamp = reference.stat().st_mtime_ns + 2_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_resume_redoes_a_scan_replaced_since_its_result(tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """A user swaps a file after a run: --resume must not keep the old file's age or map (helper's
+    report, 2026-12-01: a replaced scan kept its old age in predict, report and explain)."""
+    import shutil
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sources = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[:3]
+    for source in sources:
+        shutil.copy(source, folder / source.name)
+    model = ["--model", tiny_model, "--device", "cpu"]
+    table, maps = tmp_path / "ages.csv", tmp_path / "maps"
+    assert cli_in_process("predict", folder, "--out", table, *model).returncode == 0
+    assert cli_in_process("explain", folder, "--out", maps, *model).returncode == 0
+    before = _rows(table)
+    swapped = folder / sources[0].name
+    shutil.copy(sources[1], swapped)  # another brain under the first name
+    _newer_than(swapped, table)
+    _newer_than(swapped, maps / f"{sources[0].name[:-7]}_importance.nii.gz")
+    kept = {p: p.stat().st_mtime_ns for p in maps.glob("*.nii.gz") if not p.name.startswith(sources[0].name[:-7])}
+
+    resumed = cli_in_process("predict", folder, "--out", table, "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 of 1 scans this run" in resumed.stdout
+    after = _rows(table)
+    subject, twin = sources[0].name[:-7], sources[1].name[:-7]
+    assert after[subject]["predicted_age"] == before[twin]["predicted_age"] != before[subject]["predicted_age"]
+    assert sorted(after) == sorted(before)
+
+    again = cli_in_process("explain", folder, "--out", maps, "--resume", *model)
+    assert again.returncode == 0, again.stderr
+    assert "1 redone (their scan changed since)" in again.stderr and "1 of 1 maps" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the unchanged maps are untouched
+    new_map = load_volume(maps / f"{subject}_importance.nii.gz").data
+    np.testing.assert_allclose(new_map, load_volume(maps / f"{twin}_importance.nii.gz").data, atol=1e-6)
+
+
+def test_explain_says_at_once_when_it_cannot_write(tiny_cohort, tiny_model, tmp_path, cli_in_process,
+                                                  monkeypatch):
+    """Before any scan is mapped (it used to map every scan, then fail each on its write); the
+    permission is faked because the suite may run as root, who may write anywhere."""
+    import tempfile
+
+    from napari_brainage.io import atomic_path
+
+    out = tmp_path / "maps"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == out else real_access(path, mode))
+    refused = cli_in_process("explain", tiny_cohort, "--out", out, "--model", tiny_model, "--device", "cpu")
+    assert refused.returncode == 2
+    assert f"cannot write in {out}" in refused.stderr and "explain 1/" not in refused.stderr
+
+    def no_permission(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".hidden.partial"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_permission)
+    with pytest.raises(PermissionError, match=f"cannot write {tmp_path / 'ages.csv'}: no permission") as err:
+        with atomic_path(tmp_path / "ages.csv"):
+            pass
+    assert ".partial" not in str(err.value)  # the user's file is named, not our temporary one
+
+
+def test_a_blank_group_cell_is_a_missing_value_not_a_third_group(tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """One blank --group-by cell made a group "" and the difference and effect-size maps vanished."""
+    table = tmp_path / "grouped.csv"
+    rows = list(csv.DictReader(open(tiny_cohort)))[:5]
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["subject", "path", "age", "arm"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({"subject": row["subject"], "path": str(tiny_cohort.parent / row["path"]),
+                             "age": row["age"], "arm": ["control", "patient", " ", "control", "patient"][i]})
+    out = tmp_path / "pop.nii.gz"
+    done = cli_in_process("population", table, "--out", out, "--group-by", "arm", "--model", tiny_model,
+                          "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert f"left out 1 subject(s) with no 'arm': {rows[2]['subject']}" in done.stderr
+    assert "groups control (n=2), patient (n=2)" in done.stdout and "mean of 4 maps" in done.stdout
+    assert (tmp_path / "pop_difference.nii.gz").exists() and (tmp_path / "pop_effect_size.nii.gz").exists()
+    assert not list(tmp_path.glob("pop_.nii.gz"))

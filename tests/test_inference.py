@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -70,14 +71,21 @@ def test_importance_map_lands_on_the_input_grid(tiny_model, tiny_cohort, tmp_pat
     assert np.corrcoef(back[inside], on_mni.data[inside])[0, 1] > 0.8
 
 
-def test_inputs_from_files_folders_and_csv(tiny_cohort):
+def test_inputs_from_files_folders_and_csv(tiny_cohort, tmp_path):
     folder = tiny_cohort.parent
     from_csv = collect_inputs([tiny_cohort])
     assert len(from_csv) == 12 and from_csv[0].age is not None
     assert [s.subject for s in collect_inputs([folder])] == [s.subject for s in from_csv]
     assert collect_inputs([folder / "sub-0002.nii.gz"])[0].subject == "sub-0002"
-    with pytest.raises(ValueError, match="more than once"):
-        collect_inputs([folder / "sub-0002.nii.gz", tiny_cohort])
+    # The same file named twice is one scan, with the table's age.
+    twice = collect_inputs([folder / "sub-0002.nii.gz", tiny_cohort, folder / "sub-0002.nii.gz"])
+    assert len(twice) == 12 and next(s for s in twice if s.subject == "sub-0002").age == from_csv[1].age
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(folder / "sub-0002.nii.gz", other / "sub-0002.nii.gz")
+    clash = re.escape(f"more than once (sub-0002: {folder / 'sub-0002.nii.gz'}, {other / 'sub-0002.nii.gz'})")
+    with pytest.raises(ValueError, match=clash):
+        collect_inputs([folder / "sub-0002.nii.gz", other])
     with pytest.raises(FileNotFoundError, match="no such file"):
         collect_inputs([folder / "absent.nii.gz"])
 
@@ -178,3 +186,65 @@ def test_a_scan_in_a_contrast_the_model_reads_says_so_in_the_csv_and_the_panel(t
     row = dict(zip(AgeResult.FIELDS, result.row()))
     assert row["contrast"] == "T2"
     assert "read as         T2-weighted" in format_result(result, "t2")
+
+
+def test_an_exported_caption_carries_the_qc_warning_the_panel_shows():
+    """The snapshot people paste into slides said "predicted age 45.3 y ... gap +15.3 y" for
+    a 5 mm scan whose panel warned (helper's report, 2026-12-01)."""
+    from napari_brainage.report import caption_lines, format_result
+
+    warned = AgeResult(subject="thick", path="thick.nii.gz", predicted_age=45.3, age=30.0, gap=15.3,
+                       corrected_gap=13.0, interval_low=40.5, interval_high=50.1, interval_level=0.9,
+                       qc_status="warn", qc="slices 5.0 mm thick along the z axis")
+    lines = caption_lines(warned, None)
+    assert lines[0].startswith("thick: predicted age 45.3 y (90 % interval 40.5") and "; may not hold)" in lines[0]
+    assert lines[1] == "QC warning: slices 5.0 mm thick along the z axis"
+    assert "QC warning: slices 5.0 mm thick" in format_result(warned)  # the panel says the same
+    passed = AgeResult(subject="fine", path="fine.nii.gz", predicted_age=61.0, qc_status="pass", qc="ok")
+    assert not any("QC" in line for line in caption_lines(passed, None))
+
+
+def test_participant_tables_and_folders_as_people_have_them(tiny_cohort, tmp_path):
+    """Excel's byte-order mark and semicolons, BIDS's TSV, n/a ages, capitalised columns,
+    macOS ._ files and a BIDS tree were refused or misread (helper's report, 2026-12-01)."""
+    from napari_brainage.participants import read_participants
+
+    rows = list(csv.DictReader(open(tiny_cohort)))[:3]
+    scans = [str(tiny_cohort.parent / r["path"]) for r in rows]
+    tables = {
+        "excel.csv": ("\ufeffsubject,path,age\r\n" + "".join(f"{r['subject']},{p},{r['age']}\r\n"
+                                                            for r, p in zip(rows, scans)), "utf-8"),
+        "semicolons.csv": ("Subject;Path;Age\n" + "".join(f"{r['subject']};{p};{r['age']}\n"
+                                                          for r, p in zip(rows, scans)), "utf-8"),
+        "bids_like.tsv": ("participant_id\tpath\tage\n" + "".join(f"{r['subject']}\t{p}\tn/a\n"
+                                                                  for r, p in zip(rows, scans)), "utf-8"),
+    }
+    for name, (text, encoding) in tables.items():
+        (tmp_path / name).write_text(text, encoding=encoding)
+        found = collect_inputs([tmp_path / name])
+        assert [s.subject for s in found] == [r["subject"] for r in rows], name
+        assert [str(s.path) for s in found] == scans, name
+        expected = [None] * 3 if name.endswith(".tsv") else [float(r["age"]) for r in rows]
+        assert [s.age for s in found] == expected, name
+    (tmp_path / "no_path.tsv").write_text("participant_id\tage\nsub-01\t40\n")
+    with pytest.raises(ValueError, match="BIDS participants.tsv names no scan files: give the BIDS folder"):
+        read_participants(tmp_path / "no_path.tsv")
+
+    # Hidden files in a folder are not subjects.
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(scans[0], folder / "sub-01.nii.gz")
+    (folder / "._sub-01.nii.gz").write_bytes(b"\0\5\26\7")  # macOS AppleDouble
+    (folder / ".backup.nii.gz").write_bytes(b"")
+    assert [s.subject for s in collect_inputs([folder])] == ["sub-01"]
+
+    # A BIDS dataset: its T1w scans (sessions too), named by file, aged by participants.tsv.
+    bids = tmp_path / "bids"
+    for part, scan in (("sub-01/anat", scans[0]), ("sub-02/ses-1/anat", scans[1])):
+        (bids / part).mkdir(parents=True)
+        name = part.replace("/anat", "").replace("/", "_") + "_T1w.nii.gz"
+        shutil.copy(scan, bids / part / name)
+    (bids / "sub-01" / "anat" / "sub-01_FLAIR.nii.gz").write_bytes(b"")  # not a T1w: not listed
+    (bids / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t61.5\tF\nsub-02\tn/a\tM\n")
+    found = collect_inputs([bids])
+    assert [(s.subject, s.age) for s in found] == [("sub-01_T1w", 61.5), ("sub-02_ses-1_T1w", None)]

@@ -196,6 +196,25 @@ def test_an_age_outside_what_the_model_learned_is_flagged():
     assert "97.3 y lies outside the ages the model learned (37-87 y)" in warning
 
 
+def test_a_chronological_age_outside_what_the_model_learned_is_flagged_and_has_no_centile(bundled):
+    """A 25-year-old's gap was shown as "above the 99th centile" with QC pass (helper's report)."""
+    from napari_brainage.inference import prepare_input
+
+    model, device = bundled
+    scan = load_volume(sample_path("synthetic_age50"))
+    prepared = prepare_input(scan)
+    inside = predict_age(scan, model, device, age=50.0, prepared=prepared)
+    assert inside.qc_status == "pass" and inside.gap_centile is not None
+    young = predict_age(scan, model, device, age=25.0, prepared=prepared)
+    assert young.qc_status == "warn" and young.gap_centile is None
+    assert "age 25.0 y lies outside the ages the model learned (37-87 y)" in young.qc
+    assert young.gap == pytest.approx(young.predicted_age - 25.0)  # the arithmetic is still given
+    assert young.predicted_age == pytest.approx(inside.predicted_age)
+    # The preparation is not changed by a run: the next age is judged on its own.
+    again = predict_age(scan, model, device, age=50.0, prepared=prepared)
+    assert again.qc_status == "pass" and "lies outside" not in again.qc
+
+
 def test_thick_slices_are_flagged_with_what_was_measured(bundled):
     model, device = bundled
     scan = load_volume(sample_path("synthetic_age50"))

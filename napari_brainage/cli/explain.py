@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -22,20 +23,26 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..errors import describe_error
     from ..inference import collect_inputs, importance_map, load_model, prepare_input
-    from ..io import load_volume, save_volume
+    from ..io import load_volume, modified_after, save_volume
     from ..options import map_description
 
     options = run_options(args)
     out = Path(args.out)
     inputs = collect_inputs(args.inputs)
     targets = [out / f"{item.subject}_importance.nii.gz" for item in inputs]
+    replace = set()  # maps a resumed run replaces: their scan changed since
     if args.resume:  # maps are written atomically: one that exists is complete
-        kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists()]
-        say(f"explain: resuming, {len(inputs) - len(kept)} maps already done")
+        replace = {target for item, target in zip(inputs, targets) if modified_after(item.path, target)}
+        kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists() or target in replace]
+        say(f"explain: resuming, {len(inputs) - len(kept)} maps already done"
+            + (f"; {len(replace)} redone (their scan changed since)" if replace else ""))
         inputs, targets = [item for item, _ in kept], [target for _, target in kept]
     for target in targets:
-        refuse_existing(target, args.overwrite)
+        if target not in replace:
+            refuse_existing(target, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):  # say so now, not after every scan's map is made
+        raise PermissionError(f"cannot write in {out}: no permission")
     model, device = load_model(options.model_dir, options.device.value, need_noise_model=True)
     failed = 0
     for i, (item, target) in enumerate(zip(inputs, targets), 1):
@@ -45,7 +52,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             prepared = prepare_input(volume, options.preprocessing.value, model.card.contrasts)
             quality = prepared.quality
             save_volume(importance_map(volume, model, device, prepared=prepared, method=options.method.value),
-                        target, overwrite=args.overwrite, description=map_description(options.method, quality.status))
+                        target, overwrite=args.overwrite or target in replace,
+                        description=map_description(options.method, quality.status))
             say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
             if quality.status != "pass":
                 say(f"explain {item.subject}: QC: {quality.summary()}")

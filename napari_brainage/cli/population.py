@@ -25,11 +25,20 @@ def add_arguments(parser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import population_stats
+    from ..errors import InputError
     from ..inference import collect_inputs
     from ..population import TOP_PERCENT, PopulationOutputs
 
     out = Path(args.out)
     inputs = collect_inputs(args.inputs, group_by=args.group_by)
+    if args.group_by:  # a blank cell is a missing value, not a group named ""
+        ungrouped = [item.subject for item in inputs if not item.group]
+        if ungrouped:
+            say(f"population: left out {len(ungrouped)} subject(s) with no {args.group_by!r}: "
+                f"{', '.join(ungrouped[:5])}{' ...' if len(ungrouped) > 5 else ''}")
+            inputs = [item for item in inputs if item.group]
+        if not inputs:
+            raise InputError(f"no subject has a value in column {args.group_by!r}")
     group_names = sorted({item.group for item in inputs}) if args.group_by else []
     outputs = PopulationOutputs.beside(out, args.regions, group_names)
     for path in outputs.all():
