@@ -599,3 +599,38 @@ def test_a_domain_randomised_predictor_says_it_reads_every_contrast(tiny_cohort,
     card = train_predictor(cohort, tmp_path, config, progress=lambda _: None)
     assert card.contrasts == CONTRASTS and read_card(tmp_path).contrasts == CONTRASTS
     assert card.training["predictor"]["randomise_domain"] is True
+
+
+def test_too_few_validation_subjects_are_said_and_fit_no_bias_line(tiny_cohort, tiny_model, tmp_path):
+    """A 9-scan table gave "validation MAE 0.52 y (best)" from one subject and a bias line
+    through one point (helper's report, 2026-12-01)."""
+    from napari_brainage.training.predictor import MIN_BIAS_FIT_SUBJECTS
+
+    cohort = load_cohort(tiny_cohort, limit=8)
+    messages: list[str] = []
+    card = train_predictor(cohort, tmp_path / "m", TrainConfig(epochs=1, batch_size=4, val_fraction=0.25, seed=1),
+                           progress=messages.append)
+    assert card.training["predictor"]["validation"] == 2 < MIN_BIAS_FIT_SUBJECTS
+    assert any("warning: 2 validation subject(s) pick the best epoch" in m for m in messages), messages
+    assert any("too few to fit the age bias" in m for m in messages)
+    assert (card.bias_slope, card.bias_intercept) == (1.0, 0.0)
+    assert (read_card(tiny_model).bias_slope, read_card(tiny_model).bias_intercept) == (1.0, 0.0)
+
+
+def test_a_scan_of_another_contrast_in_a_training_table_is_named(tmp_path):
+    """Training reads any contrast (a domain-randomised model should), but a T2 scan slipped
+    into a T1 table was learnt from without a word."""
+    from napari_brainage.io import Volume, save_volume
+    from napari_brainage.samples import sample_path
+    from napari_brainage.synthetic.config import CohortConfig
+    from napari_brainage.synthetic.model import ageing_model
+    from napari_brainage.synthetic.render import CONTRASTS
+
+    scan = ageing_model(CohortConfig()).synthesize(66.0, np.random.default_rng(2), contrast=CONTRASTS["t2"])
+    save_volume(Volume(scan.data, scan.affine), tmp_path / "t2.nii.gz")
+    (tmp_path / "participants.csv").write_text(
+        f"subject,path,age\nt1,{sample_path('synthetic_age50')},50\nsub-t2,t2.nii.gz,66\n")
+    messages: list[str] = []
+    cohort = load_cohort(tmp_path / "participants.csv", progress=messages.append)
+    assert cohort.subjects == ["t1", "sub-t2"]  # kept: the table is the user's choice
+    assert any("reads 1 of 2 scans as not T1-weighted: sub-t2 (T2)" in m for m in messages), messages

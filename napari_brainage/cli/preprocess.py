@@ -65,6 +65,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 done[row["subject"]] = row
                 if row["qc"] != "ok":
                     say(f"preprocess {row['subject']}: QC: {row['qc']}")
+                if row["contrast"] not in ("", "T1"):
+                    say(f"preprocess {row['subject']}: {NOT_T1.format(row['contrast'])}")
             report(i, len(jobs))
     with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, EXPORT_FIELDS)
@@ -80,10 +82,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         failures.unlink(missing_ok=True)  # from an earlier run of the same folder
     flagged = sum(row["qc"] != "ok" for row in done.values())
+    other = sum(row["contrast"] not in ("", "T1") for row in done.values())
     print(f"napari-brainage preprocess: {len(done)} of {len(inputs)} scans on the 2 mm MNI grid in {out} "
-          f"(table: {table}); {flagged} flagged by QC, {len(failed)} failed"
+          f"(table: {table}); {flagged} flagged by QC, {other} not T1-weighted (contrast column), "
+          f"{len(failed)} failed"
           + (f" (reasons: {failures})" if failed else ""))
     return 1 if failed else 0
+
+
+#: What is said of a scan QC reads as another contrast: kept here (training may want it),
+#: refused by a T1 model when it predicts.
+NOT_T1 = ("read as {}-weighted, not T1: written and listed, but a T1 model refuses it when it predicts, "
+          "and `train predictor` would learn from it as it is (leave it out of a T1 model's training table)")
 
 
 def _export_or_error(job) -> dict:

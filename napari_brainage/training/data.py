@@ -63,9 +63,11 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     Preprocessing.parse(preprocessing)  # before any worker starts
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
     jobs = [(row["path"], spec, preprocessing) for row in rows]
-    flagged, kept, failed = 0, [], []
-    for i, (scan, warnings, error) in enumerate(ordered_map(_model_input, jobs, workers)):
+    flagged, kept, failed, other_contrast = 0, [], [], []
+    for i, (scan, warnings, error, contrast) in enumerate(ordered_map(_model_input, jobs, workers)):
         subject = rows[i]["subject"]
+        if contrast not in ("", "T1"):
+            other_contrast.append(f"{subject} ({contrast})")
         if error:
             failed.append((subject, error))
             if progress:
@@ -78,9 +80,13 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
             if progress:
                 progress(f"{subject}: {'; '.join(warnings)}")
         if progress and ((i + 1) % 200 == 0 or i + 1 == len(rows)):
-            progress(f"loaded {i + 1}/{len(rows)} scans")
+            progress(f"prepared {i + 1}/{len(rows)} scans" + (f", {len(failed)} failed" if failed else ""))
     if flagged and progress:
         progress(f"quality control flagged {flagged} of {len(rows)} scans (listed above); they are kept")
+    if other_contrast and progress:  # on purpose for a model meant to read any contrast; a slip otherwise
+        progress(f"quality control reads {len(other_contrast)} of {len(rows)} scans as not T1-weighted: "
+                 f"{', '.join(other_contrast[:5])}{' ...' if len(other_contrast) > 5 else ''}; they are kept "
+                 "(leave them out of the table for a T1-only model)")
     if not kept:
         raise InputError(f"none of the {len(rows)} scans could be loaded"
                          + (f" (first error: {failed[0][0]}: {failed[0][1]})" if failed else ""))
@@ -91,8 +97,8 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
                   " + ".join(str(t) for t in tables), failed)
 
 
-def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
-    """(model input, QC warnings, "") of one scan, or (None, [], why it failed).
+def _model_input(job) -> tuple[np.ndarray | None, list[str], str, str]:
+    """(model input, QC warnings, "", the contrast QC saw) of one scan, or (None, [], why it failed, "").
 
     Runs in worker processes: any failure of the scan comes back as words
     (``errors.describe_error``) instead of stopping the pool.
@@ -106,9 +112,9 @@ def _model_input(job) -> tuple[np.ndarray | None, list[str], str]:
         # Training reads every contrast QC can name: what the model learns to read
         # is the training's business (``ModelCard.contrasts``), not QC's.
         prepared = prepare(load_volume(path), preprocessing, reads=ANY_CONTRAST)
-        return prepared.model_input(spec), prepared.quality.warnings, ""
+        return prepared.model_input(spec), prepared.quality.warnings, "", prepared.quality.contrast
     except Exception as err:  # Ctrl-C (not an Exception) still stops the run
-        return None, [], describe_error(err)
+        return None, [], describe_error(err), ""
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,11 @@ from .loop import (
 )
 
 
+#: Fewer validation subjects than this fit no age-bias line (de Lange & Cole 2020's
+#: regression of predicted on chronological age): two points give any slope.
+MIN_BIAS_FIT_SUBJECTS = 10
+
+
 def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDICTOR_DEFAULTS,
                     progress: Progress = print) -> ModelCard:
     """Train the brain-age predictor (``SFCNRegressor``) on ``cohort`` into the model folder ``out``.
@@ -101,6 +106,9 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
         progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
     targets = (cohort.ages - card.age_mean) / card.age_sd
     progress(f"predictor: {len(train)} training / {len(val)} validation subjects on {device}")
+    if len(val) < MIN_BIAS_FIT_SUBJECTS:
+        progress(f"predictor: warning: {len(val)} validation subject(s) pick the best epoch; its MAE says little "
+                 f"(a few hundred training subjects, {MIN_BIAS_FIT_SUBJECTS}+ for validation, make a usable model)")
     def augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if rng.random() < 0.5:  # ageing is symmetric: left-right flips are free data
             x = mirror(x)
@@ -138,7 +146,12 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     model = load_weights(SFCNRegressor.for_card(card), out, PREDICTOR_FILE, card)
     model.to(device)
     predicted = predict_ages(model, cohort.scans[val], card, device)
-    card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
+    if len(val) >= MIN_BIAS_FIT_SUBJECTS and np.ptp(cohort.ages[val]) > 0:
+        card.bias_slope, card.bias_intercept = (float(v) for v in np.polyfit(cohort.ages[val], predicted, 1))
+    else:  # a line through a handful of points is noise: no correction rather than a wrong one
+        card.bias_slope, card.bias_intercept = 1.0, 0.0
+        progress(f"predictor: {len(val)} validation subjects are too few to fit the age bias (at least "
+                 f"{MIN_BIAS_FIT_SUBJECTS}); the corrected gap equals the gap for this model")
     card.training["predictor"] = {
         "data": cohort.source, "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
         **asdict(config), "epochs_run": epochs_run, "best_validation_mae": best,
