@@ -44,6 +44,9 @@ READABLE_FORMATS = "NIfTI (.nii, .nii.gz), MGZ (.mgz) or ANALYZE/NIfTI pair (.hd
 WARNING = "warning"
 ANALYZE_WARNING = ("ANALYZE 7.5 header: the file stores no orientation; read with nibabel's default "
                    "(radiological: the first voxel axis points left). Check left and right.")
+NO_ORIENTATION_WARNING = ("NIfTI header with no orientation (qform and sform codes 0): read with nibabel's "
+                          "default from the voxel sizes (radiological: the first voxel axis points left). "
+                          "Check left and right.")
 #: File name endings this package writes (NIfTI only: the lingua franca).
 WRITABLE_SUFFIXES = (".nii.gz", ".nii")
 
@@ -184,6 +187,9 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
     volume = Volume(data=data, affine=affine, header=image.header, path=path)
     if isinstance(image.header, nib.AnalyzeHeader) and not isinstance(image.header, nib.Nifti1Header):
         volume.metadata[WARNING] = ANALYZE_WARNING
+    elif isinstance(image.header, nib.Nifti1Header) and not (int(image.header["qform_code"])
+                                                              or int(image.header["sform_code"])):
+        volume.metadata[WARNING] = NO_ORIENTATION_WARNING
     return volume
 
 
@@ -338,6 +344,12 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
         image.header.set_xyzt_units("mm")
     sform_code = int(header["sform_code"]) if header is not None else 0
     qform_code = int(header["qform_code"]) if header is not None else 0
+    if header is not None and not (sform_code or qform_code):
+        # The source claims no orientation: its map claims none either, so every viewer
+        # places both with the same fallback (nibabel's, FSLeyes', Slicer's) and they overlap.
+        image.set_sform(volume.affine, code=0)
+        image.set_qform(volume.affine, code=0)
+        return image
     image.set_sform(volume.affine, code=sform_code or 2)
     image.set_qform(volume.affine, code=qform_code or 2)
     return image

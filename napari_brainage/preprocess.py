@@ -49,7 +49,7 @@ import SimpleITK as sitk
 from . import quality as qc
 from .errors import meaningful_part
 from .intensity import standardise
-from .io import Volume
+from .io import WARNING, Volume
 from .options import Preprocessing
 from .quality import QualityError, QualityReport, require_pass
 from .space.grid import brain_mask
@@ -216,7 +216,8 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
     tic = time.perf_counter()
     name = volume.path.name if volume.path is not None else ""
     intensities = standardise(volume.data)
-    quality = QualityReport(warnings=intensities.warnings + qc.slice_thickness(volume.voxel_sizes),
+    read_note = [volume.metadata[WARNING]] if volume.metadata.get(WARNING) else []  # e.g. left and right unknown
+    quality = QualityReport(warnings=read_note + intensities.warnings + qc.slice_thickness(volume.voxel_sizes),
                             failures=list(intensities.failures))
     notes = list(intensities.notes)
     if quality.failures:

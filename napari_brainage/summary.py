@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io import Volume, voxel_sizes
+from .io import WARNING, Volume, voxel_sizes
 from .space.display import obliquity_degrees, orientation_name
 
 
@@ -27,6 +27,7 @@ class ScanSummary:
     dtype: str
     intensity_range: tuple[float, float]   #: min and max of the finite voxels
     nonfinite_voxels: int
+    note: str = ""  #: how the file was read, when the reader had to guess (``io.WARNING``)
 
     def lines(self) -> list[str]:
         """Human-readable lines, one fact per line."""
@@ -42,6 +43,7 @@ class ScanSummary:
             f"centre (RAS)    {', '.join(f'{v:.1f}' for v in self.centre_mm)} mm",
             f"intensities     {self.intensity_range[0]:g} to {self.intensity_range[1]:g}"
             + (f"; {self.nonfinite_voxels} NaN/inf voxels" if self.nonfinite_voxels else ""),
+            *([f"note            {self.note}"] if self.note else []),
         ]
 
 
@@ -64,4 +66,5 @@ def summarise(volume: Volume) -> ScanSummary:
         dtype=str(data.dtype),
         intensity_range=(float(values.min()), float(values.max())) if values.size else (np.nan, np.nan),
         nonfinite_voxels=int((~finite).sum()) if finite is not None else 0,
+        note=volume.metadata.get(WARNING, ""),
     )

@@ -292,3 +292,33 @@ def test_napari_reader_opens_a_pair_once(tmp_path):
     assert len(_reader.read_scans([hdr, img])) == 1  # both files dropped: one layer
     [(data, kwargs, kind)] = _reader.read_scans(img)
     assert kind == "image" and kwargs["name"] == "a"
+
+
+def test_a_file_that_stores_no_orientation_says_so_everywhere_and_its_map_claims_none(tmp_path):
+    """ANALYZE files and NIfTI files with qform and sform codes 0 were shown as "LAS" with no
+    note, and their maps written with sform code 2 (helper's report, 2026-12-01)."""
+    from napari_brainage.preprocess import prepare
+    from napari_brainage.samples import sample_path
+    from napari_brainage.summary import summarise
+
+    sample = nib.load(sample_path("synthetic_age50"))
+    bare = nib.Nifti1Image(np.asarray(sample.dataobj), None)  # no affine given: codes 0, pixdim only
+    bare.header.set_zooms(sample.header.get_zooms())
+    assert int(bare.header["qform_code"]) == int(bare.header["sform_code"]) == 0
+    nib.save(bare, tmp_path / "bare.nii.gz")
+    nib.save(nib.AnalyzeImage(np.asarray(sample.dataobj), sample.affine), tmp_path / "old.hdr")
+    for name, words in (("bare.nii.gz", "no orientation (qform and sform codes 0)"), ("old.hdr", "ANALYZE 7.5")):
+        volume = load_volume(tmp_path / name)
+        assert words in volume.metadata[io.WARNING] and "Check left and right" in volume.metadata[io.WARNING]
+        assert any(line.startswith("note") and words in line for line in summarise(volume).lines())
+        quality = prepare(volume).quality
+        assert quality.status == "warn" and words in quality.summary(), name
+
+    # Its map claims no orientation either, so every viewer places scan and map alike.
+    scan = load_volume(tmp_path / "bare.nii.gz")
+    save_volume(Volume(np.random.default_rng(0).random(scan.shape, np.float32), scan.affine, scan.header),
+                tmp_path / "map.nii.gz")
+    written = nib.load(tmp_path / "map.nii.gz")
+    assert int(written.header["qform_code"]) == int(written.header["sform_code"]) == 0
+    np.testing.assert_allclose(written.affine, scan.affine)
+    assert load_volume(tmp_path / "map.nii.gz").metadata[io.WARNING] == io.NO_ORIENTATION_WARNING

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..io import Volume
+from ..io import WARNING, Volume
 from ..space.display import from_display, to_display
 
 #: Layer metadata keys (plain values, so layers stay easy to inspect).
@@ -91,4 +91,6 @@ def layer_to_volume(data: np.ndarray, attributes: dict) -> Volume:
         source_affine = None  # a different grid: the source orientation no longer applies
     voxels, affine = from_display(data, napari_affine, source_affine)
     header = metadata.get(SOURCE_HEADER) if source_affine is not None else None
-    return Volume(data=voxels, affine=affine, header=header)
+    # How the file was read (e.g. no orientation stored) still holds for the same grid.
+    note = {WARNING: metadata[WARNING]} if source_affine is not None and metadata.get(WARNING) else {}
+    return Volume(data=voxels, affine=affine, header=header, metadata=note)
