@@ -164,6 +164,12 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
         raise VolumeError(f"{where}: the file is empty (0 bytes).")
     if has_suffix(path, PAIR_SUFFIXES):
         _check_pair(path)
+    if has_suffix(path, (".gz",)):
+        with open(path, "rb") as handle:
+            magic = handle.read(348)
+        if magic[:2] != b"\x1f\x8b" and magic[344:348] in (b"n+1\0", b"n+2\0"):
+            raise VolumeError(f"{where}: named .gz but not gzip-compressed (an uncompressed NIfTI file); "
+                              f"rename it to {path.name[:-3]}")
 
     try:
         image = nib.load(path)
@@ -335,16 +341,19 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     if data.dtype == np.float64:
         # float64 maps are twice the size for no gain in precision that matters.
         data = data.astype(np.float32)
-    header = volume.header.copy() if isinstance(volume.header, nib.Nifti1Header) else None
+    source = volume.header if isinstance(volume.header, nib.Nifti1Header) else None  # NIfTI-2 too
+    # A NIfTI-1 header is reused whole; a NIfTI-2 one lends its codes and units only (converting
+    # it whole makes nibabel print "sizeof_hdr should be 348" to the user's terminal).
+    header = source.copy() if type(source) is nib.Nifti1Header else None
     image = nib.Nifti1Image(data, volume.affine, header=header)
     image.header.set_data_dtype(data.dtype)
     # The data are written as they are: no rescaling on the way out.
     image.header.set_slope_inter(1.0, 0.0)
     if header is None:
-        image.header.set_xyzt_units("mm")
-    sform_code = int(header["sform_code"]) if header is not None else 0
-    qform_code = int(header["qform_code"]) if header is not None else 0
-    if header is not None and not (sform_code or qform_code):
+        image.header.set_xyzt_units(*(source.get_xyzt_units() if source is not None else ("mm",)))
+    sform_code = int(source["sform_code"]) if source is not None else 0
+    qform_code = int(source["qform_code"]) if source is not None else 0
+    if source is not None and not (sform_code or qform_code):
         # The source claims no orientation: its map claims none either, so every viewer
         # places both with the same fallback (nibabel's, FSLeyes', Slicer's) and they overlap.
         image.set_sform(volume.affine, code=0)

@@ -350,8 +350,8 @@ def template_match(correlation: float, registered: bool) -> tuple[list[str], lis
                   else (MIN_ALIGNED_CORRELATION, MIN_ALIGNED_CORRELATION_TO_USE))
     what = "registration to the template" if registered else "the scan, through its affine,"
     if correlation < fail:
-        return [], [f"{what} does not match the template: correlation {correlation:.2f} (expected >= {warn}); "
-                    "failed registration, or not a brain scan?"]
+        return [], [f"{what} does not match the template: correlation {correlation:.2f} (below {fail} fails; "
+                    f"a good match is >= {warn}); failed registration, or not a brain scan?"]
     if correlation < warn:
         return [f"{what} matches the template poorly: correlation {correlation:.2f} (expected >= {warn}); "
                 "check the alignment"], []

@@ -236,3 +236,35 @@ def test_outputs_go_into_a_folder_that_does_not_exist_yet(tiny_model, tmp_path):
                  "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert out.exists()
+
+
+def test_ctrl_c_ends_with_one_line_and_the_resume_hint(cli_in_process, monkeypatch, tmp_path):
+    """A Ctrl-C printed a SimpleITK traceback; the README says a traceback is a bug."""
+    from napari_brainage.cli import COMMANDS
+
+    def interrupted(args, parser):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(COMMANDS["explain"], "run", interrupted)
+    stopped = cli_in_process("explain", tmp_path, "--out", tmp_path / "maps")
+    assert stopped.returncode == 130
+    assert stopped.stderr.strip() == ("napari-brainage explain: interrupted; finished work is kept "
+                                      "(run it again with --resume to go on)")
+    assert "Traceback" not in stopped.stderr
+
+
+def test_files_named_for_what_they_are_not_are_refused_with_the_fix(tmp_path, cli_in_process):
+    import nibabel as nib
+    import numpy as np
+
+    from napari_brainage.io import VolumeError, load_volume
+
+    plain = tmp_path / "scan.nii"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8), np.float32), np.eye(4)), plain)
+    misnamed = tmp_path / "scan.nii.gz"
+    plain.rename(misnamed)
+    with pytest.raises(VolumeError, match=r"named \.gz but not gzip-compressed .*; rename it to scan\.nii$"):
+        load_volume(misnamed)
+    refused = cli_in_process("predict", misnamed, "--out", tmp_path / "res.nii.gz")
+    assert refused.returncode == 2 and "predict writes a CSV table; give a name ending in .csv" in refused.stderr
+    assert not (tmp_path / "res.nii.gz").exists()

@@ -322,3 +322,17 @@ def test_a_file_that_stores_no_orientation_says_so_everywhere_and_its_map_claims
     assert int(written.header["qform_code"]) == int(written.header["sform_code"]) == 0
     np.testing.assert_allclose(written.affine, scan.affine)
     assert load_volume(tmp_path / "map.nii.gz").metadata[io.WARNING] == io.NO_ORIENTATION_WARNING
+
+
+def test_a_map_of_a_nifti2_scan_is_written_quietly_on_its_grid(tmp_path, capfd):
+    """nibabel printed "sizeof_hdr should be 348; set sizeof_hdr to 348" into users' terminals."""
+    nib.save(nib.Nifti2Image(phantom(), make_affine()), tmp_path / "scan.nii.gz")
+    scan = load_volume(tmp_path / "scan.nii.gz")
+    capfd.readouterr()
+    save_volume(Volume(scan.data * 2.0, scan.affine, scan.header), tmp_path / "map.nii.gz")
+    captured = capfd.readouterr()
+    assert "sizeof_hdr" not in captured.out + captured.err
+    written = nib.load(tmp_path / "map.nii.gz")
+    assert isinstance(written, nib.Nifti1Image)
+    np.testing.assert_allclose(written.affine, scan.affine)
+    assert int(written.header["sform_code"]) == int(scan.header["sform_code"]) == 2

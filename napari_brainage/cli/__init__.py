@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"napari-brainage {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a user's choice, not a bug; no traceback
+        again = " (run it again with --resume to go on)" if hasattr(args, "resume") else ""
+        print(f"\nnapari-brainage {args.command}: interrupted; finished work is kept{again}", file=sys.stderr)
+        return 130  # the shell's code for a run stopped by SIGINT
 
 
 if __name__ == "__main__":
