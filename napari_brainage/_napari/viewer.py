@@ -16,6 +16,8 @@ import weakref
 
 import napari
 
+from ..io import WARNING
+
 #: The two ways of showing the patient's left and right (2D camera's (vertical,
 #: horizontal) axes): neurological has the patient's right on the screen's right
 #: (FSLeyes' and the report's default), radiological on the left (as if facing the
@@ -55,7 +57,8 @@ def show_anatomically(viewer: napari.Viewer, convention_name: str | None = None)
         # A reader runs before its layer is added, and napari names the axes 0, 1, 2
         # when the layer arrives: label them (and the plane) whenever they change.
         _HOOKED.add(viewer)
-        for event in (viewer.dims.events.ndim, viewer.dims.events.order, viewer.dims.events.ndisplay):
+        for event in (viewer.dims.events.ndim, viewer.dims.events.order, viewer.dims.events.ndisplay,
+                      viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(lambda _event=None: _label(viewer))
         overlay = text_overlay(viewer)
         overlay.position = "bottom_left"  # the top right holds the colour bars
@@ -80,7 +83,10 @@ def orientation_text(viewer: napari.Viewer) -> str:
     side = "right" if convention(viewer) == "neurological" else "left"
     across = "patient's right" if horizontal == 2 else "anterior"
     up = _UP.get(vertical, "patient's right")
-    return f"{_PLANES[sliced]}: {up} up, {across} on the {side} ({convention(viewer)})"
+    text = f"{_PLANES[sliced]}: {up} up, {across} on the {side} ({convention(viewer)})"
+    if any(layer.metadata.get(WARNING) for layer in viewer.layers):  # e.g. an ANALYZE file
+        text += "; left/right not stored in a file shown: nibabel's guess"
+    return text
 
 
 def _label(viewer: napari.Viewer) -> None:
@@ -89,7 +95,7 @@ def _label(viewer: napari.Viewer) -> None:
     text = orientation_text(viewer)
     overlay = text_overlay(viewer)
     # Short lines on the canvas: one line ran off a narrow window (docked widgets, a laptop).
-    overlay.text = text.replace(", ", "\n", 1).replace(" (", "\n(", 1)
+    overlay.text = text.replace(", ", "\n", 1).replace(" (", "\n(", 1).replace("; ", "\n", 1)
     overlay.visible = bool(text)
 
 

@@ -32,9 +32,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..inference import collect_inputs
 
     out = Path(args.out)
+    refuse_folder_as_file(out)
     if out.suffix.lower() not in (".csv", ".tsv", ".txt"):  # "res.nii.gz" got a CSV under an image's name
         raise InputError(f"--out {out}: predict writes a CSV table; give a name ending in .csv")
-    refuse_folder_as_file(out)
     if not args.resume:
         refuse_existing(out, args.overwrite)
     inputs = collect_inputs(args.inputs)
