@@ -233,3 +233,13 @@ def test_an_opened_scan_shows_upright_in_every_plane(make_napari_viewer, tmp_pat
         assert rows.size, f"{plane}: the marker is not on the canvas"
         assert rows.mean() < picture.shape[0] / 2, f"{plane}: upside down"
         assert (columns.mean() > picture.shape[1] / 2) == right, f"{plane}: left and right swapped"
+    assert "guessed" not in text_overlay(viewer).text
+
+    # The same voxels in a file that stores no orientation: the canvas says left/right is a guess.
+    bare = nib.Nifti1Image(data, None)
+    bare.header.set_zooms((2.0, 2.0, 2.0))
+    nib.save(bare, tmp_path / "bare.nii.gz")
+    [guessed] = viewer.open(str(tmp_path / "bare.nii.gz"), plugin=PLUGIN)
+    assert text_overlay(viewer).text.endswith("\nleft/right guessed: not in the file")
+    viewer.layers.remove(guessed)
+    assert "guessed" not in text_overlay(viewer).text

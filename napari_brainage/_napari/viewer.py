@@ -85,7 +85,7 @@ def orientation_text(viewer: napari.Viewer) -> str:
     up = _UP.get(vertical, "patient's right")
     text = f"{_PLANES[sliced]}: {up} up, {across} on the {side} ({convention(viewer)})"
     if any(layer.metadata.get(WARNING) for layer in viewer.layers):  # e.g. an ANALYZE file
-        text += "; left/right not stored in a file shown: nibabel's guess"
+        text += "; left/right guessed: not in the file"
     return text
 
 
