@@ -40,7 +40,8 @@ def progress(name: str):
 
 
 #: How the analysis commands describe their INPUT.
-INPUT_HELP = " INPUT: scan files, folders of scans, or participants CSVs (subject, path[, age])."
+INPUT_HELP = (" INPUT: scan files, folders of scans, BIDS datasets (sub-*/anat/*_T1w), or participants tables "
+              "(CSV or TSV: subject, path[, age]).")
 
 
 def add_inputs(parser: argparse.ArgumentParser) -> None:
