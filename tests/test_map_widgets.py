@@ -685,3 +685,29 @@ def test_map_pickers_follow_the_selected_scan(make_napari_viewer, qtbot, monkeyp
     viewer.layers.selection.active = population_map
     assert slices.map.value is population_map and threshold.map.value is population_map
     assert regions.population.value is population_map and regions.subject.value is old_map
+
+
+def test_widgets_docked_as_napari_docks_them_follow_the_layer_list(make_napari_viewer, qtbot, monkeypatch):
+    """Through Plugins > napari brainage, napari gives our widgets the viewer behind a
+    PublicOnlyProxy whose layers are new objects at each access: compared with ``is``,
+    the docked widgets never followed the layer list (a new user's report, 2026-12-01;
+    the tests built the widgets directly and missed it)."""
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    [young] = viewer.open_sample("napari-brainage", SAMPLE)
+    [old] = viewer.open_sample("napari-brainage", "synthetic_age80")
+    _, brain_age = viewer.window.add_plugin_dock_widget("napari-brainage", "Brain age")
+    _, slices = viewer.window.add_plugin_dock_widget("napari-brainage", "Slices")
+    _, threshold = viewer.window.add_plugin_dock_widget("napari-brainage", "Threshold")
+    for layer in (young, old):
+        viewer.layers.selection.active = layer
+        assert brain_age.scan.value == layer
+        brain_age.start()
+        qtbot.waitUntil(lambda: not brain_age.busy, timeout=20_000)
+    young_map, old_map = viewer.layers[f"importance ({SAMPLE})"], viewer.layers["importance (synthetic_age80)"]
+    viewer.layers.selection.active = young
+    assert brain_age.scan.value == young and SAMPLE in brain_age.result.value
+    assert slices.map.value == young_map and threshold.map.value == young_map
+    viewer.layers.selection.active = old
+    assert brain_age.scan.value == old and "synthetic_age80" in brain_age.result.value
+    assert slices.map.value == old_map and threshold.map.value == old_map

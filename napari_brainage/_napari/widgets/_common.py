@@ -39,6 +39,15 @@ def map_layers(viewer: napari.Viewer, *kinds: str) -> list[napari.layers.Image]:
             if isinstance(layer, napari.layers.Image) and layer.metadata.get(MAP_KIND) in kinds]
 
 
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer. Not ``is``: napari gives a docked
+    plugin widget its viewer behind a ``PublicOnlyProxy``, whose layers are new proxy
+    objects at every access (``viewer.layers[0] is viewer.layers[0]`` is False), so a
+    docked widget compared by identity never found the selected scan. The proxy
+    passes ``==`` on to the layer, which compares by identity."""
+    return a is b or (a is not None and b is not None and a == b)
+
+
 def selected_scan(viewer: napari.Viewer):
     """The scan the user has selected in the layer list: the selected layer when it
     is a scan, else the scan a selected map or mask was made for; None otherwise."""
@@ -46,7 +55,7 @@ def selected_scan(viewer: napari.Viewer):
     if active is None:
         return None
     scans = scan_layers(viewer)
-    if any(active is scan for scan in scans):
+    if any(same_layer(active, scan) for scan in scans):
         return active
     source = active.metadata.get(SOURCE_LAYER)
     return next((scan for scan in scans if scan.name == source), None) if source else None
@@ -61,18 +70,18 @@ def follow_selection(viewer: napari.Viewer, *combos) -> None:
     scan = selected_scan(viewer)
     for combo in combos:
         maps = [layer for layer in combo.choices if layer is not None]
-        if active is not None and any(active is layer for layer in maps):
+        if active is not None and any(same_layer(active, layer) for layer in maps):
             target = active
         elif scan is not None:
             own = [layer for layer in maps if layer.metadata.get(MAP_KIND) == IMPORTANCE
                    and layer.metadata.get(SOURCE_LAYER) == scan.name]
-            if not own or any(combo.value is layer for layer in own):
+            if not own or any(same_layer(combo.value, layer) for layer in own):
                 continue  # nothing made for this scan, or one of its maps is shown already
             noise = [layer for layer in own if layer.metadata.get("method", "noise") == "noise"]
             target = (noise or own)[-1]
         else:
             continue
-        if combo.value is not target:
+        if not same_layer(combo.value, target):
             combo.value = target
 
 
@@ -129,7 +138,7 @@ def one_colour_bar(viewer: napari.Viewer) -> None:
     maps = map_layers(viewer)
     shown = [layer for layer in maps if layer.visible]
     for layer in maps:
-        layer.colorbar.visible = bool(shown) and layer is shown[-1]
+        layer.colorbar.visible = bool(shown) and same_layer(layer, shown[-1])
 
 
 # ------------------------------------------------------------------ workers

@@ -42,6 +42,7 @@ from ._common import (
     layer_volume,
     overlay_colormap,
     quality_reasons,
+    same_layer,
     scan_layers,
     selected_scan,
     show_volume,
@@ -186,7 +187,7 @@ class BrainAgeWidget(Container):
         return scan_layers(self._viewer)
 
     def _offered(self, layer) -> bool:
-        return layer is not None and any(layer is choice for choice in self.scan.choices)
+        return layer is not None and any(same_layer(layer, choice) for choice in self.scan.choices)
 
     def _on_inserted(self, event=None) -> None:
         """A newly opened scan becomes the one to analyse (maps this plugin adds are not scans)."""
@@ -213,7 +214,7 @@ class BrainAgeWidget(Container):
     def _follow_scan(self, _value=None) -> None:
         """When the scan changes, the age, the result panel and Export are that scan's."""
         layer = self.scan.value
-        if layer is self._shown:
+        if same_layer(layer, self._shown):
             return
         self._shown = layer
         if layer in self._ages:  # what the user typed for this scan
@@ -242,7 +243,7 @@ class BrainAgeWidget(Container):
     def _set_panel(self, layer, text: str) -> None:
         """The result panel of ``layer`` (shown now when it is the selected scan)."""
         self._panels[layer] = text
-        if layer is self.scan.value:
+        if same_layer(layer, self.scan.value):
             self.result.value = text
             self.export.enabled = self.report.enabled = layer in self._results
 
