@@ -353,7 +353,8 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
         image.header.set_xyzt_units(*(source.get_xyzt_units() if source is not None else ("mm",)))
     sform_code = int(source["sform_code"]) if source is not None else 0
     qform_code = int(source["qform_code"]) if source is not None else 0
-    if source is not None and not (sform_code or qform_code):
+    analyze = isinstance(volume.header, nib.AnalyzeHeader) and source is None  # stores no orientation
+    if analyze or (source is not None and not (sform_code or qform_code)):
         # The source claims no orientation: its map claims none either, so every viewer
         # places both with the same fallback (nibabel's, FSLeyes', Slicer's) and they overlap.
         image.set_sform(volume.affine, code=0)

@@ -322,6 +322,12 @@ def test_a_file_that_stores_no_orientation_says_so_everywhere_and_its_map_claims
     assert int(written.header["qform_code"]) == int(written.header["sform_code"]) == 0
     np.testing.assert_allclose(written.affine, scan.affine)
     assert load_volume(tmp_path / "map.nii.gz").metadata[io.WARNING] == io.NO_ORIENTATION_WARNING
+    old = load_volume(tmp_path / "old.hdr")  # an ANALYZE scan's map likewise (a second user's report)
+    save_volume(Volume(np.random.default_rng(1).random(old.shape, np.float32), old.affine, old.header),
+                tmp_path / "old_map.nii.gz")
+    written = nib.load(tmp_path / "old_map.nii.gz")
+    assert int(written.header["qform_code"]) == int(written.header["sform_code"]) == 0
+    np.testing.assert_allclose(written.affine, old.affine)
 
 
 def test_a_map_of_a_nifti2_scan_is_written_quietly_on_its_grid(tmp_path, capfd):

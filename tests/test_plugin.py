@@ -241,5 +241,9 @@ def test_an_opened_scan_shows_upright_in_every_plane(make_napari_viewer, tmp_pat
     nib.save(bare, tmp_path / "bare.nii.gz")
     [guessed] = viewer.open(str(tmp_path / "bare.nii.gz"), plugin=PLUGIN)
     assert text_overlay(viewer).text.endswith("\nleft/right guessed: not in the file")
+    guessed.visible = False  # hidden: the scans shown store their orientation (a second user's report)
+    assert "guessed" not in text_overlay(viewer).text
+    guessed.visible = True
+    assert "guessed" in text_overlay(viewer).text
     viewer.layers.remove(guessed)
     assert "guessed" not in text_overlay(viewer).text

@@ -58,8 +58,16 @@ def show_anatomically(viewer: napari.Viewer, convention_name: str | None = None)
         # when the layer arrives: label them (and the plane) whenever they change.
         _HOOKED.add(viewer)
         for event in (viewer.dims.events.ndim, viewer.dims.events.order, viewer.dims.events.ndisplay,
-                      viewer.layers.events.inserted, viewer.layers.events.removed):
+                      viewer.layers.events.removed):
             event.connect(lambda _event=None: _label(viewer))
+
+        def inserted(event) -> None:  # a layer's note counts while it is shown
+            event.value.events.visible.connect(lambda _event=None: _label(viewer))
+            _label(viewer)
+
+        viewer.layers.events.inserted.connect(inserted)
+        for layer in viewer.layers:
+            layer.events.visible.connect(lambda _event=None: _label(viewer))
         overlay = text_overlay(viewer)
         overlay.position = "bottom_left"  # the top right holds the colour bars
         overlay.color = "white"
@@ -84,7 +92,7 @@ def orientation_text(viewer: napari.Viewer) -> str:
     across = "patient's right" if horizontal == 2 else "anterior"
     up = _UP.get(vertical, "patient's right")
     text = f"{_PLANES[sliced]}: {up} up, {across} on the {side} ({convention(viewer)})"
-    if any(layer.metadata.get(WARNING) for layer in viewer.layers):  # e.g. an ANALYZE file
+    if any(layer.visible and layer.metadata.get(WARNING) for layer in viewer.layers):  # e.g. an ANALYZE file
         text += "; left/right guessed: not in the file"
     return text
 
