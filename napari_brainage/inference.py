@@ -289,7 +289,15 @@ def _unique(found: list[ScanInput]) -> list[ScanInput]:
     files share a subject name."""
     kept: dict[str, ScanInput] = {}
     clashes: dict[str, list[Path]] = {}
+    by_file: dict[Path, str] = {}
     for item in found:  # linear: cohorts are large
+        same_file = by_file.setdefault(Path(item.path).resolve(), item.subject)
+        if same_file != item.subject:  # one file under two names (a table's and its own): once
+            if kept[same_file].age is None and item.age is not None:
+                del kept[same_file]
+                by_file[Path(item.path).resolve()] = item.subject
+            else:
+                continue
         first = kept.setdefault(item.subject, item)
         if first is item:
             continue

@@ -401,6 +401,9 @@ class atomic_path:
         except PermissionError:  # name what the user asked for, not our hidden temporary file
             raise PermissionError(f"cannot write {self.target}: no permission to write in "
                                   f"{self.target.parent}") from None
+        except FileNotFoundError:
+            raise FileNotFoundError(f"cannot write {self.target}: the folder {self.target.parent} "
+                                    "does not exist") from None
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp

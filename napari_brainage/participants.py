@@ -36,7 +36,8 @@ def read_participants(path: str | Path) -> list[dict]:
     CSV (comma, or semicolons / tabs when the header has no comma) or BIDS-style TSV,
     with or without a byte-order mark (Excel's "CSV UTF-8"); the column names
     ``subject``, ``path`` and ``age`` in any case, ``participant_id`` for
-    ``subject``; ``NA`` / ``n/a`` ages read as empty. ``path`` is made absolute
+    ``subject``; ``NA`` / ``n/a`` ages read as empty; decimal commas (``70,5``) in a
+    semicolon-separated table. ``path`` is made absolute
     against the table's folder. Raises ``InputError`` naming what is missing.
     """
     path = Path(path)
@@ -45,7 +46,8 @@ def read_participants(path: str | Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         header = handle.readline()
         handle.seek(0)
-        reader = csv.DictReader(handle, delimiter=_dialect(path, header))
+        delimiter = _dialect(path, header)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         columns = [(name or "").strip() for name in reader.fieldnames or []]
         renamed = [COLUMN_ALIASES.get(name.lower(), name) for name in columns]
         reader.fieldnames = renamed
@@ -62,6 +64,8 @@ def read_participants(path: str | Path) -> list[dict]:
         row["path"] = str((path.parent / row["path"]).resolve())
         if (row.get("age") or "").strip().lower() in MISSING_AGES:
             row["age"] = ""
+        elif delimiter == ";" and row.get("age"):  # Excel's semicolons come with decimal commas: 70,5
+            row["age"] = row["age"].replace(",", ".")
     return rows
 
 

@@ -455,6 +455,10 @@ def test_explain_says_at_once_when_it_cannot_write(tiny_cohort, tiny_model, tmp_
         with atomic_path(tmp_path / "ages.csv"):
             pass
     assert ".partial" not in str(err.value)  # the user's file is named, not our temporary one
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match=f"cannot write {tmp_path / 'gone' / 'm.nii.gz'}: the folder "):
+        with atomic_path(tmp_path / "gone" / "m.nii.gz"):
+            pass
 
 
 def test_a_blank_group_cell_is_a_missing_value_not_a_third_group(tiny_cohort, tiny_model, tmp_path, cli_in_process):

@@ -226,6 +226,12 @@ def test_participant_tables_and_folders_as_people_have_them(tiny_cohort, tmp_pat
         assert [str(s.path) for s in found] == scans, name
         expected = [None] * 3 if name.endswith(".tsv") else [float(r["age"]) for r in rows]
         assert [s.age for s in found] == expected, name
+    # Semicolons come with decimal commas (a second user's report).
+    (tmp_path / "commas.csv").write_text(f"subject;path;age\ns1;{scans[0]};70,5\n")
+    assert collect_inputs([tmp_path / "commas.csv"])[0].age == 70.5
+    # One file named by a table and again by itself is one scan, with the table's name and age.
+    both = collect_inputs([scans[0], tmp_path / "commas.csv"])  # named sub-0001 by itself, s1 by the table
+    assert [(s.subject, s.age) for s in both] == [("s1", 70.5)]
     (tmp_path / "no_path.tsv").write_text("participant_id\tage\nsub-01\t40\n")
     with pytest.raises(ValueError, match="BIDS participants.tsv names no scan files: give the BIDS folder"):
         read_participants(tmp_path / "no_path.tsv")

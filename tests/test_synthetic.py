@@ -264,7 +264,12 @@ def run_cli(*args):
     (["--n", "2", "--seed", "1", "--regions", "cerebellum"], "unknown region 'cerebellum'"),
     (["--n", "2", "--seed", "1", "--regions", "hippocampus=x"], "must be a number"),
     (["--n", "2", "--seed", "1", "--age-range", "80", "45"], "age range"),
-    (["--n", "2", "--seed", "1", "--gap-sd", "-1"], "gap sd must be >= 0"),
+    (["--n", "2", "--seed", "1", "--gap-sd", "-1"], "gap sd must be 0-20 years"),
+    (["--n", "2", "--seed", "1", "--gap-sd", "1e6"], "gap sd must be 0-20 years"),  # overflowed into empty scans
+    (["--n", "2", "--seed", "1", "--gap-sd", "nan"], "gap sd must be 0-20 years"),
+    (["--n", "2", "--seed", "1", "--age-range", "5", "10"], "the template is a brain aged 25"),
+    (["--n", "2", "--seed", "-1"], "--seed must be a whole number >= 0"),
+    (["--n", "2", "--seed", "1", "--slice-mm", "0"], "--slice-mm must be at least 1 mm"),
     (["--n", "2", "--seed", "1", "--workers", "0"], "--workers must be at least 1"),
     (["--n", "two", "--seed", "1"], "invalid int value"),
     (["--n", "2", "--seed", "1", "--contrast", "t3"], "invalid choice: 't3'"),

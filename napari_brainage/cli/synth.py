@@ -59,6 +59,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
+    if args.seed < 0:
+        parser.error(f"--seed must be a whole number >= 0, got {args.seed}")
     if not 0 <= args.cortical_thinning <= 5:
         parser.error(f"--cortical-thinning must be between 0 and 5 %/year, got {args.cortical_thinning}")
     try:
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not random_slices and not args.slice_mm.isdigit():
             parser.error(f"--slice-mm must be a whole number of mm or 'random', got {args.slice_mm!r}")
         slice_mm = 1 if random_slices else int(args.slice_mm)
+        if slice_mm < 1:
+            parser.error(f"--slice-mm must be at least 1 mm (1: off), got {args.slice_mm}")
         slice_mm = slice_mm if slice_mm > 1 else args.res  # 1 mm slices of a 2 mm grid: the grid
         if slice_mm % args.res:
             parser.error(f"--slice-mm {slice_mm} is not a whole number of {args.res} mm voxels")

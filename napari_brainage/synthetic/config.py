@@ -11,6 +11,9 @@ import numpy as np
 from ..errors import InputError
 
 TEMPLATE_AGE = 25.0
+#: Largest spread of brain age - age (years) a cohort may ask for: 1e6 overflowed the
+#: ageing model into empty images that `synth` called a success.
+MAX_GAP_SD = 20.0
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,11 @@ class CohortConfig:
 
     def __post_init__(self):
         low, high = self.age_range
-        if not 0 < low < high <= 110:
-            raise InputError(f"age range {self.age_range} must satisfy 0 < low < high <= 110")
-        if self.gap_sd < 0 or not np.isfinite(self.gap_sd):
-            raise InputError(f"gap sd must be >= 0 years, got {self.gap_sd}")
+        if not TEMPLATE_AGE <= low < high <= 110:  # the ageing model runs forward from the template's age
+            raise InputError(f"age range {self.age_range} must satisfy {TEMPLATE_AGE:g} <= low < high <= 110 "
+                             f"(the template is a brain aged {TEMPLATE_AGE:g}; the model does not make younger ones)")
+        if not 0 <= self.gap_sd <= MAX_GAP_SD:  # also false for nan
+            raise InputError(f"gap sd must be 0-{MAX_GAP_SD:g} years, got {self.gap_sd}")
         if not 0 <= self.region_age_sd <= 20:
             raise InputError(f"region age sd must be 0-20 years, got {self.region_age_sd}")
         names = [r.name for r in self.regions]
