@@ -163,3 +163,15 @@ def test_cli_calibrate_writes_the_card_and_predict_writes_intervals(tiny_model, 
     assert main(["predict", str(tiny_cohort), "--model", str(folder), "--out", str(tmp_path / "x.csv"),
                  "--interval-level", "90"]) == 2
     assert "write 0.9" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_too_few_subjects_before_predicting_any(tiny_model, tiny_cohort, tmp_path, cli_in_process):
+    """It predicted every subject, then said 50 were needed (a second user's report)."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    refused = cli_in_process("calibrate", tiny_cohort, "--model", folder)
+    assert refused.returncode == 2
+    assert f"calibration needs at least {uncertainty.MIN_CALIBRATION_SUBJECTS} subjects with an age; got 12" \
+        in refused.stderr
+    assert "calibrate 1/" not in refused.stderr + refused.stdout
+    assert read_card(folder).calibration is None

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..inference import collect_inputs
     from ..model.card import read_card, write_card
     from ..options import RunOptions
-    from ..uncertainty import Calibration
+    from ..uncertainty import MIN_CALIBRATION_SUBJECTS, Calibration
 
     card = read_card(args.model)  # a wrong folder fails before the long part
     if card.calibration is not None and not args.overwrite:
@@ -51,17 +51,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out:
         refuse_folder_as_file(Path(args.out))
         refuse_existing(Path(args.out), args.overwrite)  # before the long part, not after
-    inputs = collect_inputs(args.inputs)
-    seen: dict[Path, str] = {}
-    for item in inputs:  # calibration subjects are people: one scan each
-        earlier = seen.setdefault(item.path.resolve(), item.subject)
-        if earlier != item.subject:
-            raise InputError(f"subjects {earlier!r} and {item.subject!r} are the same scan ({item.path}): "
-                             "calibration needs one scan per person, or the intervals mean nothing")
+    inputs = collect_inputs(args.inputs)  # one file named twice is one scan: one person each
     missing = [item.subject for item in inputs if item.age is None]
     if missing:
         raise InputError(f"calibration needs every subject's age (a participants CSV with an 'age' column); "
                          f"none for {', '.join(missing[:5])}")
+    if len(inputs) < MIN_CALIBRATION_SUBJECTS:  # said now, not after predicting them all
+        raise InputError(f"calibration needs at least {MIN_CALIBRATION_SUBJECTS} subjects with an age; "
+                         f"got {len(inputs)}")
     options = RunOptions(model_dir=args.model, preprocessing=args.preprocess)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(args.out) if args.out else Path(scratch) / "calibration.csv"
