@@ -293,7 +293,11 @@ def _unique(found: list[ScanInput]) -> list[ScanInput]:
     for item in found:  # linear: cohorts are large
         same_file = by_file.setdefault(Path(item.path).resolve(), item.subject)
         if same_file != item.subject:  # one file under two names (a table's and its own): once
-            if kept[same_file].age is None and item.age is not None:
+            earlier = kept[same_file]
+            if None not in (earlier.age, item.age) and earlier.age != item.age:
+                raise InputError(f"subjects {same_file!r} ({earlier.age:g} y) and {item.subject!r} ({item.age:g} y) "
+                                 f"are the same scan ({item.path}) with different ages; one scan is one person")
+            if earlier.age is None and item.age is not None:
                 del kept[same_file]
                 by_file[Path(item.path).resolve()] = item.subject
             else:

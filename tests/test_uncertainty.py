@@ -139,15 +139,24 @@ def test_cli_calibrate_writes_the_card_and_predict_writes_intervals(tiny_model, 
     monkeypatch.setattr(uncertainty, "MIN_CALIBRATION_SUBJECTS", 10)
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
+    # The tiny model's own cohort is refused as calibration data (its training scans) ...
+    refused = main(["calibrate", str(tiny_cohort), "--model", str(folder)])
+    assert refused == 2 and "12 calibration subject(s) are scans the model was trained on" in capsys.readouterr().err
+    # ... so the card forgets where it was trained, and the cohort stands in for held-out subjects.
+    card = read_card(folder)
+    card.training["predictor"]["data"] = str(tmp_path / "gone.csv")
+    write_card(card, folder)
     kept = tmp_path / "calibration.csv"
     assert main(["calibrate", str(tiny_cohort), "--model", str(folder), "--out", str(kept),
                  "--source", "tiny cohort, seed 4242"]) == 0
+    said = capsys.readouterr()
+    assert f"cannot check for training scans among the subjects: {tmp_path / 'gone.csv'} not found" in said.err
     card = read_card(folder)
     rows = list(csv.DictReader(open(kept)))
     assert card.calibration.n == 12 == len(rows)
     assert card.calibration.source == "tiny cohort, seed 4242"
     np.testing.assert_allclose(card.calibration.predicted, [float(r["predicted_age"]) for r in rows], atol=1e-3)
-    assert "90 % +-" in capsys.readouterr().out
+    assert "90 % +-" in said.out
     # Asked before replacing a calibration.
     assert main(["calibrate", str(tiny_cohort), "--model", str(folder)]) == 2
     assert "already calibrated" in capsys.readouterr().err

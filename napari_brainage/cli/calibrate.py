@@ -59,6 +59,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if len(inputs) < MIN_CALIBRATION_SUBJECTS:  # said now, not after predicting them all
         raise InputError(f"calibration needs at least {MIN_CALIBRATION_SUBJECTS} subjects with an age; "
                          f"got {len(inputs)}")
+    seen_in_training = _training_overlap(inputs, card)
+    if seen_in_training:
+        raise InputError(f"{len(seen_in_training)} calibration subject(s) are scans the model was trained on "
+                         f"({', '.join(seen_in_training[:5])}): split-conformal intervals need subjects the "
+                         "model never saw, or they come out too narrow; leave them out")
     options = RunOptions(model_dir=args.model, preprocessing=args.preprocess)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(args.out) if args.out else Path(scratch) / "calibration.csv"
@@ -77,3 +82,35 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                        for level in (0.8, 0.9, 0.95))
     print(f"napari-brainage calibrate: {len(kept)} of {len(results)} subjects -> {path}; intervals: {widths}")
     return 1 if len(kept) < len(results) else 0
+
+
+def _training_overlap(inputs, card) -> list[str]:
+    """The calibration subjects whose scan is one the card's predictor was trained on:
+    the same file, or a byte-identical copy (compared by size, then SHA-256). The
+    training tables are read where the card says they were; a table no longer there
+    cannot be checked (a note says so)."""
+    import hashlib
+
+    from ..participants import read_participants
+
+    tables = [Path(t) for t in str(card.training.get("predictor", {}).get("data", "")).split(" + ") if t]
+    found = [t for t in tables if t.is_file()]
+    if tables and len(found) < len(tables):
+        say(f"calibrate: note: cannot check for training scans among the subjects: "
+            f"{', '.join(str(t) for t in tables if t not in found)} not found")
+    trained = {Path(row["path"]).resolve() for table in found for row in read_participants(table)}
+    by_size: dict[int, list[Path]] = {}
+    for path in trained:
+        if path.is_file():
+            by_size.setdefault(path.stat().st_size, []).append(path)
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    overlap = []
+    for item in inputs:
+        path = Path(item.path).resolve()
+        same_size = by_size.get(path.stat().st_size, []) if path.is_file() else []
+        if path in trained or (same_size and digest(path) in {digest(p) for p in same_size}):
+            overlap.append(item.subject)
+    return overlap
