@@ -19,6 +19,7 @@ Thresholds were set on held-out synthetic scans and their real-world variants
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -322,6 +323,18 @@ def scalp_signal(data: np.ndarray, kit) -> float:
     return float((data[band] > 0.2 * np.median(tissue)).mean())
 
 
+#: The end of the warning for a person's age outside the model's ages: a warning about
+#: the gap, not the scan (the prediction interval, of ages given the scan, still holds).
+CHRONOLOGICAL_AGE_NOTE = "the gap is extrapolated and has no centile"
+
+
+def only_about_the_age(qc: str) -> bool:
+    """Whether a QC summary warns of nothing but the person's age (``age_range``'s
+    chronological warning): the scan itself passed."""
+    return bool(re.fullmatch(r"age [0-9.]+ y lies outside the ages the model learned \([0-9]+-[0-9]+ y\): "
+                             + re.escape(CHRONOLOGICAL_AGE_NOTE), qc.strip()))
+
+
 def age_range(predicted: float, age_mean: float, age_sd: float, chronological: bool = False) -> list[str]:
     """A warning when ``predicted`` (years) lies outside the ages a model learned
     (its training mean +- ``AGE_RANGE_SDS`` standard deviations, from its card);
@@ -331,8 +344,8 @@ def age_range(predicted: float, age_mean: float, age_sd: float, chronological: b
     if low <= predicted <= high:
         return []
     if chronological:
-        return [f"age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): the gap "
-                "is extrapolated and has no centile"]
+        return [f"age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): "
+                f"{CHRONOLOGICAL_AGE_NOTE}"]
     return [f"predicted age {predicted:.1f} y lies outside the ages the model learned ({low:.0f}-{high:.0f} y): "
             "is the scan what the model reads?"]
 

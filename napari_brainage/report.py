@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import InputError
 from .io import atomic_path
 from .options import Method
-from .quality import FAIL, PASS, WARN
+from .quality import FAIL, PASS, WARN, only_about_the_age
 from .uncertainty import interval_text
 
 if TYPE_CHECKING:  # (importing inference loads torch)
@@ -126,7 +126,7 @@ def interval_caveat(result: AgeResult) -> str:
     """" (QC warning: may not hold)" when QC warned: the interval is calibrated on
     scans like the held-out subjects, and a warned scan is not one of them (5 mm
     slices: 31 % of 90 % intervals held the age, docs/benchmarks.md)."""
-    return " (QC warning: may not hold)" if result.qc_status == WARN else ""
+    return " (QC warning: may not hold)" if result.qc_status == WARN and not only_about_the_age(result.qc) else ""
 
 
 def ordinal(n: int) -> str:
@@ -187,7 +187,7 @@ def caption_lines(result: AgeResult, model_dir, method: str = "noise", view: str
     model, and (``view``) which slice the picture is and which way is which."""
     numbers = f"predicted age {result.predicted_age:.1f} y"
     if result.interval_low is not None:
-        numbers += f" ({interval_of(result)}{'; may not hold' if result.qc_status == WARN else ''})"
+        numbers += f" ({interval_of(result)}{'; may not hold' if interval_caveat(result) else ''})"
     if result.age is not None:
         numbers += (f"   age {result.age:.1f} y   gap {result.gap:+.1f} y"
                     f"   corrected gap {result.corrected_gap:+.1f} y{centile_of(result)}")

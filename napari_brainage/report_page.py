@@ -201,7 +201,7 @@ def _normative_chart(ax, result, card, level: float) -> None:
             ax.plot([result.age], [result.predicted_age], "o", color="crimson", ms=6, label="this scan")
         else:
             ax.axhline(result.predicted_age, color="crimson", lw=0.8, ls="--", label="this scan (age not given)")
-    ax.legend(fontsize=6.5, loc="upper left", frameon=False)
+    ax.legend(fontsize=6.5, loc="best", frameon=False)  # clear of this scan's point, wherever its age puts it
 
 
 def _canonical(volume: Volume) -> tuple[np.ndarray, np.ndarray]:

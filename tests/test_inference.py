@@ -200,6 +200,15 @@ def test_an_exported_caption_carries_the_qc_warning_the_panel_shows():
     assert lines[0].startswith("thick: predicted age 45.3 y (90 % interval 40.5") and "; may not hold)" in lines[0]
     assert lines[1] == "QC warning: slices 5.0 mm thick along the z axis"
     assert "QC warning: slices 5.0 mm thick" in format_result(warned)  # the panel says the same
+    # A warning about the person's age, not the scan: the interval (of ages, given the scan) still holds.
+    young = AgeResult(subject="young", path="young.nii.gz", predicted_age=78.4, age=25.0, gap=53.4,
+                      corrected_gap=50.9, interval_low=73.6, interval_high=83.2, interval_level=0.9, qc_status="warn",
+                      qc="age 25.0 y lies outside the ages the model learned (37-87 y): the gap is extrapolated "
+                         "and has no centile")
+    assert "may not hold" not in format_result(young) and "may not hold" not in caption_lines(young, None)[0]
+    assert caption_lines(young, None)[1].startswith("QC warning: age 25.0 y lies outside")
+    both = AgeResult(**{**young.__dict__, "qc": "slices 5.0 mm thick along the z axis; " + young.qc})
+    assert "may not hold" in format_result(both)
     passed = AgeResult(subject="fine", path="fine.nii.gz", predicted_age=61.0, qc_status="pass", qc="ok")
     assert not any("QC" in line for line in caption_lines(passed, None))
 
