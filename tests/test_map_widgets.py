@@ -376,6 +376,16 @@ def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
     widget.toggle_3d()
     assert viewer.dims.ndisplay == 2 and widget.view3d.text == "3D view"
     assert [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)] == before
+    # In with our button, out with napari's own 2D/3D button: the layers come back all the same, and
+    # our button says what it does (it stayed on "2D slices", and the scans at 0.3 opacity for good).
+    widget.toggle_3d()
+    viewer.dims.ndisplay = 2
+    assert widget.view3d.text == "3D view"
+    assert [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)] == before
+    viewer.dims.ndisplay = 3  # napari's button: ours offers the way back
+    assert widget.view3d.text == "2D slices"
+    widget.toggle_3d()
+    assert viewer.dims.ndisplay == 2 and widget.view3d.text == "3D view"
 
 
 # ------------------------------------------------------------------ Threshold

@@ -58,6 +58,7 @@ class SliceWidget(Container):
         viewer.dims.events.point.connect(self._sync_from_viewer)
         viewer.dims.events.range.connect(self._sync_from_viewer)
         viewer.dims.events.order.connect(self._sync_from_viewer)
+        viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
         viewer.layers.selection.events.active.connect(self._follow_selection)
@@ -123,18 +124,23 @@ class SliceWidget(Container):
         return world
 
     # ---- 3D
+    def _on_ndisplay(self, _event=None) -> None:
+        """Back to slices by any button (ours or napari's 2D/3D one): the layers as they
+        were, and our button saying what it does now."""
+        if self._viewer.dims.ndisplay == 2:
+            for layer, rendering, threshold, opacity, blending in self._saved_2d:
+                if layer in self._viewer.layers:
+                    layer.rendering, layer.iso_threshold = rendering, threshold
+                    layer.opacity, layer.blending = opacity, blending
+            self._saved_2d = []
+        self.view3d.text = "2D slices" if self._viewer.dims.ndisplay == 3 else "3D view"
+
     def toggle_3d(self, _value=None) -> None:
         """Slices <-> 3D: the scan as a translucent iso-surface (the brain's outline),
         the chosen map's top 10 % as a solid surface inside it."""
         viewer = self._viewer
         if viewer.dims.ndisplay == 3:
-            for layer, rendering, threshold, opacity, blending in self._saved_2d:
-                if layer in viewer.layers:
-                    layer.rendering, layer.iso_threshold = rendering, threshold
-                    layer.opacity, layer.blending = opacity, blending
-            self._saved_2d = []
-            viewer.dims.ndisplay = 2
-            self.view3d.text = "3D view"
+            viewer.dims.ndisplay = 2  # _on_ndisplay puts the layers back
             return
         if viewer.dims.ndim != 3:
             show_error("Slices: open a 3D scan first.")
@@ -159,4 +165,3 @@ class SliceWidget(Container):
         # behind for these (S, A, R) layers; the first angle turns about the vertical):
         # the hemisphere's outline and the depth of the map inside it.
         camera.angles = (-60.0, 0.0, 90.0)
-        self.view3d.text = "2D slices"
