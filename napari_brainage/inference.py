@@ -285,30 +285,27 @@ def _bids_inputs(root: Path) -> list[ScanInput]:
 
 
 def _unique(found: list[ScanInput]) -> list[ScanInput]:
-    """``found`` with a file named twice kept once; ``InputError`` when two different
-    files share a subject name."""
-    kept: dict[str, ScanInput] = {}
+    """``found`` with a file named twice kept once (under the name that comes with an
+    age, a table's); ``InputError`` when one file is given two different ages, or two
+    different files share a subject name."""
+    kept: dict[str, ScanInput] = {}      # subject -> its scan
+    subject_of: dict[Path, str] = {}     # resolved file -> the subject it is kept under
     clashes: dict[str, list[Path]] = {}
-    by_file: dict[Path, str] = {}
     for item in found:  # linear: cohorts are large
-        same_file = by_file.setdefault(Path(item.path).resolve(), item.subject)
-        if same_file != item.subject:  # one file under two names (a table's and its own): once
-            earlier = kept[same_file]
+        where = Path(item.path).resolve()
+        if where in subject_of:  # this file again, under this name or another
+            earlier = kept[subject_of[where]]
             if None not in (earlier.age, item.age) and earlier.age != item.age:
-                raise InputError(f"subjects {same_file!r} ({earlier.age:g} y) and {item.subject!r} ({item.age:g} y) "
-                                 f"are the same scan ({item.path}) with different ages; one scan is one person")
-            if earlier.age is None and item.age is not None:
-                del kept[same_file]
-                by_file[Path(item.path).resolve()] = item.subject
-            else:
+                raise InputError(f"subjects {earlier.subject!r} ({earlier.age:g} y) and {item.subject!r} "
+                                 f"({item.age:g} y) are the same scan ({item.path}) with different ages; "
+                                 "one scan is one person")
+            if earlier.age is not None or item.age is None:
                 continue
-        first = kept.setdefault(item.subject, item)
-        if first is item:
+            del kept[earlier.subject]  # the table's entry, with its age, replaces the bare file
+        if item.subject in kept:  # another file under this name
+            clashes.setdefault(item.subject, [Path(kept[item.subject].path)]).append(Path(item.path))
             continue
-        if Path(first.path).resolve() != Path(item.path).resolve():
-            clashes.setdefault(item.subject, [Path(first.path)]).append(Path(item.path))
-        elif first.age is None and item.age is not None:  # the same file from a table too: keep its age
-            kept[item.subject] = item
+        kept[item.subject], subject_of[where] = item, item.subject
     if clashes:
         listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths[:3])}"
                            for name, paths in list(clashes.items())[:3])

@@ -62,11 +62,18 @@ def read_participants(path: str | Path) -> list[dict]:
         raise InputError(f"{path}: missing column(s) {sorted(missing)}{hint}")
     for row in rows:
         row["path"] = str((path.parent / row["path"]).resolve())
-        if (row.get("age") or "").strip().lower() in MISSING_AGES:
-            row["age"] = ""
-        elif delimiter == ";" and row.get("age"):  # Excel's semicolons come with decimal commas: 70,5
-            row["age"] = row["age"].replace(",", ".")
+        if "age" in row:
+            # Excel's semicolons come with decimal commas: 70,5
+            row["age"] = _age_cell(row["age"], decimal_comma=delimiter == ";")
     return rows
+
+
+def _age_cell(text: str | None, decimal_comma: bool = False) -> str:
+    """An age cell as written, "" for an unknown age (empty, ``MISSING_AGES``)."""
+    text = (text or "").strip()
+    if text.lower() in MISSING_AGES:
+        return ""
+    return text.replace(",", ".") if decimal_comma else text
 
 
 def age_from_participants(scan_path: str | None) -> float | None:
@@ -92,5 +99,4 @@ def read_ages_by_participant(table: Path) -> dict[str, str]:
         return {}
     with open(table, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
-    return {row.get("participant_id", ""): ("" if (row.get("age") or "").strip().lower() in MISSING_AGES
-                                           else row.get("age") or "") for row in rows}
+    return {row.get("participant_id", ""): _age_cell(row.get("age")) for row in rows}

@@ -104,13 +104,17 @@ def _training_overlap(inputs, card) -> list[str]:
         if path.is_file():
             by_size.setdefault(path.stat().st_size, []).append(path)
 
+    digests: dict[Path, str] = {}  # each file read and hashed once, however many files share its size
+
     def digest(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        if path not in digests:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return digests[path]
 
     overlap = []
     for item in inputs:
         path = Path(item.path).resolve()
         same_size = by_size.get(path.stat().st_size, []) if path.is_file() else []
-        if path in trained or (same_size and digest(path) in {digest(p) for p in same_size}):
+        if path in trained or any(digest(path) == digest(other) for other in same_size):
             overlap.append(item.subject)
     return overlap
