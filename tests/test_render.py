@@ -143,3 +143,26 @@ def test_random_slices_give_each_subject_its_own_thickness_and_axis(tmp_path):
     assert [(r["slice_mm"], r["slice_axis"]) for r in again] == [(r["slice_mm"], r["slice_axis"]) for r in rows]
     t1 = list(csv.DictReader(open(generate_cohort(tmp_path / "t1", 6, seed=11))))
     assert [r["brain_age"] for r in t1] == [r["brain_age"] for r in rows] and "slice_mm" not in t1[0]
+
+
+@pytest.mark.parametrize("name, seen", [("t2", "T2"), ("pd", "PD")])
+def test_qc_names_t2_and_pd_alike_across_subjects_and_ages(model, name, seen):
+    # A least-squares fit of the template's tissues blurred bright CSF into the tissues
+    # around it: 6 of 16 held-out T2 renders were named PD, 7 of 16 PD renders FLAIR.
+    # The tissues' cores name them (docs/benchmarks.md, issue 19, third session).
+    # (At 80 y a PD render's tissue fit is too weak to be judged at all: not asked here.)
+    named = []
+    for seed, age in ((11, 48.0), (12, 63.0), (5, 65.0)):
+        scan = model.synthesize(age, np.random.default_rng(seed), contrast=RENDERS[name]).data.astype(np.float32)
+        named.append(tissue_contrast(scan, model.kit, reads=CONTRASTS)[2])
+    assert named == [seen] * 3
+
+
+def test_tissue_cores_give_each_tissues_level_or_none_when_a_core_is_missing(model):
+    from napari_brainage.quality import core_levels
+
+    scan = model.synthesize(65.0, np.random.default_rng(2), contrast=RENDERS["t2"]).data.astype(np.float32)
+    gm, wm, csf = core_levels(scan, model.kit)
+    assert wm < gm < csf  # T2: white matter darkest, CSF brightest
+    cut = np.where(model.kit.csf >= 0.5, 0, scan)  # the ventricles outside the field of view
+    assert core_levels(cut, model.kit) is None

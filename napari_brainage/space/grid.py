@@ -44,6 +44,15 @@ def dilated_brain(resolution_mm: int, iterations: int) -> np.ndarray:
     return mask
 
 
+@lru_cache(maxsize=4)
+def eroded_brain(resolution_mm: int, iterations: int = 2) -> np.ndarray:
+    """The template brain at ``resolution_mm`` eroded ``iterations`` voxels, away from
+    its edge (bool, read-only, cached): where a tissue's core can be measured."""
+    mask = ndimage.binary_erosion(load_template(resolution_mm).brain, iterations=iterations)
+    mask.setflags(write=False)
+    return mask
+
+
 def on_mni_grid(volume: Volume, resolution_mm: int, atol: float = 1e-4) -> bool:
     """Whether ``volume`` lies on FSL's MNI grid at ``resolution_mm`` (shape and affine)."""
     shape, affine = mni_grid(resolution_mm)
