@@ -222,9 +222,12 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
     template's grey matter, white matter and CSF probabilities (least squares):
     the coefficients are the three tissues' intensities, whatever the contrast,
     and R^2 says whether the scan lines up with the template's tissues at all.
-    Only a scan that does (R^2 >= ``MIN_TISSUE_FIT``) is judged on its
-    contrast, named by the tissues' ordering: T1 WM > GM > CSF; T2 CSF > GM > WM
-    (PD: WM darkest, CSF at most ``MAX_PD_CSF_GM`` x GM); FLAIR GM > WM > CSF.
+    A scan that does (R^2 >= ``MIN_TISSUE_FIT``) is judged on its contrast;
+    one that does not only when its tissues' cores clearly differ
+    (``MIN_CORE_SEPARATION``) and do not look T1 (a loosely aligned T1 is
+    template_match's to judge). The contrast is named by the tissues' ordering:
+    T1 WM > GM > CSF; T2 CSF > GM > WM (PD: WM darkest, CSF at most
+    ``MAX_PD_CSF_GM`` x GM); FLAIR GM > WM > CSF.
     "" when it cannot be told; "other" for any other ordering. A contrast the
     model does not read is a failure; so is a tissue probability map.
     """
@@ -233,27 +236,37 @@ def tissue_contrast(data: np.ndarray, kit, reads: tuple[str, ...] = T1_ONLY
         return float("nan"), float("nan"), "", []
     (gm, wm, csf), fit = fitted.levels, fitted.fit
     ratio = wm / gm if gm > 0 else float("inf")
+    weak = ""
     if fit < MIN_TISSUE_FIT:
-        return ratio, fit, "", []  # not lined up: template_match says so
-    measured = f"grey matter {gm:.3g}, white matter {wm:.3g}, CSF {csf:.3g} from the tissue fit"
-    if min(gm, wm) <= 0.05 * max(gm, wm, csf) or ratio > MAX_WM_GM_RATIO:
-        return ratio, fit, "other", [f"not an MRI scan of the brain's tissues: one tissue is almost empty "
-                                     f"({measured}): a tissue probability map or segmentation?"]
-    contrast, why = _name_contrast(gm, wm, csf)
-    if contrast != "T1":
-        # Not T1 by the voxel-wise levels (the check QC always made). Which other
-        # contrast is named by the tissues' cores (``core_levels``): a least-squares
-        # fit mixes thin, bright CSF into the tissues around it, and named 6 of 16
-        # held-out T2 renders PD and 7 of 16 PD renders FLAIR (cores: 16 of 16 each).
-        cores = core_levels(data, kit)
-        contrast, why = _name_contrast(*(cores if cores is not None else fitted.smoothed_levels))
-        contrast = "other" if contrast == "T1" else contrast
+        # Not lined up with the template's tissues, or a low-contrast scan (PD and FLAIR
+        # renders of held-out subjects fit at R^2 -0.10 to 0.05). Only cores that
+        # clearly differ name the contrast; a weak T1 is left to template_match,
+        # whose message (alignment) is then the right one.
+        cores = core_levels(data, kit, min_separation=MIN_CORE_SEPARATION)
+        contrast, why = _name_contrast(*cores) if cores is not None else ("other", "")
+        if contrast in ("T1", "other"):
+            return ratio, fit, "", []
+        weak = f" (its tissues line up only loosely with the template's: R^2 {fit:.2f})"
+    else:
+        measured = f"grey matter {gm:.3g}, white matter {wm:.3g}, CSF {csf:.3g} from the tissue fit"
+        if min(gm, wm) <= 0.05 * max(gm, wm, csf) or ratio > MAX_WM_GM_RATIO:
+            return ratio, fit, "other", [f"not an MRI scan of the brain's tissues: one tissue is almost empty "
+                                         f"({measured}): a tissue probability map or segmentation?"]
+        contrast, why = _name_contrast(gm, wm, csf)
+        if contrast != "T1":
+            # Not T1 by the voxel-wise levels (the check QC always made). Which other
+            # contrast is named by the tissues' cores (``core_levels``): a least-squares
+            # fit mixes thin, bright CSF into the tissues around it, and named 6 of 16
+            # held-out T2 renders PD and 7 of 16 PD renders FLAIR (cores: 16 of 16 each).
+            cores = core_levels(data, kit)
+            contrast, why = _name_contrast(*(cores if cores is not None else fitted.smoothed_levels))
+            contrast = "other" if contrast == "T1" else contrast
     if contrast in reads:
         return ratio, fit, contrast, []
     read = " or ".join(reads)
     if reads == T1_ONLY:
-        return ratio, fit, contrast, [f"not a T1-weighted scan: {why}; this model reads T1 contrast only"]
-    return ratio, fit, contrast, [f"a contrast this model does not read: {why}; it reads {read}"]
+        return ratio, fit, contrast, [f"not a T1-weighted scan: {why}{weak}; this model reads T1 contrast only"]
+    return ratio, fit, contrast, [f"a contrast this model does not read: {why}{weak}; it reads {read}"]
 
 
 class TissueFit(NamedTuple):
@@ -292,13 +305,20 @@ def fit_tissues(data: np.ndarray, kit) -> TissueFit | None:
 #: mask (away from the brain's edge), with at least ``MIN_CORE_VOXELS`` voxels of signal.
 CORE_PROBABILITY = 0.9
 MIN_CORE_VOXELS = 50
+#: For a scan whose tissue fit is weak: the two most different cores must lie this
+#: many robust standard deviations apart for the cores to name its contrast.
+#: Aligned T2, PD and FLAIR renders (2 mm, 66-80 y): 1.9-10; a T1 or T2 moved 10 mm
+#: or more, or flipped: 0.1-1.1 (their cores mix tissues, and their ordering is chance).
+MIN_CORE_SEPARATION = 1.5
 
 
-def core_levels(data: np.ndarray, kit) -> tuple[float, float, float] | None:
+def core_levels(data: np.ndarray, kit, min_separation: float = 0.0) -> tuple[float, float, float] | None:
     """Median intensity of ``data`` (template grid) in the cores of the template's
     grey matter, white matter and CSF (``CORE_PROBABILITY``; the CSF core is the
     lateral ventricles', which ageing only widens); None when a core has fewer than
-    ``MIN_CORE_VOXELS`` voxels with signal (a cut field of view).
+    ``MIN_CORE_VOXELS`` voxels with signal (a cut field of view), or when no two
+    cores' medians differ by ``min_separation`` times their pooled robust standard
+    deviation (1.4826 x median absolute deviation): cores that are not one tissue each.
 
     Medians over voxels that are one tissue in nearly every brain are robust to a
     subject's tissue lying 1-2 voxels off the template's and to partial volume at
@@ -307,13 +327,16 @@ def core_levels(data: np.ndarray, kit) -> tuple[float, float, float] | None:
     from .space.grid import eroded_brain
 
     inner = eroded_brain(kit.resolution_mm) & (data > 0)
-    levels = []
+    levels, spreads = [], []
     for probability in (kit.gm, kit.wm, kit.csf):
-        core = inner & (probability >= CORE_PROBABILITY)
-        if np.count_nonzero(core) < MIN_CORE_VOXELS:
+        core = data[inner & (probability >= CORE_PROBABILITY)]
+        if core.size < MIN_CORE_VOXELS:
             return None
-        levels.append(float(np.median(data[core])))
-    return tuple(levels)  # type: ignore[return-value]
+        levels.append(float(np.median(core)))
+        spreads.append(1.4826 * float(np.median(np.abs(core - levels[-1]))))
+    separation = max(abs(levels[i] - levels[j]) / max(np.sqrt((spreads[i] ** 2 + spreads[j] ** 2) / 2), 1e-12)
+                     for i, j in ((0, 1), (0, 2), (1, 2)))
+    return tuple(levels) if separation >= min_separation else None  # type: ignore[return-value]
 
 
 def _least_squares(columns: list[np.ndarray]) -> tuple[np.ndarray, float]:

@@ -166,3 +166,31 @@ def test_tissue_cores_give_each_tissues_level_or_none_when_a_core_is_missing(mod
     assert wm < gm < csf  # T2: white matter darkest, CSF brightest
     cut = np.where(model.kit.csf >= 0.5, 0, scan)  # the ventricles outside the field of view
     assert core_levels(cut, model.kit) is None
+
+
+def test_a_low_contrast_scan_whose_tissue_fit_is_weak_is_named_by_its_cores(model):
+    # A PD render of a 66-year-old fits the template's tissues at R^2 -0.10: it used to
+    # go unjudged, and QC then blamed the alignment ("does not match the template:
+    # correlation -0.36"), 7 of 20 held-out PD renders on the grid.
+    from napari_brainage.quality import MIN_TISSUE_FIT
+
+    scan = model.synthesize(66.0, np.random.default_rng(2), contrast=RENDERS["pd"]).data.astype(np.float32)
+    _, fit, contrast, failures = tissue_contrast(scan, model.kit)
+    assert fit < MIN_TISSUE_FIT  # the weak-fit branch is what is tested
+    assert contrast == "PD" and len(failures) == 1
+    assert "PD-like" in failures[0] and "line up only loosely" in failures[0]
+
+
+@pytest.mark.parametrize("name, voxels", [("t1", 5), ("t1", 8), ("t2", 5), ("t2", 8)])
+def test_cores_of_a_scan_moved_off_the_template_name_no_contrast(model, name, voxels):
+    # Moved 10-16 mm, the cores mix tissues and their ordering is chance (a T2 moved
+    # 16 mm reads FLAIR-like): QC leaves the contrast unjudged and the alignment check speaks.
+    from scipy import ndimage
+
+    from napari_brainage.quality import MIN_TISSUE_FIT, core_levels
+
+    scan = model.synthesize(70.0, np.random.default_rng(3), contrast=RENDERS[name]).data.astype(np.float32)
+    moved = ndimage.shift(scan, (voxels, 0, voxels), order=1)
+    _, fit, contrast, failures = tissue_contrast(moved, model.kit)
+    assert fit < MIN_TISSUE_FIT and contrast == "" and failures == []
+    assert core_levels(moved, model.kit) is not None  # the cores exist; they only do not separate
