@@ -73,3 +73,45 @@ def test_on_mni_grid_and_resampling_through_the_affine():
     out = resample(scan.data, affine @ moved, shape, affine, order=1)
     np.testing.assert_array_equal(out[1:], np.asarray(scan.data, np.float32)[:-1])
     assert (out[0] == 0).all()  # outside the moved field of view
+
+
+def test_a_1mm_scan_off_the_grid_is_low_passed_like_the_same_scan_on_it():
+    """``--preprocess none`` (and every other use of the affine alone): a noisy 1 mm
+    scan stored on a smaller field of view, shifted half a voxel, or in another axis
+    order is low-passed before it is resampled onto the 2 mm grid, as on the grid's
+    own route. A plain trilinear resampling aliased the noise (half a voxel off:
+    noise sd on the 2 mm grid 1.47x the on-grid route's; now 0.95x), and the bundled
+    predictor read such scans 4-9 y older than the same voxels on the MNI lattice."""
+    kit = load_template(1)
+    rng = np.random.default_rng(0)
+    noisy = np.where(kit.brain, kit.t1 + rng.normal(0, 0.1 * kit.t1[kit.brain].mean(), kit.shape), 0)
+    on_grid = to_mni_grid(Volume(noisy.astype(np.float32), kit.affine), 2)
+    # The same voxels, cropped and stored right-to-left (another axis direction).
+    box = tuple(slice(10, n - 10) for n in kit.shape)
+    affine = kit.affine.copy()
+    affine[:3, 3] = (kit.affine @ [10, 10, 10, 1])[:3]
+    cropped = noisy[box]
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = cropped.shape[0] - 1
+    stored = Volume(cropped[::-1].astype(np.float32), affine @ flipped)
+    assert not on_mni_grid(stored, 1)
+    off_grid = to_mni_grid(stored, 2)
+    brain = load_template(2).brain & (on_grid > 0) & (off_grid > 0)
+    residual = off_grid[brain] - on_grid[brain]
+    assert np.abs(residual).mean() < 0.02 * on_grid[brain].mean()
+    # Half a voxel off the lattice: the interpolation differs, the noise left does not.
+    shifted = Volume(noisy.astype(np.float32), kit.affine @ _translation(0.5))
+    half = to_mni_grid(shifted, 2)
+    smooth = np.where(kit.brain, kit.t1, 0).astype(np.float32)
+    clean_half = to_mni_grid(Volume(smooth, kit.affine @ _translation(0.5)), 2)
+    clean_grid = to_mni_grid(Volume(smooth, kit.affine), 2)
+    inner = load_template(2).brain & (clean_grid > 0) & (clean_half > 0)
+    noise_on_grid = (on_grid - clean_grid)[inner].std()
+    noise_half = (half - clean_half)[inner].std()
+    assert noise_half < 1.3 * noise_on_grid
+
+
+def _translation(voxels: float) -> np.ndarray:
+    move = np.eye(4)
+    move[:3, 3] = voxels
+    return move
