@@ -18,7 +18,8 @@ before anything else:
 3. what the model cannot read is refused in words: a label image (few distinct
    integer values) or a signed image around a zero background (a statistical
    map, or a scan z-scored inside a brain mask, whose offset cannot be told
-   apart from anatomy).
+   apart from anatomy); faint values of both signs around a zero background,
+   a spline's ringing, are set to 0.
 
 Returns the cleaned voxels and what was found (:class:`IntensityCheck`), for
 ``preprocess.prepare`` to turn into the quality report.
@@ -38,8 +39,17 @@ CONSTANT_BACKGROUND_SHARE = 0.05
 #: Non-finite voxels above this share of the image are a NaN background, not damage.
 NONFINITE_BACKGROUND_SHARE = 0.01
 #: Negative voxels (after the background is moved to 0) above this share of the
-#: non-zero voxels make the image a signed map, not anatomy.
+#: non-zero voxels make the image a signed map, not anatomy, when they are strong...
 MAX_NEGATIVE_SHARE = 0.05
+#: ... and their 99th percentile is deeper than this share of the brightest tissue
+#: (99th percentile of |value|): statistical maps and z-scored brains about 1; a
+#: cubic spline's ringing around a skull-stripped brain about 0.03 (its first
+#: undershoot is 10 % of the edge's intensity).
+MIN_SIGNED_DEPTH = 0.25
+#: Values under this share of the brightest tissue (99th percentile of |value|)
+#: are faint: a spline's ringing when the image has weak negatives, set to 0
+#: (see ``_remove_ringing``).
+FAINT_SHARE = 0.02
 #: Share of non-zero voxels equal to their neighbour above which whole-number
 #: data are a label map (label maps: over 0.8; scans, even uint8 ones: under 0.3).
 FLAT_LABEL_SHARE = 0.6
@@ -87,13 +97,38 @@ def standardise(stored: np.ndarray) -> IntensityCheck:
     data -= np.float32(check.background)
     data[~np.isfinite(data)] = 0.0  # a NaN background
     tissue = data[data != 0]
-    negative = float((tissue < 0).mean()) if tissue.size else 0.0
-    if negative > MAX_NEGATIVE_SHARE:
+    brightest = float(np.percentile(np.abs(tissue), 99)) if tissue.size else 0.0
+    depths = -tissue[tissue < 0]
+    negative = depths.size / tissue.size if tissue.size else 0.0
+    # A signed map's negative values are as strong as its positive ones; a spline's
+    # ringing dips at most about 10 % of the brain's edge below zero.
+    strong = depths.size > 0 and float(np.percentile(depths, 99)) > MIN_SIGNED_DEPTH * brightest
+    if negative > MAX_NEGATIVE_SHARE and strong:
         check.failures.append(f"not an anatomical image: {100 * negative:.0f} % of its non-zero voxels are negative "
                               "around a zero background (a statistical map, or a scan z-scored inside a brain "
                               "mask?); give the scan with its original, non-negative intensities")
+    elif depths.size:
+        _remove_ringing(check, FAINT_SHARE * brightest)
     np.maximum(data, 0, out=data)
     return check
+
+
+def _remove_ringing(check: IntensityCheck, faint: float) -> None:
+    """Faint values of both signs around a zero background are a spline's ringing:
+    a skull-stripped scan resampled with a cubic B-spline (FSL ``-interp spline``,
+    ANTs ``BSpline``) leaves +-1e-6 to +-2 % values over the whole empty background.
+    They are set to 0, or the model's normalisation (the mean of the non-zero
+    voxels) would count them as brain, and they once failed such scans as signed
+    maps (35 % of the non-zero voxels negative). Stronger undershoots next to the
+    brain are clipped to 0 with every other negative value."""
+    data = check.data
+    ringing = (data != 0) & (np.abs(data) < faint)
+    if not ringing.any():
+        return
+    data[ringing] = 0.0
+    check.notes.append(f"{np.count_nonzero(ringing)} faint values around the zero background (under "
+                       f"{100 * FAINT_SHARE:.0f} % of the brightest tissue, of both signs: interpolation ringing) "
+                       "set to 0")
 
 
 def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray) -> None:
@@ -121,14 +156,13 @@ def _in_float32_range(stored: np.ndarray) -> tuple[np.ndarray, str]:
     """A float32 copy of ``stored``, rescaled when its magnitudes would not survive
     float32 (and a note saying so, else "")."""
     values = np.asarray(stored)
-    if not np.issubdtype(values.dtype, np.floating) or values.dtype.itemsize <= 4:
-        return np.array(values, dtype=np.float32), ""
-    finite = np.abs(values[np.isfinite(values)])
-    largest = float(finite.max()) if finite.size else 0.0
+    finite = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else values
+    largest = float(np.abs(finite.astype(np.float64)).max()) if finite.size else 0.0
     if largest == 0.0 or _SAFE_MAGNITUDE[0] <= largest <= _SAFE_MAGNITUDE[1]:
         return np.array(values, dtype=np.float32), ""
+    # float32 scans too: QC's squares of 1e18 overflow, and of 1e-18 vanish.
     scale = 1000.0 / largest
-    return ((values * scale).astype(np.float32),
+    return ((values.astype(np.float64) * scale).astype(np.float32),
             f"intensities up to {largest:.3g} rescaled by {scale:.3g} (float32 could not hold them as they were)")
 
 

@@ -162,7 +162,9 @@ def axis_sharpness(data: np.ndarray) -> np.ndarray:
     positive = data[data > 0]
     if positive.size < MIN_TISSUE_VOXELS:
         return np.ones(3)
-    inside = data > 0.1 * np.percentile(positive, 90)
+    level = float(np.percentile(positive, 90))
+    inside = data > 0.1 * level
+    data = data / np.float32(level)  # scale-free: the squares neither overflow nor vanish (1e18 or 1e-18 scans)
     sharpness = []
     for axis in range(3):
         # Every second line across the axis is plenty for a ratio of means (4x less work).
