@@ -16,6 +16,7 @@ as a covariate as well.
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -226,8 +227,9 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
     scan, listed by its ``.hdr``; an ``.img`` without its ``.hdr`` is listed too, so
     that its row says what is missing. A BIDS folder (no scans at its top, ``sub-*``
     folders) gives its T1-weighted scans (``sub-*/[ses-*/]anat/*_T1w``), named by
-    their file, with the ages of its ``participants.tsv``. The same file named twice
-    is one scan. ``group_by`` names a table column whose value becomes each scan's
+    their file, with the ages of its ``sub-*/sub-*_sessions.tsv`` or else of its
+    ``participants.tsv``. The same file named twice is one scan (a warning says which
+    subject name it keeps when it was given two). ``group_by`` names a table column whose value becomes each scan's
     group (a blank cell: no group, ``ScanInput.group`` ""). Raises ``InputError``
     when two different files would get the same subject name (outputs are named by
     it), naming the files.
@@ -272,16 +274,46 @@ def _table_inputs(path: Path, group_by: str | None) -> list[ScanInput]:
 
 
 def _bids_inputs(root: Path) -> list[ScanInput]:
-    """The T1-weighted scans of a BIDS dataset, with ``participants.tsv``'s ages."""
-    from .participants import read_ages_by_participant
+    """The T1-weighted scans of a BIDS dataset, each with its session's age
+    (``sub-<label>/sub-<label>_sessions.tsv``) or else its subject's (``participants.tsv``).
+    Warns about subjects of ``participants.tsv`` without a T1w scan (left out), and
+    about one subject-level age given to several sessions (their gaps would be wrong)."""
+    from .participants import read_ages_by_participant, read_ages_by_session
 
     files = sorted(p for pattern in ("sub-*/anat/*_T1w.nii*", "sub-*/ses-*/anat/*_T1w.nii*")
                    for p in root.glob(pattern) if has_suffix(p, (".nii", ".nii.gz")) and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"{root}: sub-* folders but no sub-*/[ses-*/]anat/*_T1w.nii[.gz] scans")
-    ages = read_ages_by_participant(root / "participants.tsv")
-    return [ScanInput(strip_suffix(p), p, _age(ages.get(p.name.split("_")[0]), strip_suffix(p),
-                                                root / "participants.tsv")) for p in files]
+    participants = root / "participants.tsv"
+    ages = read_ages_by_participant(participants)
+    found, aged_by_subject = [], {}  # subject -> its sessions aged by participants.tsv
+    for p in files:
+        subject, *session = p.relative_to(root).parts[:-2]  # sub-01[/ses-1]/anat/<file>
+        table = root / subject / f"{subject}_sessions.tsv"
+        age = read_ages_by_session(table).get(session[0]) if session else None
+        if not age:  # no session age: the subject's
+            table, age = participants, ages.get(subject)
+            if session and age:
+                aged_by_subject.setdefault(subject, set()).add(session[0])
+        found.append(ScanInput(strip_suffix(p), p, _age(age, strip_suffix(p), table)))
+    scanned = {p.relative_to(root).parts[0] for p in files}
+    _warn_bids_gaps(root, participants, sorted(set(ages) - scanned - {""}),
+                    sorted(subject for subject, sessions in aged_by_subject.items() if len(sessions) > 1))
+    return found
+
+
+def _warn_bids_gaps(root: Path, participants: Path, unscanned: list[str], one_age: list[str]) -> None:
+    """Say what a BIDS folder's scans leave out or may get wrong (nothing dropped silently)."""
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    if unscanned:
+        warnings.warn(f"{participants}: {len(unscanned)} subject(s) have no sub-*/[ses-*/]anat/*_T1w.nii[.gz] "
+                      f"scan and are left out: {listed(unscanned)}", stacklevel=4)
+    if one_age:
+        warnings.warn(f"{root}: {listed(one_age)} have several sessions but one age (participants.tsv's) for all, "
+                      "so the later sessions' gaps are wrong; give each session's age in "
+                      "sub-<label>/sub-<label>_sessions.tsv (column 'age')", stacklevel=4)
 
 
 def _unique(found: list[ScanInput]) -> list[ScanInput]:
@@ -300,7 +332,9 @@ def _unique(found: list[ScanInput]) -> list[ScanInput]:
                                  f"({item.age:g} y) are the same scan ({item.path}) with different ages; "
                                  "one scan is one person")
             if earlier.age is not None or item.age is None:
+                _warn_renamed(earlier, item)
                 continue
+            _warn_renamed(item, earlier)
             del kept[earlier.subject]  # the table's entry, with its age, replaces the bare file
         if item.subject in kept:  # another file under this name
             clashes.setdefault(item.subject, [Path(kept[item.subject].path)]).append(Path(item.path))
@@ -312,6 +346,14 @@ def _unique(found: list[ScanInput]) -> list[ScanInput]:
         raise InputError(f"subject names appear more than once ({listed}); outputs are named by subject, so "
                          "rename the files or give a participants CSV with distinct subject names")
     return list(kept.values())
+
+
+def _warn_renamed(kept: ScanInput, dropped: ScanInput) -> None:
+    """Say which name a scan given under two subject names keeps (it is one person: one row)."""
+    if kept.subject != dropped.subject:
+        same = str(kept.path) if Path(kept.path) == Path(dropped.path) else f"{kept.path} and {dropped.path}"
+        warnings.warn(f"subjects {kept.subject!r} and {dropped.subject!r} are the same scan ({same}); analysed "
+                      f"once, as {kept.subject!r}", stacklevel=4)
 
 
 #: The ages a participants table may give (years): what a brain-age model can mean.

@@ -31,14 +31,14 @@ import numpy as np
 
 from .errors import InputError
 
-#: File name endings this package reads. ``.hdr``/``.img``: a pair of files, the
-#: header and the voxels, of an ANALYZE 7.5 image or a NIfTI pair; either name
-#: opens the pair.
-READABLE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".hdr", ".img")
+#: File name endings this package reads. ``.mgh``: FreeSurfer's uncompressed ``.mgz``.
+#: ``.hdr``/``.img``: a pair of files, the header and the voxels, of an ANALYZE 7.5
+#: image or a NIfTI pair; either name opens the pair.
+READABLE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".hdr", ".img")
 #: The two files of an ANALYZE 7.5 / NIfTI pair.
 PAIR_SUFFIXES = (".hdr", ".img")
 #: The formats :data:`READABLE_SUFFIXES` stand for, as messages name them.
-READABLE_FORMATS = "NIfTI (.nii, .nii.gz), MGZ (.mgz) or ANALYZE/NIfTI pair (.hdr + .img)"
+READABLE_FORMATS = "NIfTI (.nii, .nii.gz), MGZ (.mgz, .mgh) or ANALYZE/NIfTI pair (.hdr + .img)"
 #: ``Volume.metadata`` key of a note about how a file was read (e.g. an ANALYZE
 #: header, which stores no orientation).
 WARNING = "warning"
@@ -137,7 +137,7 @@ def strip_suffix(path: str | os.PathLike) -> str:
 
 # --------------------------------------------------------------------- reading
 def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Volume:
-    """Load a NIfTI (.nii, .nii.gz), MGZ or ANALYZE/NIfTI-pair (.hdr + .img) scan as a :class:`Volume`.
+    """Load a NIfTI (.nii, .nii.gz), MGZ/MGH or ANALYZE/NIfTI-pair (.hdr + .img) scan as a :class:`Volume`.
 
     Data keep their stored dtype unless the file scales them (scl_slope /
     scl_inter), in which case they are returned as float32. A 4D file holding a
@@ -158,18 +158,15 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
         raise VolumeError(
             f"{where}: not a {READABLE_FORMATS} file; convert DICOM series with dcm2niix first."
         )
+    if path.is_dir():
+        raise VolumeError(f"{where}: a folder, not a scan file (though named like one); give a file.")
     if not path.is_file():
         raise VolumeError(f"{where}: no such file.")
     if path.stat().st_size == 0:
         raise VolumeError(f"{where}: the file is empty (0 bytes).")
     if has_suffix(path, PAIR_SUFFIXES):
         _check_pair(path)
-    if has_suffix(path, (".gz",)):
-        with open(path, "rb") as handle:
-            magic = handle.read(348)
-        if magic[:2] != b"\x1f\x8b" and magic[344:348] in (b"n+1\0", b"n+2\0"):
-            raise VolumeError(f"{where}: named .gz but not gzip-compressed (an uncompressed NIfTI file); "
-                              f"rename it to {path.name[:-3]}")
+    _check_compression(path)
 
     try:
         image = nib.load(path)
@@ -181,6 +178,7 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
 
     shape = _check_shape(where, shape, max_voxels)
     _check_affine(where, affine, shape)
+    _check_voxel_type(where, image.get_data_dtype())
 
     try:
         data = _read_voxels(image)
@@ -211,6 +209,49 @@ def _check_pair(path: Path) -> None:
                       f"needs both files side by side (another .img, e.g. a disk image, is not a scan).")
 
 
+#: What the first bytes of an uncompressed file of each format hold: NIfTI-1/2's magic
+#: (at byte 344 of the header), MGH's version number 1 (big-endian int32 at byte 0).
+_NIFTI_MAGIC = (b"n+1\0", b"n+2\0")
+_MGH_MAGIC = b"\0\0\0\1"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _check_compression(path: Path) -> None:
+    """A file whose name says the opposite of its compression gets the name it needs:
+    nibabel picks gzip or not by the suffix and would only say "corrupt" or
+    "cannot work out file type"."""
+    where, name = str(path), path.name
+    with open(path, "rb") as handle:
+        head = handle.read(348)
+    gzipped = head[:2] == _GZIP_MAGIC
+    if has_suffix(path, (".gz", ".mgz")) and not gzipped:
+        if has_suffix(path, (".gz",)) and head[344:348] in _NIFTI_MAGIC:
+            raise VolumeError(f"{where}: named .gz but not gzip-compressed (an uncompressed NIfTI file); "
+                              f"rename it to {name[:-3]}")
+        if has_suffix(path, (".mgz",)) and head[:4] == _MGH_MAGIC:
+            raise VolumeError(f"{where}: named .mgz but not gzip-compressed (an uncompressed MGH file); "
+                              f"rename it to {name[:-4]}.mgh")
+    if has_suffix(path, (".nii", ".mgh")) and gzipped:
+        try:
+            with gzip.open(path, "rb") as handle:
+                inner = handle.read(348)
+        except (OSError, EOFError, zlib.error):
+            return  # a broken gzip stream: nibabel's reading says it is corrupt
+        if has_suffix(path, (".nii",)) and inner[344:348] in _NIFTI_MAGIC:
+            raise VolumeError(f"{where}: gzip-compressed but named .nii (a NIfTI file); rename it to {name}.gz")
+        if has_suffix(path, (".mgh",)) and inner[:4] == _MGH_MAGIC:
+            raise VolumeError(f"{where}: gzip-compressed but named .mgh (an MGZ file); "
+                              f"rename it to {name[:-4]}.mgz")
+
+
+def _check_voxel_type(where: str, dtype: np.dtype) -> None:
+    """RGB and complex voxels hold no single intensity to read as a T1 scan."""
+    if dtype.fields is not None or dtype.kind == "c":
+        kind = "RGB" if dtype.fields is not None else f"complex ({dtype})"
+        raise VolumeError(f"{where}: {kind} voxels are not an MRI intensity image; "
+                          "give the grey-scale (magnitude) scan.")
+
+
 def _read_voxels(image) -> np.ndarray:
     """Voxels in their stored dtype, or float32 when the header scales them."""
     proxy = image.dataobj
@@ -220,8 +261,6 @@ def _read_voxels(image) -> np.ndarray:
         data = np.asarray(proxy.get_unscaled())
     else:
         data = np.asarray(image.get_fdata(dtype=np.float32))
-    if data.dtype.fields is not None or np.iscomplexobj(data):
-        raise VolumeError(f"voxels of type {data.dtype} (RGB or complex) are not a T1 scan")
     if data.dtype == np.float16 or data.dtype.kind == "b":
         data = data.astype(np.float32)
     return data

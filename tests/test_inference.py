@@ -239,7 +239,8 @@ def test_participant_tables_and_folders_as_people_have_them(tiny_cohort, tmp_pat
     (tmp_path / "commas.csv").write_text(f"subject;path;age\ns1;{scans[0]};70,5\n")
     assert collect_inputs([tmp_path / "commas.csv"])[0].age == 70.5
     # One file named by a table and again by itself is one scan, with the table's name and age.
-    both = collect_inputs([scans[0], tmp_path / "commas.csv"])  # named sub-0001 by itself, s1 by the table
+    with pytest.warns(UserWarning, match="subjects 's1' and 'sub-0001' are the same scan .*analysed once, as 's1'"):
+        both = collect_inputs([scans[0], tmp_path / "commas.csv"])  # named sub-0001 by itself, s1 by the table
     assert [(s.subject, s.age) for s in both] == [("s1", 70.5)]
     (tmp_path / "no_path.tsv").write_text("participant_id\tage\nsub-01\t40\n")
     with pytest.raises(ValueError, match="BIDS participants.tsv names no scan files: give the BIDS folder"):

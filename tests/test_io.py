@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -258,7 +259,7 @@ def test_half_a_pair_is_refused_naming_the_missing_file(tmp_path):
 
 
 def test_unsupported_suffix_message_names_every_readable_format(tmp_path):
-    with pytest.raises(VolumeError, match=r"not a NIfTI \(\.nii, \.nii\.gz\), MGZ \(\.mgz\) or ANALYZE/NIfTI "
+    with pytest.raises(VolumeError, match=r"not a NIfTI \(\.nii, \.nii\.gz\), MGZ \(\.mgz, \.mgh\) or ANALYZE/NIfTI "
                                           r"pair \(\.hdr \+ \.img\) file"):
         load_volume(_write_raw(tmp_path / "scan.dcm", b"DICM"))
 
@@ -342,3 +343,59 @@ def test_a_map_of_a_nifti2_scan_is_written_quietly_on_its_grid(tmp_path, capfd):
     assert isinstance(written, nib.Nifti1Image)
     np.testing.assert_allclose(written.affine, scan.affine)
     assert int(written.header["sform_code"]) == int(scan.header["sform_code"]) == 2
+
+
+def test_uncompressed_mgh_is_read_wherever_mgz_is(tmp_path):
+    """FreeSurfer's .mgh (an uncompressed .mgz) was refused as "not a NIfTI ... convert DICOM"
+    by the CLI and the napari reader (break-test report, #13)."""
+    from napari_brainage.inference import collect_inputs
+
+    data, affine = phantom(), make_affine(zooms=(1.0, 1.0, 1.0))
+    nib.save(nib.MGHImage(data, affine), tmp_path / "orig.mgh")
+    nib.save(nib.MGHImage(data, affine), tmp_path / "brain.mgz")
+    for name in ("orig.mgh", "brain.mgz"):
+        volume = load_volume(tmp_path / name)
+        np.testing.assert_array_equal(volume.data, data)
+        np.testing.assert_allclose(volume.affine, affine, atol=1e-4)
+    assert {item.subject: item.path.name for item in collect_inputs([tmp_path])} == {
+        "orig": "orig.mgh", "brain": "brain.mgz"}
+    plugin = (Path(io.__file__).parent / "napari.yaml").read_text()
+    assert '"*.mgh"' in plugin and '"*.MGH"' in plugin  # napari offers the reader for them
+    pytest.importorskip("napari")
+    from napari_brainage._napari import reader as _reader
+
+    assert callable(_reader.get_reader(str(tmp_path / "orig.mgh")))
+
+
+def test_a_name_that_contradicts_the_compression_says_which_name_to_use(tmp_path):
+    """A gzip file named .nii said "the file looks corrupt (Cannot work out file type)" (#13)."""
+    write_nifti(tmp_path / "real.nii.gz", phantom(), np.eye(4))
+    nib.save(nib.MGHImage(phantom(), np.eye(4)), tmp_path / "real.mgz")
+    nib.save(nib.MGHImage(phantom(), np.eye(4)), tmp_path / "real.mgh")
+    cases = {"gz_as.nii": ("real.nii.gz", "gzip-compressed but named .nii .*rename it to gz_as.nii.gz"),
+             "mgz_as.mgh": ("real.mgz", "gzip-compressed but named .mgh .*rename it to mgz_as.mgz"),
+             "mgh_as.mgz": ("real.mgh", "named .mgz but not gzip-compressed .*rename it to mgh_as.mgh")}
+    for name, (source, expected) in cases.items():
+        _write_raw(tmp_path / name, (tmp_path / source).read_bytes())
+        with pytest.raises(VolumeError, match=expected):
+            load_volume(tmp_path / name)
+    # Gzip that holds no NIfTI is still just corrupt: no renaming advice that would not help.
+    _write_raw(tmp_path / "junk.nii", gzip.compress(os.urandom(2000)))
+    with pytest.raises(VolumeError, match="corrupt") as caught:
+        load_volume(tmp_path / "junk.nii")
+    assert "rename" not in str(caught.value)
+
+
+def test_a_folder_named_like_a_scan_and_rgb_or_complex_voxels_are_named_for_what_they_are(tmp_path):
+    """A folder "x.nii.gz" was "no such file"; RGB and complex voxels were "truncated or corrupt" (#12)."""
+    (tmp_path / "x.nii.gz").mkdir()
+    with pytest.raises(VolumeError, match=r"x\.nii\.gz: a folder, not a scan file"):
+        load_volume(tmp_path / "x.nii.gz")
+    rgb = np.zeros((10, 10, 10), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["G"] = 7
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    nib.save(nib.Nifti1Image(phantom().astype(np.complex64), np.eye(4)), tmp_path / "complex.nii.gz")
+    for name, kind in (("rgb.nii.gz", "RGB"), ("complex.nii.gz", r"complex \(complex64\)")):
+        with pytest.raises(VolumeError, match=f"{name}: {kind} voxels are not an MRI intensity image") as caught:
+            load_volume(tmp_path / name)
+        assert "corrupt" not in str(caught.value)
