@@ -335,7 +335,10 @@ def _check_values(where: str, data: np.ndarray) -> None:
         values = data
     low, high = values.min(), values.max()
     if low == high:
-        raise VolumeError(f"{where}: every voxel has the value {low}; there is no image.")
+        damaged = data.size - values.size
+        also = f" and {damaged} are NaN or infinite" if damaged else ""
+        raise VolumeError(f"{where}: every {'finite ' if damaged else ''}voxel has the value {low}{also}; "
+                          "there is no image.")
 
 
 # --------------------------------------------------------------------- writing

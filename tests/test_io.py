@@ -111,6 +111,9 @@ BAD_INPUTS = {
     "zero-size": (lambda t: _nifti(t, "zero.nii", np.zeros((10, 0, 10), np.float32)), "empty"),
     "NaN only": (lambda t: _nifti(t, "nan.nii.gz", np.full((8, 8, 8), np.nan, np.float32)), "NaN"),
     "constant": (lambda t: _nifti(t, "blank.nii.gz", np.zeros((8, 8, 8), np.int16)), "every voxel has the value 0"),
+    "zeros and infinities": (lambda t: _nifti(t, "inf.nii.gz", np.where(phantom() > 0, np.inf, 0).astype(np.float32)),
+                             f"every finite voxel has the value 0.0 and {np.count_nonzero(phantom() > 0)} are NaN "
+                             "or infinite"),
     "huge": (_huge_header_only, "too large"),
     "singular affine": (lambda t: _nifti(t, "sing.nii.gz", phantom(),
                                          _affine_with(lambda a: a.__setitem__((slice(0, 3), 1), a[:3, 0]))),
