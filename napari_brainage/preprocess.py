@@ -217,8 +217,9 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
     name = volume.path.name if volume.path is not None else ""
     intensities = standardise(volume.data)
     read_note = [volume.metadata[WARNING]] if volume.metadata.get(WARNING) else []  # e.g. left and right unknown
-    quality = QualityReport(warnings=read_note + intensities.warnings + qc.slice_thickness(volume.voxel_sizes),
-                            failures=list(intensities.failures))
+    thick, too_thick = qc.slice_thickness(volume.voxel_sizes)
+    quality = QualityReport(warnings=read_note + intensities.warnings + thick,
+                            failures=list(intensities.failures) + too_thick)
     notes = list(intensities.notes)
     if quality.failures:
         quality.route = "not preprocessed"

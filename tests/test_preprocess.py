@@ -228,7 +228,12 @@ def test_thick_slices_are_flagged_with_what_was_measured(bundled):
     thick = Volume(scan.data[:, :, 1::3].astype(np.float32), affine)
     result = predict_age(thick, model, device)
     assert result.qc_status == "warn" and result.predicted_age is not None
-    assert "slices 6.0 mm thick along the z axis" in result.qc
+    assert "slices 6.0 mm thick along the z axis" in result.qc and "read younger" in result.qc
+    # 8 mm voxels (a 2 mm scan averaged in 4-voxel blocks) read 15 y young: refused, no age.
+    blocks = scan.data[:88, :108, :88].astype(np.float32).reshape(22, 4, 27, 4, 22, 4).mean(axis=(1, 3, 5))
+    coarse = Volume(blocks, scan.affine @ np.diag([4.0, 4.0, 4.0, 1.0]))
+    with pytest.raises(QualityError, match="voxels 8.0 mm on every side .*too coarse for this model"):
+        predict_age(coarse, model, device)
 
 
 def test_a_registration_error_is_a_qc_failure_not_a_crash(bundled, monkeypatch):
