@@ -6,6 +6,9 @@ importance method), the object the CLI and the widgets build.
 * ``ResultsLog``: a results CSV written one row per finished subject (flushed and
   fsynced), so an interrupted run keeps what it finished; a torn last line is
   dropped on resume, and finished subjects are not redone.
+* ``output_lock``: one run at a time writes an output (``.<name>.lock`` beside it,
+  holding the pid); ``keep_record`` / ``run_record``: the options an output was
+  made with (``.<name>.run.json``), so that ``--resume`` refuses other ones.
 * ``iter_population`` / ``population_stats``: per-group running statistics
   (``stats.RunningStats``) of subjects' importance maps on the template grid,
   checkpointed atomically every few subjects, resumable; the result is a
@@ -20,7 +23,11 @@ importance method), the object the CLI and the widgets build.
 from __future__ import annotations
 
 import csv
+import json
 import os
+import socket
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,6 +112,130 @@ def keep_last_row_per_subject(path: Path) -> None:
         writer.writerows(last.values())
 
 
+# ------------------------------------------------------------------ one run per output
+#: Locks this process holds: a lock with our own pid that is not here was left by a
+#: dead run whose pid the system gave to us.
+_HELD: set[Path] = set()
+
+
+@contextmanager
+def output_lock(output: str | Path):
+    """Hold ``.<name>.lock`` beside ``output`` (a file or folder) while a run writes it.
+
+    A second run writing the same output at once is refused: their atomic rewrites
+    (a torn line dropped, a retried row replaced) left the first run appending to a
+    deleted file, and rows were lost while both said they were done. The lock holds
+    the pid; one left by a run that died (pid gone) is taken over.
+    """
+    output = Path(output)
+    lock = output.with_name(f".{output.name}.lock")
+    _take_lock(lock, output)
+    _HELD.add(lock.absolute())
+    try:
+        yield lock
+    finally:
+        _HELD.discard(lock.absolute())
+        lock.unlink(missing_ok=True)
+
+
+def _take_lock(lock: Path, output: Path) -> None:
+    for _ in range(3):  # again after removing a dead run's lock (or one that vanished meanwhile)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None:
+                raise InputError(f"{output} is being written by another run (pid {owner}); wait for it to end, "
+                                 f"or delete {lock} if that run is gone") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise InputError(f"{output}: cannot take its lock {lock}; delete it if no run is writing {output}")
+
+
+def _lock_owner(lock: Path) -> str | None:
+    """The pid (as text) of the live run holding ``lock``; None when that run is gone."""
+    try:
+        text, stamp = lock.read_text(), lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    pid, _, host = text.strip().partition(" ")
+    if not pid.isdigit():  # just created, pid not written yet; or left empty by a crash long ago
+        return "unknown" if time.time() - stamp < 10 else None
+    if host and host != socket.gethostname():
+        return f"{pid} on {host}"  # another machine's process: cannot be checked, so it counts
+    if int(pid) == os.getpid():
+        return pid if lock.absolute() in _HELD else None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return pid
+
+
+# ------------------------------------------------------------------ the options a run was made with
+def run_record(options: RunOptions, maps: bool = False) -> dict[str, str]:
+    """What a resumed run must repeat for its results to be one run's: --preprocess,
+    the model (its weights' sha256s, as the table's ``model`` column) and, for
+    importance maps, --method and the noise model."""
+    from .inference import model_id
+    from .model.bundle import bundled_model_dir
+    from .model.card import NOISE_MODEL_FILE, read_card
+
+    card = read_card(options.model_dir or bundled_model_dir())
+    record = {"preprocess": options.preprocessing.value, "model": f"predictor {model_id(card)}"}
+    if maps:
+        record["model"] += f", noise model {card.weights.get(NOISE_MODEL_FILE, '')[:12]}"
+        record["method"] = options.method.value
+    return record
+
+
+def record_path(output: str | Path) -> Path:
+    """Where the options of the run writing ``output`` are kept: ``.<name>.run.json`` beside it."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.run.json")
+
+
+def keep_record(path: Path, record: dict[str, str], resuming: bool, where: str | Path,
+                restart: str = "start again with --overwrite") -> None:
+    """``record`` (``run_record``) written to ``path``; when ``resuming``, first
+    ``InputError`` if the outputs at ``where`` were made with other options (a
+    resumed table or mean would mix them: ages 1.5 y apart for one scan)."""
+    if resuming:
+        refuse_other_options(where, read_record(path), record, restart)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_record(path: Path) -> dict:
+    """The options kept in ``path`` (``keep_record``); {} when there is none to compare with
+    (an earlier version's outputs, or an unreadable file)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def refuse_other_options(where: str | Path, saved: dict, current: dict[str, str],
+                         restart: str = "start again with --overwrite") -> None:
+    """``InputError`` naming the first option of ``current`` that ``saved`` (an earlier
+    run's) differs in; an option ``saved`` lacks (an earlier version's) is not checked."""
+    for name, value in current.items():
+        before = str(saved.get(name, value))
+        if before == value:
+            continue
+        if name == "model":
+            raise InputError(f"{where}: the interrupted run used another model ({before}; this one is {value}); "
+                             f"resume with the same --model (or {restart})")
+        raise InputError(f"{where}: the interrupted run used --{name} {before}, not {value}; resume with the "
+                         f"same --{name} (or {restart})")
+
+
 # ------------------------------------------------------------------ workers
 def _worker_model(options: RunOptions, need_noise_model: bool):
     """The model of ``options``, loaded once per process (each Dask worker keeps its own),
@@ -146,8 +277,25 @@ def predict_one(item: ScanInput, options: RunOptions) -> AgeResult:
                              interval_level=options.interval_level)
         result.subject = item.subject
     except Exception as err:
-        result = AgeResult.failed(item.subject, item.path, item.age, err)
+        result = failed_result(item, err)
     return result
+
+
+def failed_result(item: ScanInput, err: Exception) -> AgeResult:
+    """``AgeResult.failed`` for a results table: its ``error`` whole (``describe_error``
+    cuts at 300 characters for a terminal; a cell has room for the rest) and starting
+    with the scan's path, as every row's does (QC names only the file)."""
+    result = AgeResult.failed(item.subject, item.path, item.age, err)
+    result.error = scan_error(err, item.path)
+    return result
+
+
+def scan_error(err: BaseException, path: str | Path) -> str:
+    """``err`` in one line, uncut, as "<path>: <reason>" whatever raised it."""
+    message, path = describe_error(err, limit=sys.maxsize), str(path)
+    if message.startswith(f"{path}: "):
+        return message
+    return f"{path}: {message.removeprefix(f'{Path(path).name}: ')}"
 
 
 def map_chunk(items: list[ScanInput], options: RunOptions
@@ -236,19 +384,22 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     already in ``out`` without an error are not redone."""
     options = options or RunOptions()
     log = ResultsLog(out)
-    done = log.finished() if resume else set()
-    if resume:
-        _check_same_run(log.path, options)
-        done = _still_done(inputs, done, log.path, lambda item: log.path)
-    todo = [item for item in inputs if item.subject not in done]
-    results = []
-    with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
-        for n, result in enumerate(run(predict_one, [(i, options) for i in todo]), 1):
-            write(result)
-            results.append(result)
-            if progress:
-                progress(len(done) + n, len(inputs))
-    keep_last_row_per_subject(Path(out))
+    with output_lock(log.path):  # before anything reads or rewrites the table
+        resuming = resume and log.path.exists()
+        done = log.finished() if resume else set()
+        if resuming:
+            _check_same_run(log.path, options)
+            done = _still_done(inputs, done, log.path, lambda item: log.path)
+        keep_record(record_path(log.path), run_record(options), resuming, log.path)
+        todo = [item for item in inputs if item.subject not in done]
+        results = []
+        with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
+            for n, result in enumerate(run(predict_one, [(i, options) for i in todo]), 1):
+                write(result)
+                results.append(result)
+                if progress:
+                    progress(len(done) + n, len(inputs))
+        keep_last_row_per_subject(log.path)
     return results
 
 
@@ -269,19 +420,28 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
     ``resume``: scans already in ``report.csv`` without an error are not redone.
     Returns this run's results.
     """
-    from .io import load_volume
-    from .report_page import build_report, draw_page, draw_summary, model_label, page_path, save_page
-
     options = options or RunOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = ResultsLog(out_dir / REPORT_CSV)
+    with output_lock(log.path):  # before anything reads or rewrites the table
+        return _report_locked(inputs, out_dir, log, options, resume, png, progress)
+
+
+def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, options: RunOptions, resume: bool,
+                   png: bool, progress: Progress | None) -> list[AgeResult]:
+    """``report_cohort`` once it holds the lock of ``report.csv``."""
+    from .io import load_volume
+    from .report_page import build_report, draw_page, draw_summary, model_label, page_path, save_page
+
+    resuming = resume and log.path.exists()
     done = log.finished() if resume else set()
-    if resume:
+    if resuming:
         _check_same_run(log.path, options)
         # Done means its page is there, for the same file, unchanged since: a deleted
         # page, a subject whose path changed or a scan replaced since is redone.
         done = _still_done(inputs, done, log.path, lambda item: page_path(out_dir, item.subject))
+    keep_record(record_path(log.path), run_record(options, maps=True), resuming, log.path)
     todo = [item for item in inputs if item.subject not in done]
     model, torch_device = _worker_model(options, True)
     model_name = model_label(options.model_dir)
@@ -298,7 +458,7 @@ def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOpti
                     save_page(page, page_path(out_dir, item.subject, "png"))
                 result = report.result
             except Exception as err:
-                result = AgeResult.failed(item.subject, item.path, item.age, err)
+                result = failed_result(item, err)
             write(result)
             results.append(result)
             if progress:
@@ -362,26 +522,28 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
     the current chunk (the widgets' Cancel).
 
     ``checkpoint``: an .npz rewritten atomically after every chunk, from which
-    ``resume`` continues (it must have used the same method). A scan that fails,
+    ``resume`` continues (it must have used the same method, preprocessing and
+    model: ``run_record``). A scan that fails,
     whatever the error, is listed in ``failed`` and the others go on.
 
     Raises
     ------
     InputError
-        when a resumed checkpoint used another method; ``NothingMapped`` (an
+        when a resumed checkpoint used other options; ``NothingMapped`` (an
         ``InputError``) when no scan could be mapped.
     """
     options = options or RunOptions()
     method = options.method.value
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    # What the checkpoint keeps of the options, so that a resumed mean is one run's.
+    record = run_record(options, maps=True) if checkpoint is not None else {"method": method}
     groups: dict[str, RunningStats] = {}
     done: set[str] = set()
     failed: list[tuple[str, str]] = []
     if resume and checkpoint is not None and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as saved:
-            if str(saved["method"]) != method:
-                raise InputError(f"{checkpoint}: the interrupted run used --method {saved['method']}, "
-                                 f"not {method}; resume with the same method")
+            refuse_other_options(checkpoint, {name: str(saved[name]) for name in record if name in saved}, record,
+                                 "start again without --resume")
             done = set(saved["done"].tolist())
             for name in saved["groups"].tolist():
                 groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
@@ -395,7 +557,7 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
             done.update(subjects)
             failed += chunk_failed
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, groups, done, method)
+                _save_checkpoint(checkpoint, groups, done, record)
             yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
         raise NothingMapped(failed)
@@ -424,8 +586,10 @@ def _map_chunk_or_fail(items: list[ScanInput], options: RunOptions):
         return {}, [item.subject for item in items], [(item.subject, describe_error(err)) for item in items]
 
 
-def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str], method: str) -> None:
-    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups)), "method": np.array(method)}
+def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str],
+                     record: dict[str, str]) -> None:
+    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups)),
+              **{name: np.array(value) for name, value in record.items()}}  # method, preprocess, model
     for name, stats in groups.items():
         arrays.update({f"{name}/{k}": v for k, v in stats.state().items()})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

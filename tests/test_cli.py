@@ -160,7 +160,8 @@ def test_explain_logs_any_failure_of_one_scan_and_maps_the_others(tiny_cohort, t
     code = main(["explain", str(folder), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"])
     captured = capsys.readouterr()
     assert code == 1, captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["a_good_importance.nii.gz", "d_good_importance.nii.gz"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a_good_importance.nii.gz",
+                                                                                    "d_good_importance.nii.gz"]
     assert_readable_errors(_scan_lines(captured.err, "explain"))
     import nibabel as nib  # each map says which QC verdict its scan had
 
@@ -185,7 +186,7 @@ def test_preprocess_logs_any_failure_of_one_scan_and_exports_the_others(tiny_coh
     with open(out / "participants.csv", newline="") as handle:
         assert [row["subject"] for row in csv.DictReader(handle)] == ["a_good", "d_good"]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_good.nii.gz", "d_good.nii.gz"]
-    assert_readable_errors(_scan_lines(captured.err, "preprocess"))
+    assert_readable_errors(_scan_lines(captured.err, "preprocess"), folder)
     assert "2 of 4 scans" in captured.out and "2 failed" in captured.out
     # The failures keep their reasons in a table of their own.
     with open(out / "failed.csv", newline="") as handle:
@@ -268,3 +269,180 @@ def test_files_named_for_what_they_are_not_are_refused_with_the_fix(tmp_path, cl
     refused = cli_in_process("predict", misnamed, "--out", tmp_path / "res.nii.gz")
     assert refused.returncode == 2 and "predict writes a CSV table; give a name ending in .csv" in refused.stderr
     assert not (tmp_path / "res.nii.gz").exists()
+
+
+# ------------------------------------------------------------------ a resumed run is one run (break report, 2026-12)
+def _two_scans(tiny_cohort: Path, folder: Path) -> Path:
+    """A folder holding the first two scans of the tiny cohort."""
+    folder.mkdir()
+    for source in sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[:2]:
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+def test_resume_with_another_preprocess_or_model_is_refused(tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """A resumed table mixed two preprocessing routes (ages 1.5 y apart for one scan), as a
+    changed --interval-level or --method was already refused."""
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    table = tmp_path / "ages.csv"
+    model = ["--model", tiny_model, "--device", "cpu"]
+    assert cli_in_process("predict", folder, "--out", table, "--preprocess", "none", *model).returncode == 0
+    before = table.read_text()
+
+    other_route = cli_in_process("predict", folder, "--out", table, "--resume", *model)
+    assert other_route.returncode == 2
+    assert "the interrupted run used --preprocess none, not auto; resume with the same --preprocess" \
+        in other_route.stderr
+    other_model = cli_in_process("predict", folder, "--out", table, "--resume", "--preprocess", "none",
+                                 "--device", "cpu")  # the bundled model
+    assert other_model.returncode == 2 and "resume with the same --model" in other_model.stderr
+    assert table.read_text() == before  # nothing redone, nothing appended
+    same = cli_in_process("predict", folder, "--out", table, "--resume", "--preprocess", "none", *model)
+    assert same.returncode == 0, same.stderr
+    assert "0 of 0 scans this run" in same.stdout
+
+    maps = tmp_path / "maps"  # explain's folder of maps: the same check
+    assert cli_in_process("explain", folder, "--out", maps, "--preprocess", "none", *model).returncode == 0
+    next(maps.glob("*_importance.nii.gz")).unlink()
+    refused = cli_in_process("explain", folder, "--out", maps, "--resume", "--method", "saliency",
+                             "--preprocess", "none", *model)
+    assert refused.returncode == 2 and "used --method noise, not saliency" in refused.stderr
+    assert len(list(maps.glob("*_importance.nii.gz"))) == 1
+
+
+def test_population_resume_with_another_preprocess_or_model_is_refused(tiny_cohort, tiny_model, tmp_path,
+                                                                       cli_in_process):
+    from napari_brainage.cohort import iter_population
+    from napari_brainage.inference import collect_inputs
+    from napari_brainage.options import RunOptions
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    out, checkpoint = tmp_path / "pop.nii.gz", tmp_path / ".pop.checkpoint.npz"
+    # An interrupted run: its first chunk (one scan) checkpointed, then stopped.
+    run = iter_population(collect_inputs([folder]), RunOptions(model_dir=tiny_model, device="cpu",
+                                                               preprocessing="register"), checkpoint, chunk=1)
+    next(run)
+    run.close()
+    assert checkpoint.exists()
+    stamp = checkpoint.stat().st_mtime_ns
+
+    other_route = cli_in_process("population", folder, "--out", out, "--resume", "--model", tiny_model,
+                                 "--device", "cpu")
+    assert other_route.returncode == 2
+    assert f"{checkpoint}: the interrupted run used --preprocess register, not auto" in other_route.stderr
+    other_model = cli_in_process("population", folder, "--out", out, "--resume", "--preprocess", "register",
+                                 "--device", "cpu")  # the bundled model
+    assert other_model.returncode == 2
+    assert "the interrupted run used another model (predictor " in other_model.stderr
+    assert "resume with the same --model" in other_model.stderr
+    assert checkpoint.stat().st_mtime_ns == stamp and not out.exists()
+
+
+def test_two_runs_cannot_write_one_output_at_once(tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """The second run's atomic rewrites left the first appending to a deleted file: rows lost,
+    both runs "done". A lock beside the output refuses the second; a dead run's lock is taken over."""
+    import os
+
+    from napari_brainage.cohort import output_lock
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    model = ["--model", tiny_model, "--device", "cpu"]
+    table, pop = tmp_path / "ages.csv", tmp_path / "pop.nii.gz"
+    with output_lock(table), output_lock(pop):  # another run writing them (this process: alive)
+        busy = cli_in_process("predict", folder, "--out", table, "--resume", *model)
+        assert busy.returncode == 2
+        assert f"{table} is being written by another run (pid {os.getpid()})" in busy.stderr
+        busy = cli_in_process("population", folder, "--out", pop, *model)
+        assert busy.returncode == 2 and f"{pop} is being written by another run" in busy.stderr
+        assert not table.exists() and not (tmp_path / ".pop.checkpoint.npz").exists()
+
+    # A run killed while it held the lock (its pid is gone): the next run goes on.
+    code = (f"import os\nfrom napari_brainage.cohort import output_lock\n"
+            f"held = output_lock({str(table)!r})\nheld.__enter__()\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    lock = tmp_path / ".ages.csv.lock"
+    assert lock.exists()
+    done = cli_in_process("predict", folder, "--out", table, *model)
+    assert done.returncode == 0, done.stderr
+    assert not lock.exists()  # released when the run ended
+
+
+def test_a_missing_gpu_is_refused_before_any_output_is_made(tiny_cohort, tiny_model, tmp_path, cli_in_process,
+                                                            monkeypatch):
+    """It was said after predict had started its CSV (the next run: "already exists"), explain
+    had made its folder and population had read every scan and left a checkpoint."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    out = tmp_path / "out"
+    out.mkdir()
+    model = ["--model", tiny_model, "--device", "gpu"]
+    for command, target in [("predict", out / "ages.csv"), ("explain", out / "maps"), ("report", out / "reports"),
+                            ("population", out / "pop.nii.gz")]:
+        refused = cli_in_process(command, folder, "--out", target, *model)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "--device gpu: torch sees no CUDA device on this machine; use --device cpu" in refused.stderr
+        assert list(out.iterdir()) == [], command
+    refused = cli_in_process("train", "predictor", "--data", tiny_cohort, "--out", out / "model", "--device", "gpu")
+    assert refused.returncode == 2 and "torch sees no CUDA device" in refused.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_explain_out_must_be_a_folder(tiny_cohort, tmp_path, cli_in_process):
+    scan = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[0]
+    existing = tmp_path / "old_importance.nii.gz"
+    existing.write_bytes(b"a map")
+    refused = cli_in_process("explain", scan, "--out", existing)
+    assert refused.returncode == 2 and "Errno" not in refused.stderr
+    assert f"{existing} is a file; --out needs a folder" in refused.stderr
+    new = tmp_path / "newmap.nii.gz"
+    refused = cli_in_process("explain", scan, "--out", new)
+    assert refused.returncode == 2
+    assert f"--out {new}: --out is a folder" in refused.stderr and str(tmp_path / "newmap") in refused.stderr
+    assert not new.exists()  # no folder named like a map
+
+
+def test_the_error_column_keeps_the_whole_message_from_the_path(tiny_cohort, tiny_model, tmp_path, monkeypatch,
+                                                                  capsys):
+    """It was cut at 300 characters ("... not a brai..."), and a QC failure began with the file's
+    name where every other row began with its path."""
+    from test_cohort import crash_on
+
+    from napari_brainage.cli import main
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    first, second = sorted(folder.iterdir())
+    reason = "QC failed: " + "; ".join(f"reason number {i} of many, each said in words" for i in range(12))
+    crash_on(monkeypatch, first.name, ValueError(f"{first.name}: {reason}"))  # as QualityError names it
+    (folder / "broken.nii.gz").write_bytes(b"not a scan")
+    out = tmp_path / "ages.csv"
+    assert main(["predict", str(folder), "--out", str(out), "--model", str(tiny_model), "--device", "cpu"]) == 1
+    import csv
+
+    with open(out, newline="") as handle:
+        errors = {row["subject"]: row["error"] for row in csv.DictReader(handle) if row["error"]}
+    assert len(reason) > 400 and errors[first.name[:-7]] == f"{first}: {reason}"
+    assert errors["broken"].startswith(f"{folder / 'broken.nii.gz'}: ")
+    assert not any(error.endswith("...") for error in errors.values())
+    assert f"{first}: {reason}" in capsys.readouterr().err  # the terminal line too
+    assert second.name[:-7] not in errors
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "population", "report", "preprocess"])
+def test_resume_with_overwrite_is_refused_as_contradictory(command, tiny_cohort, tmp_path, cli_in_process):
+    out = tmp_path / ("out.csv" if command == "predict" else "out.nii.gz" if command == "population" else "out")
+    refused = cli_in_process(command, tiny_cohort, "--out", out, "--resume", "--overwrite")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (f"napari-brainage {command}: error: --resume continues the outputs of an "
+                                      "interrupted run and --overwrite replaces them; choose one")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_on_a_folder_says_it_takes_files(tmp_path, cli_in_process):
+    shutil.copy(sample_path("icbm152_t1_2mm"), tmp_path / "scan.nii.gz")
+    result = cli_in_process("info", tmp_path)
+    assert result.returncode == 2
+    assert (f"{tmp_path}: a folder; info describes one scan file at a time (name the files, e.g. "
+            f"{tmp_path / '*.nii.gz'}), while predict, explain and report take folders") in result.stderr
+    assert "not a NIfTI" not in result.stderr

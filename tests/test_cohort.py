@@ -281,9 +281,14 @@ def mixed_scans(tiny_cohort: Path, folder: Path, monkeypatch) -> Path:
     return folder
 
 
-def assert_readable_errors(messages: dict[str, str]) -> None:
-    """Each failed scan's message: one line, short, no source paths, saying what happened."""
+def assert_readable_errors(messages: dict[str, str], folder: Path | None = None) -> None:
+    """Each failed scan's message: one line, short, no source paths, saying what happened;
+    with ``folder``, each begins with its scan's path there (as a results table's do)."""
     assert sorted(messages) == ["b_statmap", "c_crash"]
+    if folder is not None:
+        for subject, message in messages.items():
+            assert message.startswith(f"{folder / subject}.nii.gz: "), message
+        messages = {s: m.removeprefix(f"{folder / s}.nii.gz: ") for s, m in messages.items()}
     assert messages["c_crash"] == "preprocessing failed (RuntimeError: Exception thrown in SimpleITK " \
                                   "ImageRegistrationMethod_Execute: simulated crash.)"
     for message in messages.values():
@@ -306,7 +311,7 @@ def test_predict_records_any_failure_of_one_scan_in_its_row_and_goes_on(tiny_coh
         assert rows[good]["predicted_age"] and not rows[good]["error"]
     for bad in ("b_statmap", "c_crash"):
         assert rows[bad]["predicted_age"] == "" and rows[bad]["error"]
-    assert_readable_errors({s: rows[s]["error"] for s in ("b_statmap", "c_crash")})
+    assert_readable_errors({s: rows[s]["error"] for s in ("b_statmap", "c_crash")}, folder)
     assert "b_statmap" in captured.err and "c_crash" in captured.err  # and said on the terminal
     assert "2 of 4 scans this run" in captured.out and "2 failed" in captured.out
     assert "Traceback" not in captured.err

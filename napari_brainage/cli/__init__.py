@@ -25,6 +25,7 @@ from .. import __version__
 from ..cli import calibrate, demo, explain, info, population, predict, preprocess, report, synth, train
 from ..errors import BrainAgeError
 from ..options import PREPROCESSING_HELP, Preprocessing
+from ._common import refuse_resume_with_overwrite
 
 #: In ``napari-brainage --help`` order.
 COMMANDS = {module.NAME: module for module in (demo, synth, train, calibrate, predict, explain, report, population,
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "workers", 1) < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     try:
+        refuse_resume_with_overwrite(args)  # every command that has both
         return COMMANDS[args.command].run(args, parser)
     except USER_ERRORS as err:
         print(f"napari-brainage {args.command}: error: {err}", file=sys.stderr)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import InputError
 from ..options import PREPROCESSING_HELP, Device, Method, Preprocessing, RunOptions
 from ..uncertainty import DEFAULT_LEVEL
 
@@ -91,10 +92,12 @@ def add_workers(parser: argparse.ArgumentParser, scheduler: bool = True) -> None
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The ``RunOptions`` the parsed arguments ask for; a level the model's calibration
-    cannot give is refused here, before any scan is read, and a level asked of an
-    uncalibrated model is said to be unused."""
+    """The ``RunOptions`` the parsed arguments ask for; a GPU torch cannot see, or a
+    level the model's calibration cannot give, is refused here, before any scan is
+    read or output written (call it first), and a level asked of an uncalibrated
+    model is said to be unused."""
     level = DEFAULT_LEVEL if args.interval_level is None else args.interval_level
+    check_device(args.device)
     options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
                          method=getattr(args, "method", Method.NOISE), interval_level=level)
     from ..model.bundle import bundled_model_dir
@@ -109,10 +112,37 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return options
 
 
+def check_device(device: str) -> None:
+    """``InputError`` for --device gpu where torch sees no CUDA device: said with the other
+    options (loading the model said it only after the outputs had been started)."""
+    if Device.parse(device) is Device.GPU:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device gpu: torch sees no CUDA device on this machine; use --device cpu "
+                             "(or auto: the GPU when there is one)")
+
+
+def refuse_resume_with_overwrite(args: argparse.Namespace) -> None:
+    """``InputError`` for --resume with --overwrite: one keeps the outputs, the other replaces them."""
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        raise InputError("--resume continues the outputs of an interrupted run and --overwrite replaces them; "
+                         "choose one")
+
+
+#: Endings of file names, not folder names: an output folder named so was a mistake.
+FILE_ENDINGS = (".nii", ".nii.gz", ".mgz", ".mgh", ".gz", ".csv", ".tsv", ".txt", ".pdf", ".png", ".json")
+
+
 def refuse_file_as_folder(path: Path) -> None:
-    """``NotADirectoryError`` when an output folder ``path`` is an existing file."""
+    """``NotADirectoryError`` when an output folder ``path`` is an existing file;
+    ``InputError`` when it does not exist and is named like a file (``FILE_ENDINGS``)."""
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file; --out needs a folder")
+    if not path.exists() and path.name.lower().endswith(FILE_ENDINGS):  # "map.nii.gz" became a folder
+        ending = next(e for e in FILE_ENDINGS if path.name.lower().endswith(e))
+        raise InputError(f"--out {path}: --out is a folder (one file per scan goes in it), not a file name; "
+                         f"give a folder such as {path.with_name(path.name[:-len(ending)] or 'out')}")
 
 
 def refuse_folder_as_file(path: Path) -> None:

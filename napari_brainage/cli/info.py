@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 NAME = "info"
 
@@ -24,6 +25,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     failures = 0
     for path in args.scans:
         try:
+            if Path(path).is_dir():  # load_volume would say "not a NIfTI ... file"
+                raise VolumeError(f"{path}: a folder; info describes one scan file at a time (name the files, "
+                                  f"e.g. {Path(path) / '*.nii.gz'}), while predict, explain and report take folders")
             volume = load_volume(path)
         except VolumeError as err:
             print(f"napari-brainage info: error: {err}", file=sys.stderr)

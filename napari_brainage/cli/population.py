@@ -24,11 +24,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..cohort import population_stats
+    from ..cohort import output_lock, population_stats
     from ..errors import InputError
     from ..inference import collect_inputs
     from ..population import TOP_PERCENT, PopulationOutputs
 
+    options = run_options(args)  # first: no scan is read, no checkpoint written, for a bad option
     out = Path(args.out)
     inputs = collect_inputs(args.inputs, group_by=args.group_by)
     if args.group_by:  # a blank cell is a missing value, not a group named ""
@@ -46,12 +47,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
     stem = out.name.replace(".nii.gz", "").replace(".nii", "")
     checkpoint = out.with_name(f".{stem}.checkpoint.npz")
-    result = population_stats(inputs, run_options(args), checkpoint, resume=args.resume, workers=args.workers,
-                              scheduler=args.scheduler, progress=progress("population"))
-    for subject, error in result.failed:
-        say(f"population: skipped {subject}: {error}")
-    scores = result.save(outputs, overwrite=args.overwrite, say=lambda message: say(f"population: {message}"))
-    checkpoint.unlink(missing_ok=True)
+    with output_lock(out):  # a second run would rewrite the same checkpoint and maps
+        result = population_stats(inputs, options, checkpoint, resume=args.resume, workers=args.workers,
+                                  scheduler=args.scheduler, progress=progress("population"))
+        for subject, error in result.failed:
+            say(f"population: skipped {subject}: {error}")
+        scores = result.save(outputs, overwrite=args.overwrite, say=lambda message: say(f"population: {message}"))
+        checkpoint.unlink(missing_ok=True)
     top = ", ".join(f"{s.region} {s.top_share:.0%} in the top {TOP_PERCENT:g} %" for s in scores[:3])
     counts = result.counts(group_names)
     groups = f"; groups {', '.join(f'{g} (n={n})' for g, n in counts.items())}" if group_names else ""

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..errors import InputError
     from ..inference import collect_inputs
 
+    options = run_options(args)  # first: nothing is written for a bad option
     out = Path(args.out)
     refuse_folder_as_file(out)
     if out.suffix.lower() not in (".csv", ".tsv", ".txt"):  # "res.nii.gz" got a CSV under an image's name
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         refuse_existing(out, args.overwrite)
     inputs = collect_inputs(args.inputs)
     out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
-    results = predict_cohort(inputs, out, run_options(args), resume=args.resume, workers=args.workers,
+    results = predict_cohort(inputs, out, options, resume=args.resume, workers=args.workers,
                              scheduler=args.scheduler, progress=progress("predict"))
     for result in results:
         if result.error:

@@ -7,7 +7,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_inputs, add_preprocessing, progress, refuse_existing, say
+from ._common import INPUT_HELP, add_inputs, add_preprocessing, progress, refuse_existing, refuse_file_as_folder, say
 
 NAME = "preprocess"
 HELP = "bring scans onto the model's 2 mm MNI grid (registered unless already in MNI space), with QC"
@@ -27,12 +27,11 @@ def add_arguments(prep) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import keep_record, output_lock, record_path
     from ..inference import collect_inputs
-    from ..io import atomic_path
-    from ..parallel import ordered_map
-    from ..preprocess import EXPORT_FIELDS
 
     out = Path(args.out)
+    refuse_file_as_folder(out)
     table = out / "participants.csv"
     inputs = collect_inputs(args.inputs)
     targets = {item.subject: out / f"{item.subject}.nii.gz" for item in inputs}
@@ -46,7 +45,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         for path in (table, *targets.values()):
             refuse_existing(path, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(item.subject, str(item.path), item.age, str(targets[item.subject]), args.preprocess)
+    with output_lock(out):  # one run at a time writes the folder
+        # A resumed table must hold one route's scans: the same --preprocess as before.
+        keep_record(record_path(table), {"preprocess": args.preprocess}, args.resume, table)
+        return _export_all(inputs, out, table, targets, done, args.preprocess, args.workers)
+
+
+def _export_all(inputs, out: Path, table: Path, targets: dict[str, Path], done: dict[str, dict], mode: str,
+                workers: int) -> int:
+    """``run`` once it holds the folder's lock: the scans not ``done`` exported, the tables written."""
+    from ..io import atomic_path
+    from ..parallel import ordered_map
+    from ..preprocess import EXPORT_FIELDS
+
+    jobs = [(item.subject, str(item.path), item.age, str(targets[item.subject]), mode)
             for item in inputs if item.subject not in done]
     report, failed = progress("preprocess"), []
     # Rows are appended as scans finish, so an interrupted run can resume; the
@@ -55,7 +67,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         writer = csv.DictWriter(handle, EXPORT_FIELDS)
         writer.writeheader()
         writer.writerows(done.values())
-        for i, row in enumerate(ordered_map(_export_or_error, jobs, args.workers), 1):
+        for i, row in enumerate(ordered_map(_export_or_error, jobs, workers), 1):
             if "error" in row:
                 failed.append(row)
                 say(f"preprocess {row['subject']}: error: {row['error']}")
@@ -97,10 +109,10 @@ NOT_T1 = ("read as {}-weighted, not T1: written and listed, but a T1 model refus
 
 
 def _export_or_error(job) -> dict:
-    from ..errors import describe_error
+    from ..cohort import scan_error
     from ..preprocess import export_prepared
 
     try:
         return export_prepared(job)
     except Exception as err:  # runs in worker processes: the error comes back as this scan's row
-        return {"subject": job[0], "error": describe_error(err)}
+        return {"subject": job[0], "error": scan_error(err, job[1])}  # whole, from the path, as predict's

@@ -24,20 +24,18 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import REPORT_CSV, SUMMARY_PAGE, report_cohort
     from ..report_page import PAGE_SUFFIX
-    from ..errors import InputError
     from ..inference import collect_inputs
 
+    options = run_options(args)  # first: nothing is written for a bad option
     out = Path(args.out)
     refuse_file_as_folder(out)
-    if args.resume and args.overwrite:
-        raise InputError("--resume continues the reports in --out, --overwrite replaces them: choose one")
     written = out.is_dir() and ((out / REPORT_CSV).exists() or any(out.glob(f"*{PAGE_SUFFIX}.pdf"))
                                 or (out / SUMMARY_PAGE).exists())
     if written and not (args.resume or args.overwrite):
         raise FileExistsError(f"{out} already holds reports; pass --resume to continue them or --overwrite "
                               "to replace them")
     inputs = collect_inputs(args.inputs)
-    results = report_cohort(inputs, out, run_options(args), resume=args.resume, png=args.png,
+    results = report_cohort(inputs, out, options, resume=args.resume, png=args.png,
                             progress=progress("report"))
     for result in results:
         if result.error:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ._common import add_device, add_preprocessing
+from ._common import add_device, add_preprocessing, check_device
 
 NAME = "train"
 #: Configuration fields whose flag is not their name with dashes.
@@ -98,7 +99,9 @@ def add_arguments(train) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..cohort import keep_record
     from ..errors import OptionError
+    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE
     from ..training.config import TrainConfig
     from ..training.data import load_cohort
     from ..training.noise_model import train_noise_model
@@ -117,11 +120,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         spec = _noise_spec(args) if args.part == "noise-model" else None
     except OptionError as err:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
+    check_device(args.device)
+    out, record = Path(args.out), {"preprocess": args.preprocess}
+    if args.resume:  # before loading (registering) every scan: the epochs to come must see what the others saw
+        _check_record(out / _record_name(args.part), record)
     try:
         cohort = load_cohort(args.data, limit=args.limit, progress=print, preprocessing=args.preprocess,
                              workers=args.workers)
     except ValueError as err:
         parser.error(str(err))
+    weights = out / (PREDICTOR_FILE if args.part == "predictor" else NOISE_MODEL_FILE)
+    if args.resume or not weights.exists():  # else training refuses the folder: its record stays
+        out.mkdir(parents=True, exist_ok=True)
+        keep_record(out / _record_name(args.part), record, False, out)
     if args.part == "predictor":
         train_predictor(cohort, args.out, config)
     else:
@@ -131,6 +142,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"{len(cohort.subjects) + len(cohort.failed)} scans -> {args.out}; {len(cohort.failed)} failed"
           + (" and were left out (listed above)" if cohort.failed else ""))
     return 1 if cohort.failed else 0
+
+
+def _record_name(part: str) -> str:
+    """The file in the model folder keeping the options a ``train PART`` run started with."""
+    return f".train-{part}.run.json"
+
+
+def _check_record(path: Path, record: dict[str, str]) -> None:
+    """``InputError`` when the interrupted training recorded in ``path`` used other options."""
+    from ..cohort import read_record, refuse_other_options
+
+    refuse_other_options(path.parent, read_record(path), record, "train into another --out")
 
 
 def _noise_spec(args: argparse.Namespace):
