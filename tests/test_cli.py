@@ -446,3 +446,19 @@ def test_info_on_a_folder_says_it_takes_files(tmp_path, cli_in_process):
     assert (f"{tmp_path}: a folder; info describes one scan file at a time (name the files, e.g. "
             f"{tmp_path / '*.nii.gz'}), while predict, explain and report take folders") in result.stderr
     assert "not a NIfTI" not in result.stderr
+
+
+def test_a_warning_about_the_inputs_is_one_sentence_not_a_source_location(tmp_path):
+    """One scan under two subject names is analysed once; the CLI says so in one
+    line (Python's default format printed the module, line number and source line)."""
+    import csv
+
+    shutil.copy(sample_path("synthetic_age80"), tmp_path / "scan.nii.gz")
+    (tmp_path / "table.csv").write_text("subject,path,age\nfirst,scan.nii.gz,80\nsecond,scan.nii.gz,80\n")
+    result = run("predict", str(tmp_path / "table.csv"), "--out", str(tmp_path / "ages.csv"))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "same scan" in line]
+    assert len(lines) == 1 and lines[0].startswith("napari-brainage: warning: subjects 'first' and 'second'")
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+    with open(tmp_path / "ages.csv", newline="") as handle:
+        assert [row["subject"] for row in csv.DictReader(handle)] == ["first"]
