@@ -457,3 +457,188 @@ def test_brain_age_interval_level_is_the_users_choice(make_napari_viewer, qtbot,
     widget.level.value = 0.8
     _run_and_wait(qtbot, widget)
     assert "80 % interval 55.9\N{EN DASH}63.9 y" in widget.result.value
+
+
+# ------------------------------------------------------------------ Brain age: layer names, renames, crowded docks
+def _docked(viewer, *names):
+    """The plugin's widgets docked as a user docks them (napari hands them its viewer
+    behind a proxy, whose layers are new objects at every access)."""
+    return [viewer.window.add_plugin_dock_widget("napari-brainage", name)[1] for name in names]
+
+
+def test_file_stem_keeps_plain_names_and_mends_the_others():
+    from napari_brainage._napari.widgets._common import file_stem
+    from napari_brainage.inference import _subject_name  # the CLI's rule for names that name files
+
+    for plain in ("sub-0001", "sub-0001 [1]", "mäsk ü,1", "被験者 3"):
+        assert file_stem(plain) == plain
+    for name, stem in (("../escaped", "escaped"), ("a/b", "a_b"), ("..\\..\\x", "x"), (".hidden", "hidden"),
+                       ("..", "scan"), ("", "scan"), ("/abs/path", "abs_path"), ("a\x00b", "a_b")):
+        assert file_stem(name) == stem
+        assert _subject_name(stem, "table") == stem  # one the CLI accepts as it is
+
+
+def test_brain_age_export_and_report_stay_in_the_chosen_folder(make_napari_viewer, qtbot, monkeypatch, notices,
+                                                               tmp_path):
+    """A layer named "../escaped" exported one folder up, "a/b" into a missing folder."""
+    from napari.qt.threading import thread_worker
+
+    FakeCore(monkeypatch)
+    reports = []
+
+    @thread_worker
+    def write_page(analysis, model_dir, level, path):  # where the page would go (drawing it is tested elsewhere)
+        reports.append(path)
+        return path
+
+    monkeypatch.setattr(brain_age_module, "_write_report_page", write_page)
+    viewer = make_napari_viewer()
+    [widget] = _docked(viewer, "Brain age")
+    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    widget.export_dir.value = str(folder)
+    for name, stem in (("../escaped", "escaped"), ("a/b", "a_b")):
+        scan.name = name
+        _run_and_wait(qtbot, widget)
+        paths = widget.export_results()
+        assert paths is not None, notices[-1]
+        assert sorted(p.name for p in paths.values()) == [f"{stem}_brainage.csv", f"{stem}_importance.nii.gz",
+                                                          f"{stem}_view.png"]
+        assert all(p.parent == folder and p.exists() for p in paths.values())
+        assert notices[-1] == ("info", f"Brain age: exported to {folder}")
+        worker = widget.write_report()
+        qtbot.waitUntil(lambda: widget.report.enabled, timeout=20_000)
+        assert worker is not None and reports[-1] == folder / f"{stem}_report.pdf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # nothing beside the folder
+    import csv
+
+    [row] = list(csv.DictReader(open(folder / "a_b_brainage.csv")))
+    assert row["subject"] == "a/b"  # the numbers still name the layer as it is called
+
+
+def test_brain_age_and_the_map_widgets_follow_a_renamed_scan(make_napari_viewer, qtbot, monkeypatch, notices,
+                                                             oblique_scan, tmp_path):
+    """Overlays are tied to their scan by its id, not its name: after a rename the
+    opacity slider, a re-run, Export's colour bar and the other widgets' pickers
+    still find the scan's overlay."""
+    from napari_brainage._napari.widgets._common import IMPORTANCE, map_layers
+
+    FakeCore(monkeypatch)
+    viewer = make_napari_viewer()
+    widget, threshold, slices, regions, population = _docked(viewer, "Brain age", "Threshold", "Slices", "Regions",
+                                                             "Population")
+    [first] = viewer.open_sample("napari-brainage", SAMPLE)
+    _run_and_wait(qtbot, widget)
+    [second] = viewer.open(str(oblique_scan), plugin="napari-brainage")
+    _run_and_wait(qtbot, widget)
+    overlays = map_layers(viewer, IMPORTANCE)
+    assert [layer.name for layer in overlays] == [f"importance ({SAMPLE})", "importance (oblique_psl)"]
+    first_map, second_map = overlays
+    first.name, second.name = "renamed scan", "a/b"
+
+    viewer.layers.selection.active = first
+    assert widget.scan.value == first
+    widget.opacity.value = 0.2
+    assert first_map.opacity == pytest.approx(0.2) and second_map.opacity == pytest.approx(0.9)
+    bar = widget._colour_bar(first, "noise")
+    assert bar is not None and (bar.low, bar.high) == pytest.approx(tuple(first_map.contrast_limits))
+    # Each picker shows the map of the scan selected in the layer list...
+    for picker in (threshold.map, slices.map, regions.subject, population.subject):
+        assert picker.value == first_map
+    viewer.layers.selection.active = second
+    for picker in (threshold.map, slices.map, regions.subject, population.subject):
+        assert picker.value == second_map
+    # ...and selecting a map selects its scan.
+    viewer.layers.selection.active = first_map
+    assert widget.scan.value == first
+
+    # A re-run replaces the scan's overlay (at the slider's opacity); it does not add a second.
+    _run_and_wait(qtbot, widget)
+    overlays = map_layers(viewer, IMPORTANCE)
+    assert [layer.name for layer in overlays] == ["importance (oblique_psl)", "importance (renamed scan)"]
+    assert overlays[1].opacity == pytest.approx(0.2) and first_map not in viewer.layers
+    widget.export_dir.value = str(tmp_path)
+    assert widget.export_results() is not None and widget._colour_bar(first, "noise") is not None
+
+    # Side by side finds the renamed scan, to show it under its map.
+    population.load_map()
+    population.subject.value = overlays[0]
+    population.side_by_side.value = True
+    assert population._grid().enabled and population._grid().stride == 2
+    assert [layer.name for layer in list(viewer.layers)[:2]] == ["a/b", "importance (oblique_psl)"]
+    population.side_by_side.value = False
+
+
+def test_brain_age_drops_the_result_of_a_scan_closed_while_it_ran(make_napari_viewer, qtbot, monkeypatch, notices):
+    core = FakeCore(monkeypatch, predicted=64.6)
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(volume, mode):
+        entered.set()
+        release.wait(60)
+        return object()
+
+    core.prepare = stuck
+    viewer = make_napari_viewer()
+    [widget] = _docked(viewer, "Brain age")
+    [scan] = viewer.open_sample("napari-brainage", SAMPLE)
+    [other] = viewer.open_sample("napari-brainage", "synthetic_age80")
+    viewer.layers.selection.active = scan
+    worker = widget.start()
+    finished = _ended(worker)
+    qtbot.waitUntil(entered.is_set, timeout=20_000)
+    viewer.layers.remove(scan)
+    assert _is_ready(widget)  # nothing left to wait for
+    assert widget.scan.value == other and widget.result.value == ""
+    release.set()
+    qtbot.waitUntil(lambda: bool(finished), timeout=20_000)
+    qtbot.wait(50)
+    assert notices == [] and [layer.name for layer in viewer.layers] == ["synthetic_age80"]
+    assert widget._results == {} and widget._panels == {}
+
+
+def test_brain_age_result_stays_readable_docked_with_threshold_and_slices(make_napari_viewer, qtbot, monkeypatch,
+                                                                         notices):
+    """After a QC warning with Threshold and Slices docked below, the panel was cut
+    mid-sentence with the interval out of sight, and the interval wrapped to the
+    left margin: each line of the result is reachable, values wrap in their column."""
+    from qtpy.QtGui import QTextCursor, QTextDocument
+
+    core = FakeCore(monkeypatch, predicted=57.9)
+    core.qc = ("slices 5.0 mm thick along the x axis (voxels 5 x 2 x 2 mm; the model was trained on 1-2 mm "
+               "scans): the age may be biased by a few years")
+    viewer = make_napari_viewer(show=True)
+    widget, _, _ = _docked(viewer, "Brain age", "Threshold", "Slices")
+    viewer.open_sample("napari-brainage", SAMPLE)
+    window = viewer.window._qt_window
+    window.resize(window.width(), window.minimumSizeHint().height())  # as crowded as the docks get
+    _run_and_wait(qtbot, widget)
+    qtbot.wait(100)
+    panel = widget.result.native
+    assert "QC warning" in widget.result.value and "may not hold" in widget.result.value
+    assert panel.toPlainText().replace("\t", " ").replace("\n", " ").count("corrected gap") == 1
+    line = panel.fontMetrics().lineSpacing()
+    assert panel.viewport().height() >= 5 * line  # the numbers, not a sliver
+
+    def shown(text: str):
+        """Scroll ``text`` into view (as a user scrolls); where it starts and ends in the
+        viewport, which must hold both."""
+        found = panel.document().find(text, 0, QTextDocument.FindFlag.FindCaseSensitively)
+        assert not found.isNull(), text
+        panel.setTextCursor(found)
+        panel.ensureCursorVisible()
+        rects = []
+        for position in (found.selectionStart(), found.selectionEnd()):
+            cursor = QTextCursor(panel.document())
+            cursor.setPosition(position)
+            rects.append(panel.cursorRect(cursor))
+            assert panel.viewport().rect().contains(rects[-1]), (text, rects[-1], panel.viewport().rect())
+        return rects
+
+    value_column = shown("57.9")[0].left()
+    for text in ("scan: ", "few years", "not hold", "50.0 y", "corrected gap", "(97th centile)"):
+        shown(text)
+    # The interval is one unit in the value column: "90 % interval 52.9-62.9 y" on one line.
+    start, end = shown("90 % interval 52.9\N{EN DASH}62.9 y")
+    assert start.left() == value_column and start.top() == end.top()

@@ -4,11 +4,14 @@ in world millimetres, and asking before overwriting files."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import napari
 import numpy as np
+from magicgui.widgets import TextEdit
 
 from ...io import Volume
 from ...space.display import RAS_TO_WORLD
@@ -21,8 +24,13 @@ IMPORTANCE, POPULATION, DIFFERENCE = "importance", "population", "difference"
 #: not a map, and not a scan to analyse either.
 TEMPLATE = "template"
 MAP_KINDS = (IMPORTANCE, POPULATION, DIFFERENCE)
-#: Metadata key of a map (or mask) naming the scan layer it was made for.
+#: Metadata key of a map (or mask) naming the scan layer it was made for (its name
+#: when the map was made: for people and for maps made before ``SOURCE_ID``).
 SOURCE_LAYER = "source_layer"
+#: Metadata key of a map (or mask) holding the ``unique_id`` of the scan layer it was
+#: made for. A name is no key: the user may rename the scan (the Brain age widget then
+#: lost its overlay: the opacity slider moved nothing, a re-run added a second one).
+SOURCE_ID = "source_layer_id"
 
 
 def scan_layers(viewer: napari.Viewer) -> list[napari.layers.Image]:
@@ -48,6 +56,35 @@ def same_layer(a, b) -> bool:
     return a is b or (a is not None and b is not None and a == b)
 
 
+def layer_id(layer) -> str:
+    """The layer's id for ``SOURCE_ID``: napari's ``unique_id``, which is the layer's
+    own whether it is reached through a docked widget's proxy or not (``id()`` is not),
+    and stays when the layer is renamed."""
+    return str(layer.unique_id)
+
+
+def source_metadata(scan) -> dict:
+    """The metadata that ties a map (or mask) to the scan layer it was made for."""
+    return {SOURCE_LAYER: scan.name, SOURCE_ID: layer_id(scan)}
+
+
+def made_for(layer, scan) -> bool:
+    """Whether map (or mask) ``layer`` was made for the scan layer ``scan``: by the scan's
+    id; by its name only for a map that has no id (made some other way)."""
+    if layer is None or scan is None:
+        return False
+    source_id = layer.metadata.get(SOURCE_ID)
+    if source_id is not None:
+        return source_id == layer_id(scan)
+    source = layer.metadata.get(SOURCE_LAYER)
+    return bool(source) and source == scan.name
+
+
+def source_scan(viewer: napari.Viewer, layer):
+    """The scan layer map (or mask) ``layer`` was made for, while it is open; else None."""
+    return next((scan for scan in scan_layers(viewer) if made_for(layer, scan)), None)
+
+
 def selected_scan(viewer: napari.Viewer):
     """The scan the user has selected in the layer list: the selected layer when it
     is a scan, else the scan a selected map or mask was made for; None otherwise."""
@@ -57,8 +94,7 @@ def selected_scan(viewer: napari.Viewer):
     scans = scan_layers(viewer)
     if any(same_layer(active, scan) for scan in scans):
         return active
-    source = active.metadata.get(SOURCE_LAYER)
-    return next((scan for scan in scans if scan.name == source), None) if source else None
+    return next((scan for scan in scans if made_for(active, scan)), None)
 
 
 def follow_selection(viewer: napari.Viewer, *combos) -> None:
@@ -73,8 +109,7 @@ def follow_selection(viewer: napari.Viewer, *combos) -> None:
         if active is not None and any(same_layer(active, layer) for layer in maps):
             target = active
         elif scan is not None:
-            own = [layer for layer in maps if layer.metadata.get(MAP_KIND) == IMPORTANCE
-                   and layer.metadata.get(SOURCE_LAYER) == scan.name]
+            own = [layer for layer in maps if layer.metadata.get(MAP_KIND) == IMPORTANCE and made_for(layer, scan)]
             if not own or any(same_layer(combo.value, layer) for layer in own):
                 continue  # nothing made for this scan, or one of its maps is shown already
             noise = [layer for layer in own if layer.metadata.get("method", "noise") == "noise"]
@@ -115,16 +150,23 @@ def counted_in_layer(layer) -> np.ndarray:
     return np.asarray(displayed, dtype=bool)
 
 
+_SAME_NAME = object()
+
+
 def show_volume(viewer: napari.Viewer, volume: Volume, name: str, kind: str, metadata: dict | None = None,
-                **kwargs):
-    """Add ``volume`` as a map layer called ``name``, replacing a layer of that name.
-    ``metadata`` is on the layer from the start, so widgets that follow new layers
-    already see which scan a map belongs to."""
+                replace=_SAME_NAME, **kwargs):
+    """Add ``volume`` as a map layer called ``name``, replacing ``replace``: by default
+    a layer of that name; given a layer (or None), that layer (or none). ``metadata``
+    is on the layer from the start, so widgets that follow new layers already see
+    which scan a map belongs to."""
     data, layer_kwargs, _ = volume_layer_data(volume, name=name, **kwargs)
     layer_kwargs["metadata"].update(metadata or {})
     layer_kwargs["metadata"][MAP_KIND] = kind
-    if name in viewer.layers:
-        viewer.layers.remove(name)
+    if replace is _SAME_NAME:
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    elif replace is not None and replace in viewer.layers:
+        viewer.layers.remove(replace)
     layer = viewer.add_image(data, **layer_kwargs)
     layer.events.visible.connect(lambda _event: one_colour_bar(viewer))
     one_colour_bar(viewer)
@@ -235,6 +277,75 @@ def wrapping_label(label, monospace: bool = False):
     return label
 
 
+class ResultPanel(TextEdit):
+    """A read-only panel of "label   value" lines (``report.format_result``'s) that stays
+    readable in a crowded dock; ``value`` is that text.
+
+    It is shown as two columns, so a long value (a QC sentence, the interval and its
+    caveat) wraps inside its own column instead of back under the labels (a wrapping
+    label broke "90 % interval" / "59.8-69.4 y" at the left margin). ``min_lines`` are
+    reserved when the widget is built, so they are laid out with the dock; beyond them
+    the panel takes the room its lines need where the dock has it (up to their height,
+    not more), and scrolls where it has not: docked with two other widgets, a wrapping
+    label was cut mid-sentence and its last lines were out of reach. Its minimum does
+    not grow with the text: a minimum that grows after the dock is laid out pushed the
+    window past the screen's bottom.
+    """
+
+    #: A line of a result: the label in the first 16 characters, ending in spaces.
+    LABEL_WIDTH = 16
+
+    def __init__(self, min_lines: int = 6, **kwargs):
+        from qtpy.QtWidgets import QFrame, QSizePolicy
+
+        self._text = ""
+        super().__init__(value="", **kwargs)
+        native = self.native
+        native.setReadOnly(True)  # the numbers can still be selected and copied
+        native.setFrameShape(QFrame.Shape.NoFrame)
+        native.setStyleSheet("QTextEdit { background: transparent; border: none; }")
+        native.document().setDocumentMargin(2)
+        native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)  # room it is given...
+        native.setMinimumWidth(120)
+        native.ensurePolished()  # the style sheet's font, measured as it will be drawn
+        native.setMinimumHeight(min_lines * native.fontMetrics().lineSpacing() + 4)
+        # ...up to its text's height (at the width it has), the rest of the dock's stays below.
+        native.document().documentLayout().documentSizeChanged.connect(lambda _size: self._fit())
+        self._fit()
+
+    @property
+    def value(self) -> str:
+        return self._text
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self._text = text or ""
+        self.native.setHtml(self.html(self._text))
+
+    @classmethod
+    def html(cls, text: str) -> str:
+        """The text as a table, label | value; the first line ("scan: <name>") and lines
+        without a label (a failure, "cancelled") across both columns."""
+        rows = []
+        for index, line in enumerate(text.split("\n")):
+            head, tail = line[:cls.LABEL_WIDTH], line[cls.LABEL_WIDTH:]
+            labelled = index > 0 and head.endswith("  ") and tail[:1] not in ("", " ")
+            value = html.escape(tail if labelled else line)
+            # An interval is one unit: "90 % interval 53.1-62.7 y" wraps only as a whole.
+            value = re.sub(r"\d+ % interval \S+ y", lambda m: m.group(0).replace(" ", "\N{NO-BREAK SPACE}"), value)
+            if labelled:
+                rows.append(f'<tr><td style="white-space: pre; padding-right: 10px">{html.escape(head.strip())}</td>'
+                            f'<td style="white-space: pre-wrap">{value}</td></tr>')
+            else:
+                rows.append(f'<tr><td colspan="2" style="white-space: pre-wrap">{value}</td></tr>')
+        return f'<table cellspacing="0" cellpadding="0">{"".join(rows)}</table>' if text else ""
+
+    def _fit(self) -> None:
+        native = self.native
+        needed = int(native.document().size().height()) + 2 * native.frameWidth() + 1
+        native.setMaximumHeight(max(native.minimumHeight(), needed))
+
+
 def show_lines(label, text: str) -> None:
     """Set a wrapping label's text and keep it at least as tall as its lines: with an
     ignored width policy, a crowded dock squeezed a comparison's lines out of sight.
@@ -260,11 +371,36 @@ def _hold_lines(label, lines: int) -> None:
     native.ensurePolished()  # the style sheet's (monospace) font, not the default one
     height = lines * native.fontMetrics().lineSpacing()
     native.setMinimumHeight(height)
-    # The container's row around a labelled widget kept its old height (Qt does not
-    # re-lay a row whose child's minimum grew): hold the row open too.
+    _hold_row(native, height)
+
+
+def _hold_row(native, height: int) -> None:
+    """The container's row around a labelled widget kept its old height (Qt does not
+    re-lay a row whose child's minimum grew): hold the row open too."""
     row = native.parentWidget()
     if row is not None and row.layout() is not None and row.layout().indexOf(native) >= 0:
         row.setMinimumHeight(height)
+
+
+#: Characters a layer name may have that a file name must not: path separators (a
+#: scan renamed "../x" exported beside the chosen folder, "a/b" into a missing one),
+#: control characters, and what Windows refuses in a name.
+_NOT_IN_FILE_NAMES = re.compile(r'[/\\\x00-\x1f\x7f<>:"|?*]+')
+
+
+def file_stem(name: str) -> str:
+    """The stem of the files a widget writes for a layer into the folder the user chose
+    (``<stem>_importance.nii.gz``, ``<stem>_report.pdf``): always a plain name in that
+    folder, one the CLI's subject-name check (``inference._subject_name``: not empty,
+    not "." or "..", no path separator) accepts. The CLI refuses other subject names;
+    a layer name was typed for the layer list, not for files, so here it is mended
+    instead: the characters above become "_", parts that are only dots are dropped,
+    and so are leading dots (a hidden file): "../escaped" -> "escaped", "a/b" -> "a_b".
+    Anything else stays, letters of any script and spaces included, so a plain name
+    gives the files the CLI would write for it."""
+    parts = [part.strip() for part in _NOT_IN_FILE_NAMES.split(name)]
+    stem = "_".join(part for part in parts if part.strip(". ")).lstrip(". ")
+    return stem or "scan"
 
 
 def overlay_colormap(name: str = "inferno"):

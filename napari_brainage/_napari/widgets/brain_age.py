@@ -4,9 +4,12 @@ Input -> one core call in a worker thread -> numbers in the widget and an
 "importance" layer on the scan's own grid. The scan box follows the layer the
 user opens or selects; the age and the result panel belong to that scan (a
 scan's numbers are never shown beside another's name). The viewer stays
-responsive; Cancel returns to ready at once, whatever the worker is doing;
-any error becomes a one-line notification naming the scan. Export writes the
-map (NIfTI, the scan's geometry), the numbers (CSV) and a captioned snapshot (PNG).
+responsive; Cancel returns to ready at once, whatever the worker is doing, and
+so does closing the scan being analysed (its result is dropped unseen); any
+error becomes a one-line notification naming the scan. An overlay is tied to its
+scan by the scan layer's id (``_common.SOURCE_ID``), so renaming the scan loses
+nothing. Export writes the map (NIfTI, the scan's geometry), the numbers (CSV)
+and a captioned snapshot (PNG), named after the scan (``_common.file_stem``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, LineEdit, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from superqt import QCollapsible
@@ -33,20 +36,23 @@ from ..layers import SOURCE_PATH
 from ..viewer import orientation_text, show_anatomically, text_overlay
 from ._common import (
     IMPORTANCE,
-    SOURCE_LAYER,
+    ResultPanel,
     WorkerError,
     WorkerSlot,
     confirm_overwrite,
     describe,
+    file_stem,
     is_quality_failure,
     layer_volume,
+    made_for,
+    map_layers,
     overlay_colormap,
     quality_reasons,
     same_layer,
     scan_layers,
     selected_scan,
     show_volume,
-    wrapping_label,
+    source_metadata,
 )
 
 _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain age",
@@ -141,7 +147,9 @@ class BrainAgeWidget(Container):
         self.cancel = PushButton(text="Cancel", enabled=False,
                                  tooltip="Stop the running analysis (the widget is ready again at once).")
         self.progress = ProgressBar(label="progress", min=0, max=len(_STEPS), value=0, visible=False)
-        self.result = wrapping_label(Label(label="result", value=""), monospace=True)  # QC reasons are sentences
+        # The age, its interval and the gaps without scrolling; a QC warning's sentence
+        # takes more room where the dock has it, and scrolls where it has not.
+        self.result = ResultPanel(min_lines=6)
         self.opacity = FloatSlider(label="overlay opacity", min=0.0, max=1.0, step=0.05, value=0.9,
                                    tooltip="Opacity of this scan's importance overlay.")
         self.export_dir = FileEdit(label="export to", mode="d", nullable=True,
@@ -164,9 +172,15 @@ class BrainAgeWidget(Container):
                                  labels=True)
         self._options_box = QCollapsible("Options: model, device, preprocessing, method, interval")
         self._options_box.addWidget(self.settings.native)
-        self.extend([self.scan, self.age, _row(self.run, self.cancel), self.progress, self.result, self.opacity,
+        self.extend([self.scan, self.age, _row(self.run, self.cancel), self.progress, self.opacity,
                      self.export_dir, _row(self.export, self.report)])
         self.native.layout().insertWidget(2, self._options_box)
+        # The result across the dock's whole width, with no row label beside it (it says
+        # "scan: <name>" first): the wider, the fewer lines a QC sentence wraps into.
+        self.native.layout().insertWidget(5, self.result.native)
+        # napari keeps a dock's rows together with a stretch below them only when no row
+        # expands; the panel does (up to its text's height): the stretch is ours to add.
+        self.native.layout().addStretch()
         self.run.changed.connect(self.start)
         self.export.changed.connect(self.export_results)
         self.report.changed.connect(self.write_report)
@@ -200,6 +214,11 @@ class BrainAgeWidget(Container):
     def _on_removed(self, _event=None) -> None:
         self.scan.reset_choices()
         layers = self._viewer.layers
+        if self.busy and self._running not in layers:
+            # The scan being analysed was closed: its numbers would belong to nothing
+            # (they still popped up a notification). Stop, as Cancel does, and quietly.
+            self._slot.release()
+            self._set_ready(True)
         for table in (self._panels, self._results, self._ages):
             for layer in [layer for layer in table if layer not in layers]:
                 del table[layer]
@@ -317,6 +336,8 @@ class BrainAgeWidget(Container):
 
     def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume | None,
                  template_scan=None, card=None, method: str = "noise") -> None:
+        if layer not in self._viewer.layers:  # closed meanwhile: nothing to show the numbers with
+            return
         result.subject = layer.name
         result.path = result.path or str(layer.metadata.get(SOURCE_PATH) or "")  # the file, for CSV and report
         if result.predicted_age is None or importance is None:  # failed QC: no age, no map
@@ -326,20 +347,23 @@ class BrainAgeWidget(Container):
         self.progress.value = len(_STEPS)
         importance.path = volume.path
         self._results[layer] = _Analysis(result, importance, method, volume, template_scan, card)
-        if layer in self._viewer.layers:  # (the scan may have been closed meanwhile)
-            show_volume(
-                self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
-                metadata={"predicted_age": result.predicted_age, SOURCE_LAYER: layer.name, "method": method},
-                colormap=overlay_colormap(), blending="translucent", opacity=self.opacity.value,
-                contrast_limits=map_contrast_limits(importance.data),
-            )
-            self._viewer.layers.selection.active = layer
+        # The scan's earlier overlay of this method is replaced, found by the scan's id:
+        # by its name, a renamed scan got a second overlay beside the first.
+        show_volume(
+            self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
+            metadata={"predicted_age": result.predicted_age, **source_metadata(layer), "method": method},
+            replace=self._overlay(layer, method), colormap=overlay_colormap(), blending="translucent",
+            opacity=self.opacity.value, contrast_limits=map_contrast_limits(importance.data),
+        )
+        self._viewer.layers.selection.active = layer
         self._set_panel(layer, format_result(result, layer.name))
         (show_warning if result.qc_status == "warn" else show_info)(notification(result, layer.name))
 
     def _on_error(self, layer, error: Exception) -> None:
         """The scan's panel says why it failed (no numbers of an earlier run), and
         a one-line notification names the scan and the problem."""
+        if layer not in self._viewer.layers:  # closed meanwhile: its failure concerns nobody
+            return
         error = getattr(error, "error", error)  # a WorkerError carries the original
         self._results.pop(layer, None)
         if is_quality_failure(error):
@@ -356,17 +380,25 @@ class BrainAgeWidget(Container):
         self._set_ready(True)
 
     def _map_name(self, layer, method: str | None = None) -> str:
-        """One overlay per scan and method: "importance (scan)" for the noise model."""
+        """One overlay per scan and method: "importance (scan)" for the noise model
+        (the name is for people; the widget finds the overlay with ``_overlay``)."""
         method = method or self.method.value
         if method == "noise":
             return f"importance ({layer.name})"
         return f"importance {Method.parse(method).label} ({layer.name})"
 
+    def _overlay(self, layer, method: str | None = None):
+        """The scan's importance overlay of ``method`` (the newest), by the scan's id in
+        its metadata: the scan may have been renamed since (or the overlay)."""
+        method = method or self.method.value
+        own = [overlay for overlay in map_layers(self._viewer, IMPORTANCE)
+               if made_for(overlay, layer) and overlay.metadata.get("method", "noise") == method]
+        return own[-1] if own else None
+
     def _set_opacity(self, opacity: float) -> None:
-        layer = self.scan.value
-        name = self._map_name(layer) if layer is not None else None
-        if name in self._viewer.layers:
-            self._viewer.layers[name].opacity = opacity
+        overlay = self._overlay(self.scan.value) if self.scan.value is not None else None
+        if overlay is not None:
+            overlay.opacity = opacity
 
     # ---- export
     def _view_line(self) -> str:
@@ -379,10 +411,9 @@ class BrainAgeWidget(Container):
 
     def _colour_bar(self, layer, method: str) -> ColourBar | None:
         """The overlay's colours and limits as shown, for the snapshot's caption."""
-        name = self._map_name(layer, method)
-        if name not in self._viewer.layers:
+        overlay = self._overlay(layer, method)
+        if overlay is None:
             return None
-        overlay = self._viewer.layers[name]
         low, high = overlay.contrast_limits
         colours = overlay.colormap.map(np.linspace(0.0, 1.0, 256))
         return ColourBar(colours, float(low), float(high), Method.parse(method).definition)
@@ -397,7 +428,7 @@ class BrainAgeWidget(Container):
             show_error("Brain age: choose an existing folder to write the report to (export to).")
             return None
         analysis = self._results[layer]
-        path = page_path(self.export_dir.value, analysis.result.subject)
+        path = page_path(self.export_dir.value, file_stem(analysis.result.subject))
         if not confirm_overwrite([path], self.native):
             return None
         level = analysis.result.interval_level or DEFAULT_LEVEL
@@ -411,6 +442,8 @@ class BrainAgeWidget(Container):
         return worker
 
     def export_paths(self, folder: Path, name: str) -> dict[str, Path]:
+        """The files Export writes for scan ``name``: always in ``folder`` (``file_stem``)."""
+        name = file_stem(name)
         return {"map": folder / f"{name}_importance.nii.gz", "csv": folder / f"{name}_brainage.csv",
                 "png": folder / f"{name}_view.png"}
 

@@ -49,7 +49,6 @@ from ._common import (
     DIFFERENCE,
     MAP_KIND,
     POPULATION,
-    SOURCE_LAYER,
     TEMPLATE,
     MapPickers,
     WorkerError,
@@ -60,6 +59,7 @@ from ._common import (
     reserve_lines,
     show_lines,
     show_volume,
+    source_scan,
     wrapping_label,
 )
 
@@ -370,8 +370,7 @@ class PopulationWidget(MapPickers, Container):
         grid, layers = self._grid(), self._viewer.layers
         undo = _GridUndo(order=list(layers), grid=(grid.enabled, grid.stride, tuple(grid.shape)), hidden=[],
                          cover=[population], subject=[subject])
-        scan_name = subject.metadata.get(SOURCE_LAYER)
-        scan = layers[scan_name] if scan_name in layers else None
+        scan = source_scan(self._viewer, subject)  # by the scan's id: it may have been renamed
         if scan is not None:  # stride 2: (scan, subject map) | (template, population map)
             if TEMPLATE_LAYER in layers:
                 template = layers[TEMPLATE_LAYER]
