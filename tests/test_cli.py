@@ -462,3 +462,15 @@ def test_a_warning_about_the_inputs_is_one_sentence_not_a_source_location(tmp_pa
     assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
     with open(tmp_path / "ages.csv", newline="") as handle:
         assert [row["subject"] for row in csv.DictReader(handle)] == ["first"]
+
+
+def test_an_option_error_shows_the_commands_usage_and_every_argument_has_help():
+    result = run("predict", "scan.nii.gz", "--out", "ages.csv", "--workers", "0")
+    assert result.returncode == 2
+    assert "usage: napari-brainage predict" in result.stderr and "--workers must be at least 1" in result.stderr
+    for command in ("predict", "explain", "population", "preprocess"):
+        text = run(command, "--help").stdout
+        # argparse lists each argument then its help; none is left bare.
+        for name in ("INPUT", "--out"):
+            line = next(line for line in text.splitlines() if line.strip().startswith(name))
+            assert len(line.split()) > 2 or "  " in line.strip(), (command, line)

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for module in COMMANDS.values():
-        module.add_arguments(commands.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION))
+        sub = commands.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(sub)
+        sub.set_defaults(command_parser=sub)  # errors found after parsing show this command's usage
     return parser
 
 
@@ -62,11 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _one_line_warning
+    command_parser = args.command_parser
     if getattr(args, "workers", 1) < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+        command_parser.error(f"--workers must be at least 1, got {args.workers}")
     try:
         refuse_resume_with_overwrite(args)  # every command that has both
-        return COMMANDS[args.command].run(args, parser)
+        return COMMANDS[args.command].run(args, command_parser)
     except USER_ERRORS as err:
         print(f"napari-brainage {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -46,14 +46,20 @@ INPUT_HELP = (" INPUT: scan files, folders of scans, BIDS datasets (sub-*/anat/*
 
 
 def add_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="scan files, folders of scans, BIDS datasets or participants tables (see above)")
+
+
+#: What --out names, by its metavar.
+OUT_HELP = {"CSV": "results table to write (.csv)", "DIR": "folder to write (made if missing)",
+            "NIFTI": "population map to write (.nii.gz); its regions table goes beside it"}
 
 
 def add_analysis_arguments(parser: argparse.ArgumentParser, out: str, method: bool, workers: bool) -> None:
     """INPUT..., --out, the ``RunOptions`` flags (and --workers/--scheduler): what
     predict, explain and population share."""
     add_inputs(parser)
-    parser.add_argument("--out", required=True, metavar=out)
+    parser.add_argument("--out", required=True, metavar=out, help=OUT_HELP[out])
     add_run_options(parser, method=method)
     if workers:
         add_workers(parser)

@@ -19,7 +19,7 @@ DESCRIPTION = (HELP + ". Writes OUT/SUBJECT.nii.gz and OUT/participants.csv (sub
 
 def add_arguments(prep) -> None:
     add_inputs(prep)
-    prep.add_argument("--out", required=True, metavar="DIR")
+    prep.add_argument("--out", required=True, metavar="DIR", help="folder to write (made if missing)")
     add_preprocessing(prep)
     prep.add_argument("--workers", type=int, default=1, help="processes (registration takes seconds a scan)")
     prep.add_argument("--overwrite", action="store_true", help="replace existing outputs")
