@@ -387,6 +387,10 @@ def test_a_missing_gpu_is_refused_before_any_output_is_made(tiny_cohort, tiny_mo
     refused = cli_in_process("train", "predictor", "--data", tiny_cohort, "--out", out / "model", "--device", "gpu")
     assert refused.returncode == 2 and "torch sees no CUDA device" in refused.stderr
     assert list(out.iterdir()) == []
+    # calibrate runs the model too (it had no --device at all).
+    refused = cli_in_process("calibrate", folder, "--model", tiny_model, "--out", out / "cal.csv", "--device", "gpu")
+    assert refused.returncode == 2 and "torch sees no CUDA device" in refused.stderr
+    assert list(out.iterdir()) == []
 
 
 def test_explain_out_must_be_a_folder(tiny_cohort, tmp_path, cli_in_process):

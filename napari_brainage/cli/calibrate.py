@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ._common import (
     INPUT_HELP,
+    add_device,
     add_inputs,
     add_preprocessing,
     add_workers,
+    check_device,
     progress,
     refuse_existing,
     refuse_folder_as_file,
@@ -33,6 +35,7 @@ def add_arguments(parser) -> None:
                         help="what the subjects are, for the card (e.g. the command that made them)")
     parser.add_argument("--overwrite", action="store_true", help="replace the card's existing calibration")
     add_preprocessing(parser)
+    add_device(parser)
     add_workers(parser)
 
 
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..options import RunOptions
     from ..uncertainty import MIN_CALIBRATION_SUBJECTS, Calibration
 
+    check_device(args.device)  # with the other options, before anything is read or written
     card = read_card(args.model)  # a wrong folder fails before the long part
     if card.calibration is not None and not args.overwrite:
         raise FileExistsError(f"{args.model}: the model card is already calibrated "
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise InputError(f"{len(seen_in_training)} calibration subject(s) are scans the model was trained on "
                          f"({', '.join(seen_in_training[:5])}): split-conformal intervals need subjects the "
                          "model never saw, or they come out too narrow; leave them out")
-    options = RunOptions(model_dir=args.model, preprocessing=args.preprocess)
+    options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess)
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(args.out) if args.out else Path(scratch) / "calibration.csv"
         results = predict_cohort(inputs, out, options, workers=args.workers, scheduler=args.scheduler,

@@ -121,6 +121,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except OptionError as err:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
     check_device(args.device)
+    # A folder that is no model: said before every scan is loaded, and nothing written.
+    from ..model.card import read_card
+
+    for folder in (args.init, getattr(args, "predictor", None)):
+        if folder:
+            read_card(folder)
     out, record = Path(args.out), {"preprocess": args.preprocess}
     if args.resume:  # before loading (registering) every scan: the epochs to come must see what the others saw
         _check_record(out / _record_name(args.part), record)

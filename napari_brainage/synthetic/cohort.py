@@ -176,7 +176,8 @@ def generate_cohort(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if table.exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a cohort (participants.csv); pass overwrite to replace it")
+        raise FileExistsError(f"{out} already holds a cohort (participants.csv); pass --overwrite "
+                              "(overwrite=True in Python) to replace it")
     out.mkdir(parents=True, exist_ok=True)
     model = ageing_model(config)  # built before forking: workers inherit it
 
