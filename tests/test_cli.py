@@ -478,3 +478,6 @@ def test_an_option_error_shows_the_commands_usage_and_every_argument_has_help():
         for name in ("INPUT", "--out"):
             line = next(line for line in text.splitlines() if line.strip().startswith(name))
             assert len(line.split()) > 2 or "  " in line.strip(), (command, line)
+    # Only the commands that report ages offer an interval level (explain listed one it never used).
+    for command, offered in (("predict", True), ("report", True), ("explain", False), ("population", False)):
+        assert ("--interval-level" in run(command, "--help").stdout) == offered, command

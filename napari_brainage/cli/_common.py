@@ -55,12 +55,13 @@ OUT_HELP = {"CSV": "results table to write (.csv)", "DIR": "folder to write (mad
             "NIFTI": "population map to write (.nii.gz); its regions table goes beside it"}
 
 
-def add_analysis_arguments(parser: argparse.ArgumentParser, out: str, method: bool, workers: bool) -> None:
+def add_analysis_arguments(parser: argparse.ArgumentParser, out: str, method: bool, workers: bool,
+                           interval: bool = True) -> None:
     """INPUT..., --out, the ``RunOptions`` flags (and --workers/--scheduler): what
-    predict, explain and population share."""
+    predict, explain and population share; ``interval``: the command reports ages."""
     add_inputs(parser)
     parser.add_argument("--out", required=True, metavar=out, help=OUT_HELP[out])
-    add_run_options(parser, method=method)
+    add_run_options(parser, method=method, interval=interval)
     if workers:
         add_workers(parser)
 
@@ -74,16 +75,19 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=Device.AUTO.value, choices=Device.values())
 
 
-def add_run_options(parser: argparse.ArgumentParser, method: bool) -> None:
-    """--model, --device, --preprocess, --interval-level (and --method): the fields of ``RunOptions``."""
+def add_run_options(parser: argparse.ArgumentParser, method: bool, interval: bool = True) -> None:
+    """--model, --device, --preprocess, --interval-level (for commands that report ages)
+    and --method (for those that make maps): the fields of ``RunOptions``."""
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
     add_device(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_preprocessing(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run: finished subjects are not redone")
-    parser.add_argument("--interval-level", type=float, default=None, metavar="LEVEL",
-                        help=f"prediction interval level, 0-1 (default {DEFAULT_LEVEL:g}), for a calibrated model")
+    if interval:
+        parser.add_argument("--interval-level", type=float, default=None, metavar="LEVEL",
+                            help=f"prediction interval level, 0-1 (default {DEFAULT_LEVEL:g}), for a calibrated "
+                                 "model")
     if method:
         parser.add_argument("--method", default=Method.NOISE.value, choices=Method.values(),
                             help="importance method: noise (the noise model, default) or a Captum baseline")
@@ -102,7 +106,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     level the model's calibration cannot give, is refused here, before any scan is
     read or output written (call it first), and a level asked of an uncalibrated
     model is said to be unused."""
-    level = DEFAULT_LEVEL if args.interval_level is None else args.interval_level
+    asked = getattr(args, "interval_level", None)  # explain and population report no ages
+    level = DEFAULT_LEVEL if asked is None else asked
     check_device(args.device)
     options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
                          method=getattr(args, "method", Method.NOISE), interval_level=level)
@@ -112,7 +117,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     card = read_card(options.model_dir or bundled_model_dir())
     if card.calibration is not None:
         card.calibration.check_level(level)
-    elif args.interval_level is not None:
+    elif asked is not None:
         say(f"note: this model is not calibrated (napari-brainage calibrate): no intervals, "
             f"--interval-level {level:g} is not used")
     return options

@@ -19,7 +19,7 @@ RECORD = ".explain.run.json"
 
 
 def add_arguments(parser) -> None:
-    add_analysis_arguments(parser, out="DIR", method=True, workers=False)
+    add_analysis_arguments(parser, out="DIR", method=True, workers=False, interval=False)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

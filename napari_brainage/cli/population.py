@@ -15,7 +15,7 @@ DESCRIPTION = HELP + "." + INPUT_HELP
 
 
 def add_arguments(parser) -> None:
-    add_analysis_arguments(parser, out="NIFTI", method=True, workers=True)
+    add_analysis_arguments(parser, out="NIFTI", method=True, workers=True, interval=False)
     parser.add_argument("--group-by", metavar="COLUMN",
                      help="participants CSV column: a mean map per group; with two groups also "
                           "their difference and effect size (Cohen's d)")
