@@ -154,12 +154,14 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
     """
     path = Path(path)
     where = str(path)
+    if path.is_dir():
+        named = " (though named like one)" if has_suffix(path, READABLE_SUFFIXES) else ""
+        raise VolumeError(f"{where}: a folder, not a scan file{named}; give a file (a DICOM folder: convert it "
+                          "with dcm2niix first).")
     if not has_suffix(path, READABLE_SUFFIXES):
         raise VolumeError(
             f"{where}: not a {READABLE_FORMATS} file; convert DICOM series with dcm2niix first."
         )
-    if path.is_dir():
-        raise VolumeError(f"{where}: a folder, not a scan file (though named like one); give a file.")
     if not path.is_file():
         raise VolumeError(f"{where}: no such file.")
     if path.stat().st_size == 0:

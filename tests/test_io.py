@@ -394,6 +394,9 @@ def test_a_folder_named_like_a_scan_and_rgb_or_complex_voxels_are_named_for_what
     (tmp_path / "x.nii.gz").mkdir()
     with pytest.raises(VolumeError, match=r"x\.nii\.gz: a folder, not a scan file"):
         load_volume(tmp_path / "x.nii.gz")
+    (tmp_path / "sub-01").mkdir()  # a table's path cell naming the subject's folder: was "not a NIfTI"
+    with pytest.raises(VolumeError, match=r"sub-01: a folder, not a scan file; give a file"):
+        load_volume(tmp_path / "sub-01")
     rgb = np.zeros((10, 10, 10), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["G"] = 7
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
