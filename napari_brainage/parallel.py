@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,6 +107,11 @@ def executor(workers: int = 1, scheduler: str | None = None):
     client = Client(scheduler or cluster)
     if scheduler:
         _warn_about_malloc_trim(client)
+    else:
+        # Ctrl-C reaches every process of the terminal's group: our workers leave it to
+        # this process, which closes the cluster (each worker used to log its own
+        # cancelled tasks and tracebacks, a screenful before our one-line message).
+        client.run(_ignore_interrupts)
     try:
         def map_unordered(function, jobs) -> Iterator:
             futures = [client.submit(function, *job, pure=False) for job in jobs]
@@ -114,7 +120,26 @@ def executor(workers: int = 1, scheduler: str | None = None):
                 future.release()
 
         yield map_unordered
+    except KeyboardInterrupt:
+        # The shutdown that follows is ours, not a fault: Dask's scheduler and nannies
+        # (in this process) would report each worker they stop.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        if cluster is not None:
+            client.run(_quiet_logs)  # and the workers' reports of the tasks it cancels
+        raise
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_logs() -> None:
+    """Runs on each local worker when a run is interrupted: Dask's own logging off."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def _ignore_interrupts() -> None:
+    """Runs on each local worker (``client.run``): SIGINT is left to the main process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -481,3 +481,45 @@ def test_an_option_error_shows_the_commands_usage_and_every_argument_has_help():
     # Only the commands that report ages offer an interval level (explain listed one it never used).
     for command, offered in (("predict", True), ("report", True), ("explain", False), ("population", False)):
         assert ("--interval-level" in run(command, "--help").stdout) == offered, command
+
+
+def test_ctrl_c_with_workers_stops_in_one_line_and_keeps_the_rows(tiny_cohort, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group. With --workers 2, Dask's
+    workers, scheduler and nannies each logged the shutdown (cancelled tasks, "still
+    alive after 4.0 seconds, killing", a CancelledError traceback) before our line."""
+    import csv
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "ages.csv"
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "napari_brainage.cli"]
+    process = subprocess.Popen([*command, "predict", str(tiny_cohort), "--out", str(out), "--workers", "2",
+                                "--preprocess", "register"], stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,  # a group of its own, as a terminal's job
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        lines.append(line)
+        if line.startswith("predict 1/"):
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130, rest
+    said = [line for line in rest.strip().splitlines() if line and not line.startswith("predict ")]  # progress
+    assert said == ["napari-brainage predict: interrupted; finished work is kept (run it again with --resume "
+                    "to go on)"], rest
+    gone = time.monotonic() + 15  # no worker left behind (the resource tracker ends just after)
+    while time.monotonic() < gone:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        left = subprocess.run(["ps", "-o", "pid,cmd", "-g", str(process.pid)], capture_output=True, text=True)
+        pytest.fail(f"processes left in the group: {left.stdout}")
+    with open(out, newline="") as handle:
+        assert len(list(csv.DictReader(handle))) >= 1  # the finished row is kept
