@@ -364,15 +364,24 @@ def batched_noise_maps(items: list[ScanInput], model, device, preprocessing: str
 def _still_done(inputs: list[ScanInput], done: set[str], table: Path, result_of: Callable[[ScanInput], Path]
                 ) -> set[str]:
     """The subjects of ``done`` (finished rows of ``table``) a resumed run can keep: the
-    same path as in their row, and a result (``result_of``) that exists and is newer
+    same path and age as in their row (an age corrected in the participants table
+    since changes the gaps), and a result (``result_of``) that exists and is newer
     than the scan file (``io.modified_after``: a scan replaced since is redone)."""
     from .io import modified_after
 
     with open(table, newline="") as handle:
-        paths = {row["subject"]: row["path"] for row in csv.DictReader(handle)}
+        rows = {row["subject"]: row for row in csv.DictReader(handle)}
     return {item.subject for item in inputs
-            if item.subject in done and paths.get(item.subject) == str(item.path)
+            if item.subject in done and rows[item.subject]["path"] == str(item.path)
+            and _same_age(rows[item.subject].get("age"), item.age)
             and result_of(item).exists() and not modified_after(item.path, result_of(item))}
+
+
+def _same_age(cell: str | None, age: float | None) -> bool:
+    """Whether a results row's age cell (3 decimals, empty when unknown) is ``age``."""
+    if not (cell or "").strip():
+        return age is None
+    return age is not None and abs(float(cell) - age) < 5e-4
 
 
 def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions | None = None,

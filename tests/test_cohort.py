@@ -484,3 +484,29 @@ def test_a_blank_group_cell_is_a_missing_value_not_a_third_group(tiny_cohort, ti
     assert "groups control (n=2), patient (n=2)" in done.stdout and "mean of 4 maps" in done.stdout
     assert (tmp_path / "pop_difference.nii.gz").exists() and (tmp_path / "pop_effect_size.nii.gz").exists()
     assert not list(tmp_path.glob("pop_.nii.gz"))
+
+
+def test_resume_redoes_a_subject_whose_age_was_corrected_in_the_table(tiny_cohort, tiny_model, tmp_path,
+                                                                     cli_in_process):
+    """An age corrected in the participants table after a run: --resume kept the old age
+    and its gaps (a second break test: the gap stayed 24.6 y wrong, without a word)."""
+    import shutil
+
+    sources = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[:2]
+    for source in sources:
+        shutil.copy(source, tmp_path / source.name)
+    names = [source.name for source in sources]
+    table = tmp_path / "participants.csv"
+    table.write_text(f"subject,path,age\na,{names[0]},69.59\nb,{names[1]},55\n")
+    model = ["--model", tiny_model, "--device", "cpu"]
+    ages = tmp_path / "ages.csv"
+    assert cli_in_process("predict", table, "--out", ages, *model).returncode == 0
+    before = _rows(ages)
+    table.write_text(f"subject,path,age\na,{names[0]},45\nb,{names[1]},55\n")
+    resumed = cli_in_process("predict", table, "--out", ages, "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 of 1 scans this run" in resumed.stdout  # only the corrected subject
+    after = _rows(ages)
+    assert float(after["a"]["age"]) == 45.0 and after["a"]["predicted_age"] == before["a"]["predicted_age"]
+    assert float(after["a"]["gap"]) == pytest.approx(float(after["a"]["predicted_age"]) - 45.0, abs=2e-3)
+    assert after["b"] == before["b"]
