@@ -634,3 +634,22 @@ def test_a_scan_of_another_contrast_in_a_training_table_is_named(tmp_path):
     cohort = load_cohort(tmp_path / "participants.csv", progress=messages.append)
     assert cohort.subjects == ["t1", "sub-t2"]  # kept: the table is the user's choice
     assert any("reads 1 of 2 scans as not T1-weighted: sub-t2 (T2)" in m for m in messages), messages
+
+
+def test_a_table_with_a_subject_without_age_is_refused_before_any_scan_is_loaded(tiny_cohort, tmp_path,
+                                                                                 cli_in_process):
+    """``preprocess`` keeps subjects without an age in its table; training on it said
+    "could not convert string to float: ''" after preparing every scan."""
+    rows = tiny_cohort.read_text().splitlines()
+    header = rows[0].split(",")
+    cells = rows[1].split(",")
+    cells[header.index("age")] = ""
+    cells[header.index("path")] = str(tiny_cohort.parent / cells[header.index("path")])
+    table = tmp_path / "participants.csv"
+    table.write_text("\n".join([rows[0], ",".join(cells)]) + "\n")
+    result = cli_in_process("train", "predictor", "--data", table, "--out", tmp_path / "model", "--epochs", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"napari-brainage train: error: {table}: training needs every subject's age; none (or not a number) for "
+        f"'{cells[header.index('subject')]}': give their ages or leave them out of the table"]
+    assert "prepared" not in result.stdout and not (tmp_path / "model").exists()

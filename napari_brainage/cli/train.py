@@ -100,7 +100,7 @@ def add_arguments(train) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import keep_record
-    from ..errors import OptionError
+    from ..errors import BrainAgeError, OptionError
     from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE
     from ..training.config import TrainConfig
     from ..training.data import load_cohort
@@ -133,6 +133,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         cohort = load_cohort(args.data, limit=args.limit, progress=print, preprocessing=args.preprocess,
                              workers=args.workers)
+    except BrainAgeError:
+        raise  # a bad table or file: one line, as in every command
     except ValueError as err:
         parser.error(str(err))
     weights = out / (PREDICTOR_FILE if args.part == "predictor" else NOISE_MODEL_FILE)

@@ -57,6 +57,7 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
         table_rows = read_participants(table)
         if "age" not in table_rows[0]:
             raise InputError(f"{table}: training needs an 'age' column")
+        _refuse_missing_ages(table, table_rows)  # before any scan is loaded (registration takes minutes)
         rows += table_rows
     rows = rows[:limit]
 
@@ -95,6 +96,21 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
                  f"{', '.join(subject for subject, _ in failed)}")
     return Cohort([r["subject"] for r in kept], scans[:len(kept)], np.array([float(r["age"]) for r in kept]),
                   " + ".join(str(t) for t in tables), failed)
+
+
+def _refuse_missing_ages(table: str | Path, rows: list[dict]) -> None:
+    """``InputError`` naming the subjects of ``rows`` whose age is empty or not a number
+    (a ``preprocess`` table keeps subjects without an age; training cannot use them)."""
+    bad = []
+    for row in rows:
+        try:
+            float(row["age"])
+        except (TypeError, ValueError):
+            bad.append(row["subject"])
+    if bad:
+        raise InputError(f"{table}: training needs every subject's age; none (or not a number) for "
+                         f"{', '.join(repr(s) for s in bad[:5])}{' ...' if len(bad) > 5 else ''}: give their "
+                         "ages or leave them out of the table")
 
 
 def _model_input(job) -> tuple[np.ndarray | None, list[str], str, str]:
