@@ -365,7 +365,7 @@ def draw_summary(results: list, card, model_name: str):
     figure = Figure(figsize=PAGE_SIZE)
     aged = [r for r in results if r.predicted_age is not None]
     failed = [r for r in results if r.predicted_age is None]
-    figure.text(0.05, 0.965, f"Brain age reports: {len(results)} scans", fontsize=16, weight="bold")
+    figure.text(0.05, 0.965, f"Brain age reports: {_scans(len(results))}", fontsize=16, weight="bold")
     figure.text(0.05, 0.945, f"{_dt.date.today().isoformat()}   napari-brainage {__version__}   model: "
                              f"{_shorten(model_name, 50)}   {len(aged)} with a predicted age, {len(failed)} without "
                              "(failed QC or unreadable)", fontsize=8, color="0.3")
@@ -383,16 +383,19 @@ def draw_summary(results: list, card, model_name: str):
         span = np.array([min(x.min(), y.min()) - 2, max(x.max(), y.max()) + 2])
         ax.plot(span, span, color="0.5", ls=":", lw=0.8, label="brain age = age")
         mae = float(np.abs(y - x).mean())
-        title = f"{len(with_age)} scans with an age: mean |brain age - age| {mae:.1f} y"
+        title = f"{_scans(len(with_age))} with an age: mean |brain age - age| {mae:.1f} y"
         if error is not None:
             inside = sum(r.interval_low <= r.age <= r.interval_high for r in with_age)
             title += f"; {inside} of {len(with_age)} ages inside their {with_age[0].interval_level * 100:g} % interval"
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, frameon=False)
+        ax.set_xlabel("chronological age (y)")
+        ax.set_ylabel("predicted brain age (y)")
+    elif aged:
+        _predicted_only(ax, aged)
     else:
-        ax.set_title("no scan has an age: nothing to plot", fontsize=9)
-    ax.set_xlabel("chronological age (y)")
-    ax.set_ylabel("predicted brain age (y)")
+        ax.axis("off")
+        ax.set_title("no scan has a predicted age", fontsize=9)
     listing = figure.add_axes((0.05, 0.05, 0.9, 0.4))
     listing.axis("off")
     lines = [f"Failed ({len(failed)}): no age, no map" if failed else "No scan failed."]
@@ -402,5 +405,38 @@ def draw_summary(results: list, card, model_name: str):
         lines.append(f"... and {len(failed) - 30} more (see report.csv)")
     warned = [r for r in aged if r.qc_status == "warn"]
     lines.append(f"QC warnings ({len(warned)}): " + (", ".join(r.subject for r in warned[:20]) or "none"))
+    unaged = [r for r in aged if r.age is None]  # not on the chart when others have an age
+    if unaged and with_age:
+        lines += textwrap.wrap(f"Without a chronological age ({len(unaged)}): "
+                               + ", ".join(f"{r.subject} {_age_text(r)}" for r in unaged[:20])
+                               + (" ..." if len(unaged) > 20 else ""), 125)
     listing.text(0, 1, "\n".join(lines), fontsize=7, va="top", family="monospace", transform=listing.transAxes)
     return figure
+
+
+def _scans(n: int) -> str:
+    return f"{n} scan" if n == 1 else f"{n} scans"
+
+
+def _age_text(result) -> str:
+    """A predicted age and, when there is one, its interval: "64.5 y (59.7-69.3)"."""
+    text = f"{result.predicted_age:.1f} y"
+    if result.interval_low is not None:
+        text += f" ({result.interval_low:.1f}-{result.interval_high:.1f})"
+    return text
+
+
+def _predicted_only(ax, aged: list) -> None:
+    """No scan has a chronological age: each scan's predicted age (and interval) on one row."""
+    shown = aged[:30]
+    y = np.arange(len(shown))[::-1]
+    x = np.array([r.predicted_age for r in shown])
+    error = None
+    if all(r.interval_low is not None for r in shown):
+        error = [x - np.array([r.interval_low for r in shown]), np.array([r.interval_high for r in shown]) - x]
+    ax.errorbar(x, y, xerr=error, fmt="o", ms=3, color="tab:blue", ecolor="0.7", elinewidth=0.8)
+    ax.set_yticks(y, [_shorten(r.subject, 24) for r in shown], fontsize=7)
+    ax.set_ylim(-1, len(shown))
+    ax.set_xlabel("predicted brain age (y)")
+    more = f" (first 30 of {len(aged)})" if len(aged) > 30 else ""
+    ax.set_title(f"no scan has a chronological age: predicted brain ages{more}", fontsize=9)

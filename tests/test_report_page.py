@@ -224,3 +224,27 @@ def test_population_shares_are_read_once_and_again_when_the_table_changes(tmp_pa
     os.utime(table, ns=(1, table.stat().st_mtime_ns + 10**9))  # a newer version of the file
     assert report_page.population_shares(tmp_path) == {"hippocampus": 0.75}
     assert len(opened) == 1
+
+
+def test_the_summary_shows_predicted_ages_of_scans_without_a_chronological_age():
+    """A scan with a predicted age but no chronological one was on no chart and in no list
+    (the page read "no scan has an age: nothing to plot"; second break test)."""
+    from napari_brainage.inference import AgeResult
+    from napari_brainage.model.card import ModelCard
+    from napari_brainage.report_page import draw_summary
+
+    def texts(figure):
+        found = [t.get_text() for t in figure.texts]
+        for ax in figure.axes:
+            found += [ax.get_title(), ax.get_xlabel(), *(t.get_text() for t in ax.texts),
+                      *(t.get_text() for t in ax.get_yticklabels())]
+        return "\n".join(found)
+
+    unaged = AgeResult(subject="noage", path="noage.nii.gz", predicted_age=64.52, interval_low=59.71,
+                       interval_high=69.33, interval_level=0.9, qc_status="pass")
+    aged = AgeResult(subject="good1", path="good1.nii.gz", predicted_age=72.8, age=69.6, qc_status="pass")
+    alone = texts(draw_summary([unaged], ModelCard(), "bundled"))
+    assert "nothing to plot" not in alone and "predicted brain ages" in alone and "noage" in alone
+    mixed = texts(draw_summary([aged, unaged], ModelCard(), "bundled"))
+    assert "Brain age reports: 2 scans" in mixed and "1 scan with an age" in mixed
+    assert "Without a chronological age (1): noage 64.5 y (59.7-69.3)" in mixed
