@@ -292,7 +292,12 @@ def failed_result(item: ScanInput, err: Exception) -> AgeResult:
 
 def scan_error(err: BaseException, path: str | Path) -> str:
     """``err`` in one line, uncut, as "<path>: <reason>" whatever raised it."""
-    message, path = describe_error(err, limit=sys.maxsize), str(path)
+    return from_path(describe_error(err, limit=sys.maxsize), path)
+
+
+def from_path(message: str, path: str | Path) -> str:
+    """``message`` as "<path>: <reason>" (QC's messages name only the file)."""
+    path = str(path)
     if message.startswith(f"{path}: "):
         return message
     return f"{path}: {message.removeprefix(f'{Path(path).name}: ')}"
@@ -466,6 +471,8 @@ def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, opti
                 if png:
                     save_page(page, page_path(out_dir, item.subject, "png"))
                 result = report.result
+                if result.error:  # a QC failure has its page, and its row begins as every row's does
+                    result.error = from_path(result.error, item.path)
             except Exception as err:
                 result = failed_result(item, err)
             write(result)

@@ -101,6 +101,8 @@ def test_report_pages_say_what_the_csv_says_and_a_bad_scan_stops_nothing(calibra
     assert "QC failed" in failed_text and "T2-like" in failed_text
     assert "interval" not in failed_text.split("against")[0] and "axial" not in failed_text
     assert rows["t2scan"]["predicted_age"] == "" and "corrupt" in rows["corrupt"]["error"]
+    # Every failed row begins with its scan's path, a QC failure's as a read failure's.
+    assert all(rows[name]["error"].startswith(f"{rows[name]['path']}: ") for name in ("t2scan", "corrupt"))
 
     summary, _ = _pdf_text_and_picture(out / "summary.pdf")
     assert "Failed (2)" in summary and "t2scan" in summary and "corrupt" in summary
