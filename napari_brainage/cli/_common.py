@@ -72,7 +72,8 @@ def add_preprocessing(parser: argparse.ArgumentParser, help_prefix: str = "") ->
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=Device.AUTO.value, choices=Device.values())
+    parser.add_argument("--device", default=Device.AUTO.value, choices=Device.values(),
+                        help="where the networks run: auto (a GPU when torch sees one), cpu or gpu")
 
 
 def add_run_options(parser: argparse.ArgumentParser, method: bool, interval: bool = True) -> None:
