@@ -405,3 +405,19 @@ def test_a_folder_named_like_a_scan_and_rgb_or_complex_voxels_are_named_for_what
         with pytest.raises(VolumeError, match=f"{name}: {kind} voxels are not an MRI intensity image") as caught:
             load_volume(tmp_path / name)
         assert "corrupt" not in str(caught.value)
+
+
+def test_the_napari_reader_opens_a_binary_mask_as_labels_and_a_scan_or_map_as_an_image(tmp_path):
+    """A mask saved by Threshold came back as a grey Image: Brain age offered it as the scan
+    to analyse and Slices' 3D view drew it as a brain (second break test)."""
+    pytest.importorskip("napari")
+    from napari_brainage._napari import reader as _reader
+
+    mask = (phantom() > 110).astype(np.uint8)
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
+    nib.save(nib.Nifti1Image(phantom(dtype=np.int16), np.eye(4)), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(mask.astype(np.float32) * 0.9, np.eye(4)), tmp_path / "map.nii.gz")  # a map, 0-0.9
+    kinds = {name: _reader.read_scans(str(tmp_path / f"{name}.nii.gz"))[0][2] for name in ("mask", "scan", "map")}
+    assert kinds == {"mask": "labels", "scan": "image", "map": "image"}
+    [(data, kwargs, _)] = _reader.read_scans(str(tmp_path / "mask.nii.gz"))
+    assert np.count_nonzero(data) == np.count_nonzero(mask) and "colormap" not in kwargs

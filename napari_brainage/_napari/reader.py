@@ -1,4 +1,5 @@
-"""npe2 reader: NIfTI / MGZ / ANALYZE scans as napari Image layers in world millimetres.
+"""npe2 reader: NIfTI / MGZ / ANALYZE scans as napari Image layers in world millimetres
+(binary masks, e.g. saved by Threshold, as Labels layers).
 
 A thin wrapper over :func:`napari_brainage.io.load_volume`. The layer's data
 are the scan reordered for display (see :mod:`napari_brainage.space.display`), its
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from napari.utils.notifications import show_error
 
 from ..io import READABLE_SUFFIXES, VolumeError, has_suffix, load_volume, pair_partner, strip_suffix
@@ -45,10 +47,18 @@ def read_scans(path: PathOrPaths) -> list[tuple]:
         except VolumeError as err:
             show_error(str(err))
             continue
-        layers.append(volume_layer_data(volume, name=strip_suffix(p)))
+        layers.append(volume_layer_data(volume, name=strip_suffix(p),
+                                        layer_type="labels" if _is_mask(volume.data) else "image"))
     if layers:
         orient_current_viewer()  # upright from File > Open, with or without our widgets
     return layers or [(None,)]
+
+
+def _is_mask(data) -> bool:
+    """Whole numbers 0 and 1 only (a mask saved by Threshold, or any binary mask): shown
+    as a Labels layer, so it is not offered as a scan to analyse or drawn as a brain."""
+    data = np.asarray(data)
+    return data.dtype.kind in "biu" and data.size > 0 and int(data.min()) >= 0 and int(data.max()) == 1
 
 
 def _one_name_per_pair(paths: list) -> list:
