@@ -420,6 +420,8 @@ def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tm
     kept_layer = widget.keep_layer()
     np.testing.assert_array_equal(kept_layer.data, mask_layer.data)
     assert kept_layer.data is not mask_layer.data and f">= {widget.value.value:.3f}" in kept_layer.name
+    count = len(viewer.layers)
+    assert widget.keep_layer().name == kept_layer.name and len(viewer.layers) == count  # pressed twice: one layer
 
     # Saved on the source scan's grid, as 0/1, where the map is >= the threshold.
     target = tmp_path / "mask.nii.gz"

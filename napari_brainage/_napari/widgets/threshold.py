@@ -172,8 +172,14 @@ class ThresholdWidget(Container):
             show_error("Threshold: pick a map first.")
             return None
         live = self._mask_layer
+        name = f"{self._source.name} {self._describe()}"
+        for layer in self._viewer.layers:  # pressed twice: the same mask is already kept
+            if layer.name == name and np.array_equal(layer.data, live.data):
+                self._viewer.layers.selection.active = layer
+                show_info(f"Threshold: this mask is already kept as '{name}'")
+                return layer
         return self._viewer.add_labels(
-            live.data.copy(), name=f"{self._source.name} {self._describe()}", affine=live.affine.affine_matrix,
+            live.data.copy(), name=name, affine=live.affine.affine_matrix,
             metadata=dict(live.metadata), colormap=live.colormap, opacity=live.opacity, units=live.units)
 
     def save_mask(self, _value=None) -> Path | None:
