@@ -69,7 +69,7 @@ def show_anatomically(viewer: napari.Viewer, convention_name: str | None = None)
         for layer in viewer.layers:
             layer.events.visible.connect(lambda _event=None: _label(viewer))
         overlay = text_overlay(viewer)
-        overlay.position = "bottom_left"  # the top right holds the colour bars
+        overlay.position = "top_left"  # the top right holds the colour bars; notifications pop up bottom right
         overlay.color = "white"
         overlay.font_size = 10
     _label(viewer)
