@@ -387,6 +387,16 @@ def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
     widget.toggle_3d()
     assert viewer.dims.ndisplay == 2 and widget.view3d.text == "3D view"
 
+    # Another visible map, volume-rendered, covered the brain in 3D (second break test):
+    # hidden while in 3D, shown again after.
+    other = viewer.add_image(np.asarray(overlay.data).copy(), name="another map", metadata=dict(overlay.metadata),
+                             affine=overlay.affine.affine_matrix)
+    widget.map.value = overlay
+    widget.toggle_3d()
+    assert not other.visible and overlay.visible
+    widget.toggle_3d()
+    assert other.visible and overlay.visible
+
 
 # ------------------------------------------------------------------ Threshold
 def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tmp_path, monkeypatch, tiny_model):

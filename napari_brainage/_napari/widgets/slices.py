@@ -17,7 +17,15 @@ from napari.utils.notifications import show_error
 
 from ...threshold import map_contrast_limits
 from ..viewer import CONVENTIONS, convention, show_anatomically
-from ._common import follow_selection, go_to, map_layers, refresh_map_choices, scan_layers, voxel_to_world
+from ._common import (
+    follow_selection,
+    go_to,
+    map_layers,
+    refresh_map_choices,
+    same_layer,
+    scan_layers,
+    voxel_to_world,
+)
 
 #: Display layers are laid out (S, A, R): the axis each plane slices through,
 #: and the dims order that shows that plane (sliced axis first).
@@ -50,6 +58,7 @@ class SliceWidget(Container):
         buttons = Container(widgets=[self.peak, self.view3d], layout="horizontal", labels=False, label=" ")
         self.extend([self.plane, self.slice, self.position, self.map, self.convention, buttons])
         self._saved_2d: list = []  # (layer, rendering, iso_threshold, opacity, blending) to restore after 3D
+        self._hidden_in_3d: list = []  # other maps, hidden in 3D, shown again after
         self.plane.changed.connect(self._set_plane)
         self.slice.changed.connect(self._set_slice)
         self.peak.changed.connect(self.go_to_peak)
@@ -132,7 +141,10 @@ class SliceWidget(Container):
                 if layer in self._viewer.layers:
                     layer.rendering, layer.iso_threshold = rendering, threshold
                     layer.opacity, layer.blending = opacity, blending
-            self._saved_2d = []
+            for layer in self._hidden_in_3d:
+                if layer in self._viewer.layers:
+                    layer.visible = True
+            self._saved_2d, self._hidden_in_3d = [], []
         self.view3d.text = "2D slices" if self._viewer.dims.ndisplay == 3 else "3D view"
 
     def toggle_3d(self, _value=None) -> None:
@@ -156,6 +168,11 @@ class SliceWidget(Container):
             layer.iso_threshold = float(np.percentile(inside, 25)) if inside.size else 0.0
             # Without depth: the map's surface inside stays visible through the outline.
             layer.rendering, layer.opacity, layer.blending = "iso", 0.3, "translucent_no_depth"
+        # Other maps, volume-rendered, would cover the brain: only the chosen one is shown.
+        self._hidden_in_3d = [layer for layer in map_layers(viewer)
+                              if layer.visible and not same_layer(layer, shown)]
+        for layer in self._hidden_in_3d:
+            layer.visible = False
         if shown is not None:
             _, top = map_contrast_limits(np.asarray(shown.data))
             shown.rendering, shown.iso_threshold, shown.opacity, shown.blending = "iso", top, 1.0, "translucent"
