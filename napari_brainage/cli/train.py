@@ -101,7 +101,7 @@ def add_arguments(train) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import keep_record
     from ..errors import BrainAgeError, OptionError
-    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE
+    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE, read_card
     from ..training.config import TrainConfig
     from ..training.data import load_cohort
     from ..training.noise_model import train_noise_model
@@ -122,8 +122,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
     check_device(args.device)
     # A folder that is no model: said before every scan is loaded, and nothing written.
-    from ..model.card import read_card
-
     for folder in (args.init, getattr(args, "predictor", None)):
         if folder:
             read_card(folder)
