@@ -201,7 +201,7 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
     4. quality control (``quality``): contrast (named in ``quality.contrast``; a
        failure unless the model ``reads`` it: ``ModelCard.contrasts``), template
        match, field of view, empty brain, slice thickness (in the header, or
-       interpolated away).
+       interpolated away), content coarser than the voxels (upsampled or smoothed).
 
     Raises
     ------
@@ -221,12 +221,18 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
     quality = QualityReport(warnings=read_note + intensities.warnings + thick,
                             failures=list(intensities.failures) + too_thick)
     notes = list(intensities.notes)
+    if not quality.failures:
+        # What the header cannot show: content coarser than the voxels, in one
+        # direction (thick slices interpolated) or all (upsampled, smoothed).
+        detail = qc.fine_detail(intensities.data)
+        coarse, too_coarse = qc.coarse_content(detail, volume.voxel_sizes)
+        quality.warnings += coarse or qc.interpolated_slices(intensities.data, volume.voxel_sizes, detail)
+        quality.failures += too_coarse
     if quality.failures:
         quality.route = "not preprocessed"
         quality.seconds = time.perf_counter() - tic
         raise QualityError(quality, name)
     scan = Volume(intensities.data, volume.affine, volume.header, volume.path, volume.metadata)
-    quality.warnings += qc.interpolated_slices(scan.data, volume.voxel_sizes)
     data, transform, route = _onto_template_grid(scan, mode, kit, quality)
     scalp = qc.scalp_signal(data, kit)
     head = scalp > qc.MAX_SCALP_SIGNAL

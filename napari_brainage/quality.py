@@ -74,6 +74,15 @@ MAX_SLICE_MM_TO_USE = 6.0
 #: ICBM152 template 0.88; nipy's real anatomical scan 0.93; 5 mm slices linearly
 #: interpolated onto 1 mm: 0.50-0.62 (docs/benchmarks.md).
 MIN_AXIS_SHARPNESS = 0.75
+#: ``fine_detail`` (median over the axes) below which the scan's content is
+#: coarser than its voxels (warning), and below which QC fails. Held-out
+#: synthetic scans acquired at 1 mm: 1.4-1.7, at 2 mm 0.9-1.0; nipy's real
+#: scan 2.2; the ICBM152 template 0.79 (1 mm) and 0.98 (2 mm); a 1 mm scan
+#: upsampled to 0.5 mm 0.29-0.49 (read 1.8-4.0 y young); 2 mm scans upsampled
+#: to 1 mm 0.20-0.29, 3 mm ones 0.15-0.17, a 1 mm scan smoothed with sd 1 voxel
+#: 0.17-0.21 (read 2.6-19 y young; docs/benchmarks.md, "Content coarser than its voxels").
+MIN_FINE_DETAIL = 0.5
+MIN_FINE_DETAIL_TO_USE = 0.3
 #: Predicted ages beyond the training mean +- this many standard deviations are
 #: flagged (the bundled model: 37-87 y, trained on ages 45-80).
 AGE_RANGE_SDS = 2.5
@@ -160,38 +169,51 @@ def slice_thickness(voxel_sizes_mm) -> tuple[list[str], list[str]]:
             "docs/benchmarks.md"], []
 
 
-def axis_sharpness(data: np.ndarray) -> np.ndarray:
+def fine_detail(data: np.ndarray) -> np.ndarray:
     """Per voxel axis, mean squared second difference over mean squared first
-    difference inside the head (voxels above a tenth of the 90th percentile),
-    divided by the median over the three axes: about 1 for each axis of a scan
-    acquired at its voxel size, lower along an axis whose content was
-    interpolated from thicker slices (interpolation removes the finest detail,
-    which the second difference weights most). Shape (3,); ones for an empty scan.
+    difference inside the head (voxels above a tenth of the 90th percentile).
+
+    Scale-free; white noise reads 3, content smoother than its voxels reads
+    less (interpolation and smoothing remove the finest detail, which the second
+    difference weights most). A scan acquired at its voxel size reads 0.6-2.2
+    (``MIN_FINE_DETAIL``); one resampled from voxels twice as large 0.1-0.3.
+    Shape (3,); NaN where the scan is too small or empty to say.
     """
     data = np.asarray(data, dtype=np.float32)
     positive = data[data > 0]
     if positive.size < MIN_TISSUE_VOXELS:
-        return np.ones(3)
+        return np.full(3, np.nan)
     level = float(np.percentile(positive, 90))
     inside = data > 0.1 * level
     data = data / np.float32(level)  # scale-free: the squares neither overflow nor vanish (1e18 or 1e-18 scans)
-    sharpness = []
+    detail = []
     for axis in range(3):
         # Every second line across the axis is plenty for a ratio of means (4x less work).
         lines = tuple(slice(None) if a == axis else slice(None, None, 2) for a in range(3))
         x, m = np.moveaxis(data[lines], axis, 0), np.moveaxis(inside[lines], axis, 0)
         if x.shape[0] < 3:
-            return np.ones(3)
+            return np.full(3, np.nan)
         first, second = x[2:] - x[1:-1], x[2:] - 2 * x[1:-1] + x[:-2]
         keep = m[2:] & m[1:-1] & m[:-2]
         if np.count_nonzero(keep) < MIN_TISSUE_VOXELS:  # too thin along this axis to say
-            return np.ones(3)
-        sharpness.append(float(np.mean(second[keep] ** 2)) / max(float(np.mean(first[keep] ** 2)), 1e-12))
-    sharpness = np.asarray(sharpness)
-    return sharpness / max(float(np.median(sharpness)), 1e-12)
+            return np.full(3, np.nan)
+        detail.append(float(np.mean(second[keep] ** 2)) / max(float(np.mean(first[keep] ** 2)), 1e-12))
+    return np.asarray(detail)
 
 
-def interpolated_slices(data: np.ndarray, voxel_sizes_mm) -> list[str]:
+def axis_sharpness(data: np.ndarray, detail: np.ndarray | None = None) -> np.ndarray:
+    """``fine_detail`` of each axis over its median over the three axes: about 1
+    for each axis of a scan acquired at its voxel size, lower along an axis
+    whose content was interpolated from thicker slices. Shape (3,); ones for an
+    empty scan. Pass ``detail`` when it is already measured.
+    """
+    detail = fine_detail(data) if detail is None else np.asarray(detail, dtype=float)
+    if not np.all(np.isfinite(detail)):
+        return np.ones(3)
+    return detail / max(float(np.median(detail)), 1e-12)
+
+
+def interpolated_slices(data: np.ndarray, voxel_sizes_mm, detail: np.ndarray | None = None) -> list[str]:
     """A warning when one axis of the scan looks interpolated from thicker slices
     (``axis_sharpness`` under ``MIN_AXIS_SHARPNESS``): thick slices resampled
     onto thin voxels by an earlier pipeline, which the header cannot show.
@@ -204,13 +226,37 @@ def interpolated_slices(data: np.ndarray, voxel_sizes_mm) -> list[str]:
     sizes = np.asarray(voxel_sizes_mm, dtype=float)
     if sizes.max() > MAX_SLICE_MM:
         return []
-    sharpness = np.where(sizes >= 0.9 * np.median(sizes), axis_sharpness(data), np.inf)
+    sharpness = np.where(sizes >= 0.9 * np.median(sizes), axis_sharpness(data, detail), np.inf)
     axis = int(np.argmin(sharpness))
     if sharpness[axis] >= MIN_AXIS_SHARPNESS:
         return []
     return [f"the {'xyz'[axis]} axis looks interpolated from thicker slices (fine detail {sharpness[axis]:.2f} of the "
             f"other axes', expected >= {MIN_AXIS_SHARPNESS}; voxels {' x '.join(f'{s:.2g}' for s in sizes)} mm): "
             "thick slices resampled to thin voxels read several years young in docs/benchmarks.md"]
+
+
+def coarse_content(detail: np.ndarray, voxel_sizes_mm) -> tuple[list[str], list[str]]:
+    """(warnings, failures) for a scan whose content is coarser than its voxels
+    in every direction (the median ``fine_detail`` over the axes): a scan
+    upsampled from larger voxels (a 2 mm scan stored at 1 mm) or smoothed, which
+    the header cannot show and the predictor reads as youth. Below
+    ``MIN_FINE_DETAIL_TO_USE`` QC fails; below ``MIN_FINE_DETAIL`` it warns.
+    Thick slices along one axis are ``interpolated_slices``'s to name.
+    """
+    detail = np.asarray(detail, dtype=float)
+    if not np.all(np.isfinite(detail)):
+        return [], []
+    median = float(np.median(detail))
+    sizes = " x ".join(f"{s:.2g}" for s in np.asarray(voxel_sizes_mm, dtype=float))
+    measured = f"fine detail {median:.2f}, where scans acquired at their voxel size measure 0.6 or more; voxels {sizes} mm"
+    if median < MIN_FINE_DETAIL_TO_USE:
+        return [], [f"the image is much coarser than its voxels ({measured}): it was resampled from larger voxels "
+                    "or smoothed, and such scans read 3-19 y young in docs/benchmarks.md; give the scan at the "
+                    "resolution it was acquired"]
+    if median < MIN_FINE_DETAIL:
+        return [f"the image looks coarser than its voxels ({measured}): upsampled or smoothed scans read 2-4 y "
+                "young in docs/benchmarks.md"], []
+    return [], []
 
 
 #: The contrasts QC tells apart (``tissue_contrast``), by the ordering of the

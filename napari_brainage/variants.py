@@ -17,7 +17,8 @@ plugin's answers compared with the clean scan's:
 * **head**: the brain with scalp, skull, CSF rim, neck and background noise,
   like a raw T1 off the scanner (on the MNI lattice, and moved into a
   FreeSurfer-like LIA 256 mm cube);
-* **resolution**: thick slices, 3 mm voxels, thick slices upsampled again;
+* **resolution**: thick slices, 3 mm voxels, thick slices upsampled again,
+  a 2 mm scan upsampled to 1 mm, a scan upsampled to half its voxels, smoothed copies;
 * **contrast**: T2-like and FLAIR-like renders (the model reads T1 only);
 * **not-anatomical**: a statistical map, label images;
 * **partial**: the top of the brain, or the cerebellum, outside the field of view.
@@ -760,6 +761,54 @@ def slices5mm_upsampled(clean: Clean, rng: np.random.Generator) -> Made:
     return Made(stored, clean.affine, fidelity="changed")
 
 
+def upsampled2x(clean: Clean, rng: np.random.Generator) -> Made:
+    """Voxels twice as large (2 x 2 x 2 blocks averaged) interpolated back onto the clean grid (linear).
+
+    Imitates a 2 mm scan resampled to 1 mm by a pipeline that makes every input
+    1 mm (or a low-resolution scan "upgraded" for a tool that asks for 1 mm):
+    the header says 1 mm, the content is 2 mm.
+    """
+    coarse = _block_mean(clean.data, (2, 2, 2))
+    data = _resample(coarse, _block_affine(clean.affine, (2, 2, 2)), clean.shape, clean.affine, order=1,
+                     mode="nearest")
+    stored, _ = clean.stored(data * clean.brain)
+    return Made(stored, clean.affine, fidelity="changed")
+
+
+def upsampled_half(clean: Clean, rng: np.random.Generator) -> Made:
+    """The clean voxels interpolated (linear) onto voxels half as large: 0.5 mm for a 1 mm scan.
+
+    Imitates scans upsampled for hippocampal-subfield or surface pipelines, and
+    scanner reconstructions interpolated to twice the matrix.
+    """
+    half = clean.affine @ np.diag([0.5, 0.5, 0.5, 1.0])
+    half[:3, 3] = _world(clean.affine, np.full(3, -0.25))  # the fine voxels tile the coarse ones
+    shape = tuple(2 * n for n in clean.shape)
+    data = _resample(clean.data, clean.affine, shape, half, order=1)
+    stored, _ = clean.stored(data)
+    return Made(stored, half, fidelity="changed")
+
+
+def smoothed(clean: Clean, rng: np.random.Generator) -> Made:
+    """Gaussian smoothing with sd 1 voxel (FWHM 2.4 voxels), background kept 0.
+
+    Imitates images smoothed or heavily denoised before sharing (a "display"
+    copy, an aggressive non-local-means or anisotropic-diffusion filter).
+    """
+    stored, _ = clean.stored(ndimage.gaussian_filter(clean.data, 1.0) * clean.brain)
+    return Made(stored, clean.affine, fidelity="changed")
+
+
+def smoothed_mild(clean: Clean, rng: np.random.Generator) -> Made:
+    """Gaussian smoothing with sd 0.5 voxel (FWHM 1.2 voxels), background kept 0.
+
+    Imitates scanner-side k-space filtering and light denoising, which many
+    clinical reconstructions apply by default.
+    """
+    stored, _ = clean.stored(ndimage.gaussian_filter(clean.data, 0.5) * clean.brain)
+    return Made(stored, clean.affine, fidelity="changed")
+
+
 # ------------------------------------------------------------------ contrast
 #: Tissue levels of a T1 scan relative to its WM level (the ICBM152 template:
 #: CSF 69, GM 167, WM 222 of 255).
@@ -905,6 +954,10 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
     Kind("slices3mm", "resolution", _EITHER, slices3mm),
     Kind("iso3mm", "resolution", _EITHER, iso3mm),
     Kind("slices5mm_upsampled", "resolution", _EITHER, slices5mm_upsampled),
+    Kind("upsampled2x", "resolution", _EITHER, upsampled2x),
+    Kind("upsampled_half", "resolution", _EITHER, upsampled_half),
+    Kind("smoothed", "resolution", _EITHER, smoothed),
+    Kind("smoothed_mild", "resolution", _EITHER, smoothed_mild),
     Kind("t2_like", "contrast", _FLAG, t2_like),
     Kind("flair_like", "contrast", _FLAG, flair_like),
     Kind("stat_map", "not-anatomical", _FLAG, stat_map),

@@ -412,6 +412,38 @@ def test_thick_slices_interpolated_onto_thin_voxels_are_named_by_axis():
     assert interpolated_slices(thin, (2.0, 8.0, 2.0)) == []
 
 
+def test_content_coarser_than_its_voxels_is_refused_or_flagged():
+    """A 2 mm scan upsampled to 1 mm reads 9-13 y young and a smoothed one 8-11 y
+    (docs/benchmarks.md) while its header looks fine: QC measures the fine detail
+    itself, refuses the scan when it is far too coarse, and warns when it is
+    somewhat coarse. The scan as it was acquired passes without a word."""
+    from napari_brainage.quality import MIN_FINE_DETAIL, MIN_FINE_DETAIL_TO_USE, fine_detail
+
+    scan = load_volume(sample_path("synthetic_age50"))
+    assert np.median(fine_detail(scan.data)) > MIN_FINE_DETAIL + 0.3
+    assert not any("coarser" in w for w in prepare(scan).quality.warnings)
+
+    upsampled = Volume(ndimage.zoom(scan.data.astype(np.float32), 2, order=1),
+                       scan.affine @ np.diag([0.5, 0.5, 0.5, 1.0]))
+    assert np.median(fine_detail(upsampled.data)) < MIN_FINE_DETAIL_TO_USE
+    with pytest.raises(QualityError) as refused:
+        prepare(upsampled)
+    assert "much coarser than its voxels" in str(refused.value), str(refused.value)
+    assert refused.value.quality.route == "not preprocessed"  # refused before registration's work
+
+    smoothed = Volume(ndimage.gaussian_filter(scan.data.astype(np.float32), 0.65), scan.affine)
+    assert MIN_FINE_DETAIL_TO_USE < np.median(fine_detail(smoothed.data)) < MIN_FINE_DETAIL
+    warned = prepare(smoothed).quality
+    assert warned.status == "warn" and any(w.startswith("the image looks coarser than its voxels")
+                                           for w in warned.warnings), warned.warnings
+
+    # Thick slices interpolated along one axis keep their own, more precise warning.
+    n = scan.shape[1] // 4 * 4
+    thick = scan.data[:, :n].reshape(scan.shape[0], n // 4, 4, scan.shape[2]).mean(axis=2)
+    thin = prepare(Volume(ndimage.zoom(thick, (1, 4, 1), order=1), scan.affine)).quality.warnings
+    assert any("y axis looks interpolated" in w for w in thin) and not any("coarser" in w for w in thin), thin
+
+
 def test_a_finer_axis_is_not_taken_for_interpolated_slices():
     """Voxels 0.8 x 1.3 x 1.5 mm (a moved scan re-gridded by the scanner) leave the
     0.8 mm axis smoother per voxel; that is not thick slices."""

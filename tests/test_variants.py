@@ -181,6 +181,13 @@ def test_resolution_variants(loaded, variant_clean):
     # Block centres: the thick slab's first voxel is the centre of the first 5 clean slices.
     np.testing.assert_allclose(loaded["slices5mm"].affine[:3, 3],
                                (variant_clean.affine @ [0, 0, 2, 1])[:3], atol=1e-4)
+    for name in ("upsampled2x", "smoothed", "smoothed_mild"):  # the header cannot tell
+        assert loaded[name].shape == variant_clean.shape and np.allclose(loaded[name].affine, variant_clean.affine)
+    half = loaded["upsampled_half"]
+    np.testing.assert_allclose(half.voxel_sizes, zoom / 2)
+    assert half.shape == tuple(2 * n for n in variant_clean.shape)
+    # The fine voxels tile the coarse ones: fine voxels 0 and 1 lie a quarter voxel either side of coarse voxel 0.
+    np.testing.assert_allclose((half.affine @ [0.5, 0.5, 0.5, 1])[:3], variant_clean.affine[:3, 3], atol=1e-4)
 
 
 def test_partial_variants_cut_the_named_slab(loaded, variant_clean):
