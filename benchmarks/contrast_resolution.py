@@ -2,7 +2,7 @@
 thick slices get the age and the map of their T1 scan (issue 19).
 
     # once: the renders, a seed no training used (1 mm, same subjects in every folder)
-    .venv/bin/python benchmarks/contrast_resolution.py make /tmp/renders --n 16 --seed 5959
+    .venv/bin/python benchmarks/contrast_resolution.py make /tmp/renders --n 16 --seed 5959 [--res 2]
     # then, for one or more model folders (the nulls are measured in the same run)
     .venv/bin/python benchmarks/contrast_resolution.py score /tmp/renders \
         --model napari_brainage/bundled_model --model /tmp/dr1 [--figure docs/contrasts.png]
@@ -18,7 +18,8 @@ scored on itself.
 
 ``score`` runs each scan through the public path (``prepare_input`` with the
 default ``auto`` preprocessing: on-grid scans used as they are, thick slices
-registered), and prints per model and rendering: scans aged, QC refusals, MAE
+registered), and prints per model and rendering: scans aged, QC refusals, how
+often QC named the contrast right (null: a QC that always says T1), MAE
 against chronological age and its ratio to the T1 MAE, mean and max
 |age(render) - age(T1)|, the map's Pearson r with the T1 map and its AP
 against each subject's own truth (2 mm model space, within the brain). Nulls in
@@ -65,17 +66,23 @@ RENDERINGS = {
     "t1_5mm": Rendering(None, 5),
     "t2_5mm": Rendering("t2", 5),
 }
+#: The contrast each rendering is (what QC should name it: ``ModelCard``'s contrast names).
+TRUE_CONTRAST = {"t1": "T1", "t1_render": "T1", "t2": "T2", "pd": "PD", "flair": "FLAIR", "t1_3mm": "T1",
+                 "t1_5mm": "T1", "t2_5mm": "T2"}
 #: The issue's targets: each rendering's MAE <= 1.25 x the T1 MAE, mean |age - T1 age| <= 1.5 y,
 #: map r >= 0.8 with the T1 map.
 MAX_MAE_RATIO, MAX_MEAN_SHIFT, MIN_MAP_R = 1.25, 1.5, 0.8
 
 
 def make(args) -> None:
-    config = CohortConfig(resolution_mm=1)
+    config = CohortConfig(resolution_mm=args.res)
     for name, rendering in RENDERINGS.items():
         folder = args.folder / name
         if (folder / "participants.csv").exists():
             print(f"{name}: already made")
+            continue
+        if rendering.slice_mm > 1 and rendering.slice_mm % args.res:
+            print(f"{name}: skipped ({rendering.slice_mm} mm slices are not whole {args.res} mm voxels)")
             continue
         generate_cohort(folder, args.n, args.seed, config, workers=args.workers, rendering=rendering)
         print(f"{name}: {args.n} subjects in {folder}", flush=True)
@@ -109,17 +116,19 @@ def score(args) -> None:
         truths = [truth_in_model_space(subject_truth_path(args.folder / "t1", s), spec) for s in subjects]
         results: dict[str, list] = {}
         for name in folders:
-            ages_here, maps = [], []
+            ages_here, maps, named = [], [], []
             for i, subject in enumerate(subjects):
                 volume = load_volume(args.folder / name / f"{subject}.nii.gz")
                 try:
                     prepared = prepare_input(volume, "auto", model.card.contrasts)
                 except QualityError as err:
+                    named.append(err.quality.contrast == TRUE_CONTRAST[name])
                     ages_here.append(None)
                     maps.append(None)
                     if i == 0:
                         print(f"  {Path(model_dir).name} {name}: refused: {err}", flush=True)
                     continue
+                named.append(prepared.quality.contrast == TRUE_CONTRAST[name])
                 result = predict_age(volume, model, device, float(ages[i]), prepared=prepared)
                 ages_here.append(result.predicted_age)
                 maps.append(importance_in_model_space(volume, model, device, prepared=prepared)
@@ -127,13 +136,13 @@ def score(args) -> None:
                 if i == args.figure_subject:
                     figure_cases.append((Path(model_dir).name, name, crop(prepared.data, spec), maps[-1],
                                          result.predicted_age, prepared.quality.contrast))
-            results[name] = (ages_here, maps)
+            results[name] = (ages_here, maps, named)
             print(f"  {Path(model_dir).name} {name}: done", flush=True)
-        reference_ages, reference_maps = results["t1"]
+        reference_ages, reference_maps, _ = results["t1"]
         reference = np.array([np.nan if a is None else a for a in reference_ages])
         t1_mae = float(np.nanmean(np.abs(reference - ages)))
         for name in folders:
-            predicted, maps = results[name]
+            predicted, maps, named = results[name]
             got = np.array([a is not None for a in predicted])
             values = np.array([np.nan if a is None else a for a in predicted])
             mae = float(np.nanmean(np.abs(values - ages))) if got.any() else float("nan")
@@ -143,6 +152,7 @@ def score(args) -> None:
             ap = [average_precision(m, truth, domain) for m, truth in zip(maps, truths) if m is not None]
             table.append({
                 "model": Path(model_dir).name, "rendering": name, "aged": int(got.sum()), "n": len(subjects),
+                "named": int(np.sum(named)), "null_named": len(subjects) * (TRUE_CONTRAST[name] == "T1"),
                 "mae": mae, "mae_ratio": mae / t1_mae, "mean_shift": float(shift.mean()) if shift.size else np.nan,
                 "max_shift": float(shift.max()) if shift.size else np.nan,
                 "map_r": float(np.mean(r)) if r else np.nan, "ap": float(np.mean(ap)) if ap else np.nan,
@@ -155,14 +165,16 @@ def score(args) -> None:
     chance = np.mean([t[domain].mean() for t in truths])
     print(f"\n{len(subjects)} held-out subjects; irreducible error (mean |brain age - age|) {irreducible:.2f} y; "
           f"nulls for maps: depth-only AP {depth_ap:.3f}, chance AP {chance:.3f}\n")
-    print("| model | rendering | aged / n | MAE (y) | / T1 MAE | mean / max abs(age - T1 age) (y) | map r vs T1 "
-          "| map AP |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | rendering | aged / n | contrast named right (null: always T1) | MAE (y) | / T1 MAE "
+          "| mean / max abs(age - T1 age) (y) | map r vs T1 | map AP |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in table:
         def f(key, fmt="{:.2f}"):
             value = row.get(key, np.nan)
             return "" if value is None or np.isnan(value) else fmt.format(value)
-        print(f"| {row['model']} | {row['rendering']} | {row['aged']} / {row['n']} | {f('mae')} | {f('mae_ratio')} "
+        naming = f"{row['named']} / {row['n']} ({row['null_named']})" if "named" in row else ""
+        print(f"| {row['model']} | {row['rendering']} | {row['aged']} / {row['n']} | {naming} | {f('mae')} "
+              f"| {f('mae_ratio')} "
               f"| {f('mean_shift')} / {f('max_shift')} | {f('map_r')} | {f('ap', '{:.3f}')} |")
     print(f"\ntargets: MAE <= {MAX_MAE_RATIO} x T1, mean shift <= {MAX_MEAN_SHIFT} y, map r >= {MIN_MAP_R}")
     if args.out:
@@ -215,6 +227,7 @@ def main() -> None:
     m.add_argument("folder", type=Path)
     m.add_argument("--n", type=int, default=16)
     m.add_argument("--seed", type=int, required=True, help="a seed no training used")
+    m.add_argument("--res", type=int, choices=(1, 2), default=1, help="voxel size of the renders, mm (default 1)")
     m.add_argument("--workers", type=int, default=2)
     s = sub.add_parser("score", help="age and map every render with each model")
     s.add_argument("folder", type=Path)

@@ -413,18 +413,18 @@ def test_thick_slices_interpolated_onto_thin_voxels_are_named_by_axis():
 
 
 def test_content_coarser_than_its_voxels_is_refused_or_flagged():
-    """A 2 mm scan upsampled to 1 mm reads 9-13 y young and a smoothed one 8-11 y
-    (docs/benchmarks.md) while its header looks fine: QC measures the fine detail
-    itself, refuses the scan when it is far too coarse, and warns when it is
-    somewhat coarse. The scan as it was acquired passes without a word."""
+    """A 2 mm scan upsampled to 1 mm reads 7-13 y young, a 3 mm one 13-19 y
+    (docs/benchmarks.md), while its header looks fine: QC measures the fine
+    detail itself, refuses the scan when it is far too coarse, and warns when it
+    is somewhat coarse. The scan as it was acquired passes without a word."""
     from napari_brainage.quality import MIN_FINE_DETAIL, MIN_FINE_DETAIL_TO_USE, fine_detail
 
     scan = load_volume(sample_path("synthetic_age50"))
     assert np.median(fine_detail(scan.data)) > MIN_FINE_DETAIL + 0.3
     assert not any("coarser" in w for w in prepare(scan).quality.warnings)
 
-    upsampled = Volume(ndimage.zoom(scan.data.astype(np.float32), 2, order=1),
-                       scan.affine @ np.diag([0.5, 0.5, 0.5, 1.0]))
+    upsampled = Volume(ndimage.zoom(scan.data.astype(np.float32), 3, order=1),
+                       scan.affine @ np.diag([1 / 3, 1 / 3, 1 / 3, 1.0]))
     assert np.median(fine_detail(upsampled.data)) < MIN_FINE_DETAIL_TO_USE
     with pytest.raises(QualityError) as refused:
         prepare(upsampled)
