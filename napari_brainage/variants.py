@@ -18,7 +18,7 @@ plugin's answers compared with the clean scan's:
   like a raw T1 off the scanner (on the MNI lattice, and moved into a
   FreeSurfer-like LIA 256 mm cube);
 * **resolution**: thick slices, 3 mm voxels, thick slices upsampled again,
-  a 2 mm scan upsampled to 1 mm, a scan upsampled to half its voxels, smoothed copies;
+  2 and 3 mm scans upsampled to 1 mm, a scan upsampled to half its voxels, smoothed copies;
 * **contrast**: T2-like and FLAIR-like renders (the model reads T1 only);
 * **not-anatomical**: a statistical map, label images;
 * **partial**: the top of the brain, or the cerebellum, outside the field of view.
@@ -761,6 +761,14 @@ def slices5mm_upsampled(clean: Clean, rng: np.random.Generator) -> Made:
     return Made(stored, clean.affine, fidelity="changed")
 
 
+def _upsampled(clean: Clean, factor: int) -> Made:
+    coarse = _block_mean(clean.data, (factor,) * 3)
+    data = _resample(coarse, _block_affine(clean.affine, (factor,) * 3), clean.shape, clean.affine, order=1,
+                     mode="nearest")
+    stored, _ = clean.stored(data * clean.brain)
+    return Made(stored, clean.affine, fidelity="changed")
+
+
 def upsampled2x(clean: Clean, rng: np.random.Generator) -> Made:
     """Voxels twice as large (2 x 2 x 2 blocks averaged) interpolated back onto the clean grid (linear).
 
@@ -768,11 +776,16 @@ def upsampled2x(clean: Clean, rng: np.random.Generator) -> Made:
     1 mm (or a low-resolution scan "upgraded" for a tool that asks for 1 mm):
     the header says 1 mm, the content is 2 mm.
     """
-    coarse = _block_mean(clean.data, (2, 2, 2))
-    data = _resample(coarse, _block_affine(clean.affine, (2, 2, 2)), clean.shape, clean.affine, order=1,
-                     mode="nearest")
-    stored, _ = clean.stored(data * clean.brain)
-    return Made(stored, clean.affine, fidelity="changed")
+    return _upsampled(clean, 2)
+
+
+def upsampled3x(clean: Clean, rng: np.random.Generator) -> Made:
+    """Voxels three times as large (3 x 3 x 3 blocks averaged) interpolated back onto the clean grid (linear).
+
+    Imitates a 3 mm research or localiser scan resampled to 1 mm: the header
+    says 1 mm, the content is 3 mm.
+    """
+    return _upsampled(clean, 3)
 
 
 def upsampled_half(clean: Clean, rng: np.random.Generator) -> Made:
@@ -955,6 +968,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
     Kind("iso3mm", "resolution", _EITHER, iso3mm),
     Kind("slices5mm_upsampled", "resolution", _EITHER, slices5mm_upsampled),
     Kind("upsampled2x", "resolution", _EITHER, upsampled2x),
+    Kind("upsampled3x", "resolution", _EITHER, upsampled3x),
     Kind("upsampled_half", "resolution", _EITHER, upsampled_half),
     Kind("smoothed", "resolution", _EITHER, smoothed),
     Kind("smoothed_mild", "resolution", _EITHER, smoothed_mild),

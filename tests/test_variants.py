@@ -181,7 +181,7 @@ def test_resolution_variants(loaded, variant_clean):
     # Block centres: the thick slab's first voxel is the centre of the first 5 clean slices.
     np.testing.assert_allclose(loaded["slices5mm"].affine[:3, 3],
                                (variant_clean.affine @ [0, 0, 2, 1])[:3], atol=1e-4)
-    for name in ("upsampled2x", "smoothed", "smoothed_mild"):  # the header cannot tell
+    for name in ("upsampled2x", "upsampled3x", "smoothed", "smoothed_mild"):  # the header cannot tell
         assert loaded[name].shape == variant_clean.shape and np.allclose(loaded[name].affine, variant_clean.affine)
     half = loaded["upsampled_half"]
     np.testing.assert_allclose(half.voxel_sizes, zoom / 2)
