@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,9 +358,11 @@ def save_volume(
     shears included; qform is nibabel's closest rigid+zoom approximation); codes
     come from the source header when there is one, else "aligned" (2). Data keep
     their dtype, so write -> read returns identical voxels and affine.
-    ``description`` (at most 80 ASCII characters) goes in the header's descrip.
+    ``description`` goes in the header's descrip, folded to fit its 80 ASCII
+    bytes (:func:`header_description`): metadata never fails a write.
 
-    Raises FileExistsError when ``path`` exists and ``overwrite`` is False.
+    Raises FileExistsError when ``path`` exists and ``overwrite`` is False;
+    ``VolumeError`` for a name that is not .nii/.nii.gz or an unusable affine.
     """
     path = Path(path)
     if not has_suffix(path, WRITABLE_SUFFIXES):
@@ -371,12 +374,31 @@ def save_volume(
         raise VolumeError(f"{path}: refusing to write an unusable affine: {problem}.")
     image = to_nifti(volume)
     if description is not None:
-        if len(description) > 80 or not description.isascii():
-            raise InputError(f"description must be at most 80 ASCII characters: {description!r}")
-        image.header["descrip"] = description.encode()
+        image.header["descrip"] = header_description(description).encode("ascii")
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
     return path
+
+
+#: The NIfTI-1 header's descrip field: 80 bytes, read as ASCII by every tool.
+DESCRIP_BYTES = 80
+
+
+#: Latin letters NFKD does not split into a letter and an accent.
+_NO_DECOMPOSITION = str.maketrans({"ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE",
+                                   "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "Th"})
+
+
+def header_description(text: str, limit: int = DESCRIP_BYTES) -> str:
+    """``text`` made to fit a NIfTI descrip: accents folded ("é" -> "e"), other
+    non-ASCII characters as "?", control characters as spaces, and cut to ``limit``
+    characters with "..." at the end. A description is a note for people; a file
+    name in it (long BIDS names, "sujet_é") must never cost the scan its output."""
+    folded = unicodedata.normalize("NFKD", text.translate(_NO_DECOMPOSITION))
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = "".join(c if " " <= c <= "~" else (" " if c.isascii() or not c.isprintable() else "?")
+                     for c in folded)
+    return folded if len(folded) <= limit else folded[:limit - 3] + "..."
 
 
 def to_nifti(volume: Volume) -> nib.Nifti1Image:

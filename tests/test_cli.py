@@ -523,3 +523,23 @@ def test_ctrl_c_with_workers_stops_in_one_line_and_keeps_the_rows(tiny_cohort, t
         pytest.fail(f"processes left in the group: {left.stdout}")
     with open(out, newline="") as handle:
         assert len(list(csv.DictReader(handle))) >= 1  # the finished row is kept
+
+
+# ------------------------------------------------------------------ third break test (2027-01)
+def test_preprocess_keeps_scans_with_long_or_non_ascii_names(tiny_cohort, tmp_path, cli_in_process):
+    """B3: the file name went into the 80-byte ASCII descrip, which refused it: every
+    ordinary BIDS name (sub-X_ses-Y_acq-Z_run-1_T1w) and every accented one failed."""
+    import nibabel as nib
+
+    source = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[0]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    names = ["sub-ADNI002S0295_ses-M00_acq-MPRAGE_run-1_T1w", "sujet_é"]
+    for name in names:
+        shutil.copy(source, folder / f"{name}.nii.gz")
+    out = tmp_path / "mni"
+    done = cli_in_process("preprocess", folder, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "2 of 2 scans" in done.stdout
+    descrip = nib.load(out / f"{names[1]}.nii.gz").header["descrip"].tobytes().rstrip(b"\0")
+    assert descrip == b"napari-brainage preprocess (auto) of sujet_e.nii.gz"

@@ -65,6 +65,20 @@ def test_saving_keeps_source_header_fields(tmp_path, oblique_scan):
     assert int(header["sform_code"]) == 1  # the source's code, not a default
 
 
+@pytest.mark.parametrize("description, expected", [
+    ("napari-brainage preprocess (auto) of sub-ADNI002S0295_ses-M00_acq-MPRAGE_run-1_T1w.nii.gz",
+     b"napari-brainage preprocess (auto) of sub-ADNI002S0295_ses-M00_acq-MPRAGE_run-..."),
+    ("Cohen's d: Ünïcødé vs 控制; Søren\tmap", b"Cohen's d: Unicode vs ??; Soren map"),
+])
+def test_a_long_or_non_ascii_description_is_folded_to_fit_never_refused(tmp_path, description, expected):
+    """The descrip field holds 80 ASCII bytes; refusing more failed every scan with a long
+    (BIDS) or accented file name in preprocess, and population runs at their very end."""
+    path = save_volume(Volume(phantom().astype(np.float32), np.eye(4) * [2, 2, 2, 1]), tmp_path / "m.nii.gz",
+                       description=description)
+    written = nib.load(path).header["descrip"].tobytes().rstrip(b"\0")
+    assert written == expected and len(written) <= 80
+
+
 # ----------------------------------------------------------------- bad input
 def _write_raw(path, content: bytes):
     path.write_bytes(content)
