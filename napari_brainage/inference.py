@@ -149,6 +149,43 @@ def prepare_input(volume: Volume, preprocessing: str = "auto", reads: tuple[str,
     return prepare(volume, preprocessing, reads=reads)
 
 
+def _same_scan(a: Volume, b: Volume) -> bool:
+    """Whether two volumes hold the same voxels on the same grid (the same object, or equal copies)."""
+    return a is b or (a.shape == b.shape and np.allclose(a.affine, b.affine)
+                      and np.array_equal(np.asarray(a.data), np.asarray(b.data), equal_nan=True))
+
+
+def _prepared_for(volume: Volume, prepared: Prepared | None, preprocessing: str, model: BrainAgeModel) -> Prepared:
+    """``prepared`` when it was made from ``volume``, else ``volume`` prepared now.
+
+    Raises ``InputError`` when ``prepared`` comes from another scan: its age or
+    map would be reported under this scan's name.
+    """
+    if prepared is None:
+        return prepare_input(volume, preprocessing, model.card.contrasts)
+    if not _same_scan(prepared.source, volume):
+        made_from = prepared.source.path or "another scan"
+        raise InputError(f"prepared= was made from {made_from}, not from {volume.path or 'this scan'}: "
+                         "prepare this scan with prepare_input(scan) or leave prepared out")
+    return prepared
+
+
+def check_age(age, subject: str = "scan") -> float | None:
+    """``age`` as years: None stays None; ``InputError`` naming ``subject`` for
+    anything but a finite number in ``AGE_RANGE`` (the one rule for ages from
+    tables, the CLI, the widgets and the Python API)."""
+    if age is None:
+        return None
+    try:
+        years = float(age)
+    except (TypeError, ValueError):
+        raise InputError(f"{subject} has age {age!r}, not a number of years") from None
+    if not AGE_RANGE[0] < years < AGE_RANGE[1]:  # also false for nan
+        raise InputError(f"{subject} has age {age!r}; ages must lie between {AGE_RANGE[0]:g} and "
+                         f"{AGE_RANGE[1]:g} years")
+    return years
+
+
 def _input_tensor(prepared: Prepared, model: BrainAgeModel, device: torch.device) -> tuple[np.ndarray, torch.Tensor]:
     x = prepared.model_input(model.card.input)
     return x, torch.from_numpy(x)[None, None].to(device)
@@ -164,9 +201,12 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     pass ``prepared`` to reuse a registration. A calibrated model also gives the
     ``interval_level`` prediction interval and, with ``age``, the corrected gap's
     centile (``uncertainty.Calibration``). Raises ``quality.QualityError``
-    when the scan fails quality control (no age is made).
+    when the scan fails quality control (no age is made), ``InputError`` for an
+    age that is not a finite number of years in ``AGE_RANGE`` or a ``prepared``
+    made from another scan.
     """
-    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
+    age = check_age(age, strip_suffix(volume.path) if volume.path else "the scan")
+    prepared = _prepared_for(volume, prepared, preprocessing, model)
     _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
     outside = age_range(predicted, model.card.age_mean, model.card.age_sd)
@@ -204,7 +244,7 @@ def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torc
     """
     from .explain import attribution
 
-    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
+    prepared = _prepared_for(volume, prepared, preprocessing, model)
     _, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
     return attribution(tensor, model, method)
 
@@ -212,7 +252,7 @@ def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torc
 def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
                    preprocessing: str = "auto", prepared: Prepared | None = None, method: str = "noise") -> Volume:
     """Voxel importance (default: 1 - noise mask) on the scan's own grid, with its affine and header."""
-    prepared = prepared or prepare_input(volume, preprocessing, model.card.contrasts)
+    prepared = _prepared_for(volume, prepared, preprocessing, model)
     model_map = importance_in_model_space(volume, model, device, prepared=prepared, method=method)
     data = prepared.to_scan_grid(uncrop(model_map, model.card.input))
     return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)
@@ -366,14 +406,7 @@ def _age(text: str | None, subject: str, table: Path) -> float | None:
     "nan" age gave a gap of nan and a centile of 100)."""
     if text is None or not text.strip():
         return None
-    try:
-        age = float(text)
-    except ValueError:
-        raise InputError(f"{table}: subject {subject!r} has age {text!r}, not a number of years") from None
-    if not AGE_RANGE[0] < age < AGE_RANGE[1]:  # also false for nan
-        raise InputError(f"{table}: subject {subject!r} has age {text!r}; ages must lie between "
-                         f"{AGE_RANGE[0]:g} and {AGE_RANGE[1]:g} years")
-    return age
+    return check_age(text.strip(), f"{table}: subject {subject!r}")
 
 
 def _subject_name(subject: str, table: Path) -> str:

@@ -48,6 +48,32 @@ def test_prediction_and_gaps(tiny_model, tiny_cohort):
     assert predict_age(volume, model, device).gap is None
 
 
+def test_the_api_refuses_another_scans_preparation_and_impossible_ages(tiny_model, tiny_cohort):
+    """``prepared=`` from another scan gave that scan's age under this scan's name
+    (third break test); ages of -5, nan or "63" gave a gap of 76.8 y, nan, or a
+    bare TypeError."""
+    from napari_brainage.errors import InputError
+    from napari_brainage.inference import importance_in_model_space, prepare_input
+
+    model, device = load_model(tiny_model, "cpu", need_noise_model=True)
+    first = load_volume(tiny_cohort.parent / "sub-0001.nii.gz")
+    second = load_volume(tiny_cohort.parent / "sub-0002.nii.gz")
+    prepared = prepare_input(first)
+    with pytest.raises(InputError, match=r"prepared= was made from .*sub-0001\.nii\.gz, not from .*sub-0002"):
+        predict_age(second, model, device, prepared=prepared)
+    with pytest.raises(InputError, match="prepared= was made from"):
+        importance_in_model_space(second, model, device, prepared=prepared)
+    # The same scan, loaded again, may reuse it: same grid, same voxels.
+    again = load_volume(tiny_cohort.parent / "sub-0001.nii.gz")
+    assert predict_age(again, model, device, prepared=prepared).predicted_age == pytest.approx(
+        predict_age(first, model, device).predicted_age, abs=1e-4)
+    for age, words in ((-5, "between 0 and 120"), (float("nan"), "between 0 and 120"),
+                       ("sixty", "not a number of years")):
+        with pytest.raises(InputError, match=words):
+            predict_age(first, model, device, age=age, prepared=prepared)
+    assert predict_age(first, model, device, age="63", prepared=prepared).age == 63.0
+
+
 def test_importance_map_lands_on_the_input_grid(tiny_model, tiny_cohort, tmp_path):
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
     volume = load_volume(tiny_cohort.parent / "sub-0001.nii.gz")

@@ -100,6 +100,22 @@ def test_writer_appends_nifti_suffix_and_writes_labels_on_source_grid(make_napar
     np.testing.assert_array_equal(saved.affine, source.affine)
     np.testing.assert_array_equal(saved.data, (source.data > 120).astype(np.uint8))
 
+    # Nobody was asked about "bright.nii.gz" when the name given to the writer was
+    # "bright": an existing file there is refused, not replaced (third break
+    # test); the full name (what File > Save confirms) replaces it. (napari's
+    # layers.save appends the extension itself, through npe2, before the writer
+    # sees the path: that route is napari's, like its built-in writers.)
+    from napari_brainage._napari.writer import write_volume_layer
+
+    before = (tmp_path / "bright.nii.gz").read_bytes()
+    layer = viewer.layers["bright"]
+    attributes = layer.as_layer_data_tuple()[1]
+    with pytest.raises(FileExistsError, match=r"bright\.nii\.gz already exists .*had no \.nii\.gz"):
+        write_volume_layer(str(tmp_path / "bright"), 1 - mask, attributes)
+    assert (tmp_path / "bright.nii.gz").read_bytes() == before
+    [replaced] = write_volume_layer(str(tmp_path / "bright.nii.gz"), 1 - mask, attributes)
+    np.testing.assert_array_equal(load_volume(replaced).data, (source.data <= 120).astype(np.uint8))
+
 
 def test_layer_made_in_napari_is_written_with_its_world_geometry(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
