@@ -313,7 +313,7 @@ def map_chunk(items: list[ScanInput], options: RunOptions
     """
     from .population import subject_maps
 
-    model, torch_device = _worker_model(options, True)
+    model, torch_device = _worker_model(options, options.method is Method.NOISE)
     preprocessing, method = options.preprocessing.value, options.method.value
     groups: dict[str, RunningStats] = {}
     failed: list[tuple[str, str]] = []
@@ -457,7 +457,7 @@ def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, opti
         done = _still_done(inputs, done, log.path, lambda item: page_path(out_dir, item.subject))
     keep_record(record_path(log.path), run_record(options, maps=True), resuming, log.path)
     todo = [item for item in inputs if item.subject not in done]
-    model, torch_device = _worker_model(options, True)
+    model, torch_device = _worker_model(options, options.method is Method.NOISE)
     model_name = model_label(options.model_dir)
     results = []
     with log.appending(restart=not resume) as write:

@@ -543,3 +543,44 @@ def test_preprocess_keeps_scans_with_long_or_non_ascii_names(tiny_cohort, tmp_pa
     assert "2 of 2 scans" in done.stdout
     descrip = nib.load(out / f"{names[1]}.nii.gz").header["descrip"].tobytes().rstrip(b"\0")
     assert descrip == b"napari-brainage preprocess (auto) of sujet_e.nii.gz"
+
+
+def _predictor_only(tiny_model: Path, folder: Path) -> Path:
+    """A copy of the tiny model without its noise model, as `train predictor` leaves one."""
+    import json
+
+    from napari_brainage.model.card import CARD_FILE, NOISE_MODEL_FILE, PREDICTOR_FILE
+
+    folder.mkdir()
+    shutil.copy(tiny_model / PREDICTOR_FILE, folder / PREDICTOR_FILE)
+    card = json.loads((tiny_model / CARD_FILE).read_text())
+    del card["weights"][NOISE_MODEL_FILE]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return folder
+
+
+def test_captum_methods_need_only_the_predictor_and_the_noise_method_is_refused_first(
+        tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """B8: explain, report and population refused --method saliency of a predictor-only model,
+    and the noise method was refused only after explain had written its run record and
+    population had read every scan and left a checkpoint."""
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    model = ["--model", _predictor_only(tiny_model, tmp_path / "m1"), "--device", "cpu"]
+    out = tmp_path / "out"
+    out.mkdir()
+    for command, target in [("explain", out / "maps"), ("report", out / "reports"),
+                            ("population", out / "pop.nii.gz")]:
+        refused = cli_in_process(command, folder, "--out", target, *model)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "no noise model, which --method noise (the default) needs" in refused.stderr
+        assert "--method saliency (or integrated_gradients" in refused.stderr
+        assert list(out.iterdir()) == [], command
+    maps = cli_in_process("explain", folder, "--out", out / "maps", "--method", "saliency", *model)
+    assert maps.returncode == 0, maps.stderr
+    assert len(list((out / "maps").glob("*_importance.nii.gz"))) == 2
+    population = cli_in_process("population", folder, "--out", out / "pop.nii.gz", "--method", "gradcam", *model)
+    assert population.returncode == 0, population.stderr
+    assert (out / "pop.nii.gz").exists() and (out / "pop_regions.csv").exists()
+    report = cli_in_process("report", folder, "--out", out / "reports", "--method", "saliency", *model)
+    assert report.returncode == 0, report.stderr
+    assert len(list((out / "reports").glob("*_report.pdf"))) == 2

@@ -103,10 +103,12 @@ def add_workers(parser: argparse.ArgumentParser, scheduler: bool = True) -> None
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The ``RunOptions`` the parsed arguments ask for; a GPU torch cannot see, or a
-    level the model's calibration cannot give, is refused here, before any scan is
-    read or output written (call it first), and a level asked of an uncalibrated
-    model is said to be unused."""
+    """The ``RunOptions`` the parsed arguments ask for; a GPU torch cannot see, a
+    level the model's calibration cannot give, or ``--method noise`` of a model
+    with no noise model is refused here, before any scan is read or output written
+    (call it first), and a level asked of an uncalibrated model is said to be unused.
+
+    Raises ``InputError`` (``ModelError`` for the model) for each of those refusals."""
     asked = getattr(args, "interval_level", None)  # explain and population report no ages
     level = DEFAULT_LEVEL if asked is None else asked
     check_device(args.device)
@@ -115,13 +117,29 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     from ..model.bundle import bundled_model_dir
     from ..model.card import read_card
 
-    card = read_card(options.model_dir or bundled_model_dir())
+    folder = options.model_dir or bundled_model_dir()
+    card = read_card(folder)
+    if hasattr(args, "method"):  # the commands that make maps
+        check_method(card, folder, options.method)
     if card.calibration is not None:
         card.calibration.check_level(level)
     elif asked is not None:
         say(f"note: this model is not calibrated (napari-brainage calibrate): no intervals, "
             f"--interval-level {level:g} is not used")
     return options
+
+
+def check_method(card, folder, method: Method) -> None:
+    """``ModelError`` when ``method`` is the noise model's and the model ``card`` (of
+    ``folder``) has none. The Captum methods need only the predictor, so a model
+    trained without a noise model still makes their maps."""
+    from ..model.card import NOISE_MODEL_FILE, ModelError
+
+    if method is Method.NOISE and NOISE_MODEL_FILE not in card.weights:
+        first, *others = (m.value for m in Method if m is not Method.NOISE)
+        raise ModelError(f"{folder}: no noise model, which --method noise (the default) needs; train one with "
+                         f"`napari-brainage train noise-model`, or choose a method that needs only the "
+                         f"predictor: --method {first} (or {', '.join(others)})")
 
 
 def check_device(device: str) -> None:

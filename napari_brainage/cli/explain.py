@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..errors import describe_error
     from ..inference import collect_inputs, importance_map, load_model, prepare_input
     from ..io import load_volume, modified_after, save_volume
-    from ..options import map_description
+    from ..options import Method, map_description
 
     options = run_options(args)
     out = Path(args.out)
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with output_lock(out):  # one run at a time writes the folder
         # The maps of a resumed run must be made as the folder's others were.
         keep_record(out / RECORD, run_record(options, maps=True), args.resume, out)
-        model, device = load_model(options.model_dir, options.device.value, need_noise_model=True)
+        model, device = load_model(options.model_dir, options.device.value,
+                                   need_noise_model=options.method is Method.NOISE)  # Captum: the predictor only
         failed = 0
         for i, (item, target) in enumerate(zip(inputs, targets), 1):
             tic = time.monotonic()
