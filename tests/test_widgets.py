@@ -159,6 +159,35 @@ def test_brain_age_widget_runs_a_baseline_method_beside_the_noise_model(make_nap
     assert "importance (synthetic_age80)" in viewer.layers and layer in viewer.layers  # both kept
 
 
+def test_brain_age_widget_gives_a_predictor_only_model_its_age_and_says_why_there_is_no_noise_map(
+        make_napari_viewer, qtbot, tiny_model, tmp_path, monkeypatch):
+    """B8 (third break test): the widget demanded a noise model to load any model, so a
+    model from `train predictor` alone could not even give an age."""
+    from test_cli import _predictor_only
+
+    shown: list[tuple[str, str]] = []
+    for severity in ("info", "warning", "error"):
+        monkeypatch.setattr(brain_age_module, f"show_{severity}",
+                            lambda message, severity=severity: shown.append((severity, message)))
+    viewer = make_napari_viewer()
+    widget = BrainAgeWidget(viewer)
+    viewer.open_sample("napari-brainage", "synthetic_age80")
+    widget.model.value = str(_predictor_only(tiny_model, tmp_path / "m1"))
+    _run_and_wait(qtbot, widget)
+    model, device = load_model(tiny_model, "cpu")
+    expected = predict_age(load_volume(sample_path("synthetic_age80")), model, device, age=80.0)
+    assert f"predicted age   {expected.predicted_age:.1f}\u00a0y" in widget.result.value
+    assert widget.result.value.endswith(brain_age_module.NO_NOISE_MODEL)
+    assert shown[-1][0] == "warning" and shown[-1][1].startswith(f"Brain age {expected.predicted_age:.1f} y")
+    assert "this model has no noise model" in shown[-1][1]
+    assert not any(layer.name.startswith("importance") for layer in viewer.layers)
+    assert not widget.export.enabled  # Export writes the map: there is none
+    widget.method.value = "saliency"  # a Captum method needs only the predictor
+    _run_and_wait(qtbot, widget)
+    assert "importance Saliency (synthetic_age80)" in viewer.layers and widget.export.enabled
+    assert all(severity != "error" for severity, _ in shown)
+
+
 def test_brain_age_widget_prefills_age_from_a_participants_csv(make_napari_viewer, tiny_cohort):
     import csv as _csv
 

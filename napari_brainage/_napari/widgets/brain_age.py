@@ -59,13 +59,23 @@ _STEPS = ("loading the model", "preprocessing (registration)", "predicting brain
           "computing the importance map")
 
 
+#: What is said when the noise method is asked of a model that has no noise model.
+NO_NOISE_MODEL = ("no importance map: this model has no noise model (train one with `napari-brainage train "
+                  "noise-model`), or choose another method under Options (e.g. Saliency: it needs only the "
+                  "predictor)")
+
+
 @thread_worker(progress={"total": len(_STEPS)}, ignore_errors=True)  # errors: _on_error
 def _analyse(volume: Volume, age: float | None, options: RunOptions):
     """Generator run in a worker: yields between steps so Cancel can stop it there.
-    Any error leaves it as a ``WorkerError`` (see there why not as it is)."""
+    Any error leaves it as a ``WorkerError`` (see there why not as it is). A model
+    with no noise model still gives the age (and the Captum maps); with the noise
+    method it returns no map, and ``_on_done`` says why."""
     try:
         yield _STEPS[0]
-        model, torch_device = load_model(options.model_dir, options.device.value, need_noise_model=True)
+        # The age needs only the predictor: demanding the noise model here refused any
+        # predictor-only model (`train predictor` alone) even an age.
+        model, torch_device = load_model(options.model_dir, options.device.value)
         yield _STEPS[1]
         prepared = prepare_input(volume, options.preprocessing.value, model.card.contrasts)
         yield _STEPS[2]
@@ -73,6 +83,8 @@ def _analyse(volume: Volume, age: float | None, options: RunOptions):
                              interval_level=options.interval_level)
         if result.predicted_age is None:  # failed QC, reported in the result: no age, no map
             return result, None, None, model.card
+        if options.method is Method.NOISE and model.noise_model is None:  # the age, no map (_on_done says why)
+            return result, None, getattr(prepared, "data", None), model.card
         yield _STEPS[3]
         importance = importance_map(volume, model, torch_device, prepared=prepared, method=options.method.value)
         # The scan on the template grid and the card travel with the result: the Report needs them.
@@ -340,9 +352,13 @@ class BrainAgeWidget(Container):
             return
         result.subject = layer.name
         result.path = result.path or str(layer.metadata.get(SOURCE_PATH) or "")  # the file, for CSV and report
-        if result.predicted_age is None or importance is None:  # failed QC: no age, no map
+        if result.predicted_age is None:  # failed QC: no age, no map
             self._set_panel(layer, format_result(result, layer.name))
             show_error(notification(result, layer.name))
+            return
+        if importance is None:  # the model has no noise model: the age, and why there is no map
+            self._set_panel(layer, f"{format_result(result, layer.name)}\n{NO_NOISE_MODEL}")
+            show_warning(f"{notification(result, layer.name)}; {NO_NOISE_MODEL}")
             return
         self.progress.value = len(_STEPS)
         importance.path = volume.path
