@@ -197,7 +197,34 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
     elif isinstance(image.header, nib.Nifti1Header) and not (int(image.header["qform_code"])
                                                               or int(image.header["sform_code"])):
         volume.metadata[WARNING] = NO_ORIENTATION_WARNING
+    elif isinstance(image.header, nib.Nifti1Header):
+        disagreement = sform_qform_disagreement(image.header, shape)
+        if disagreement:
+            volume.metadata[WARNING] = disagreement
     return volume
+
+
+def sform_qform_disagreement(header: nib.Nifti1Header, shape) -> str | None:
+    """A warning when a NIfTI header's sform and qform (both set) place the scan
+    more than a voxel apart anywhere in its field of view, or mirror each other.
+
+    nibabel and FSL read the sform (so does this package); ITK-based tools may
+    read the qform, so the same file then shows another position or side there.
+    None when they agree or only one is set.
+    """
+    if not (int(header["sform_code"]) and int(header["qform_code"])):
+        return None
+    sform, qform = header.get_sform(), header.get_qform()
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    apart = float(np.max(np.linalg.norm((sform @ corners - qform @ corners)[:3], axis=0)))
+    mirrored = np.sign(np.linalg.det(sform[:3, :3])) != np.sign(np.linalg.det(qform[:3, :3]))
+    if apart <= float(np.min(voxel_sizes(sform))) and not mirrored:
+        return None
+    how = "mirror each other (left and right swapped)" if mirrored else f"are up to {apart:.0f} mm apart"
+    return (f"the header's sform and qform disagree: they {how}; the sform was used (as nibabel and FSL do), "
+            "but tools that read the qform (some ITK-based ones) show this scan elsewhere. Check left and "
+            "right, and fix the header (e.g. fslorient -copysform2qform).")
 
 
 def _check_pair(path: Path) -> None:

@@ -435,3 +435,32 @@ def test_the_napari_reader_opens_a_binary_mask_as_labels_and_a_scan_or_map_as_an
     assert kinds == {"mask": "labels", "scan": "image", "map": "image"}
     [(data, kwargs, _)] = _reader.read_scans(str(tmp_path / "mask.nii.gz"))
     assert np.count_nonzero(data) == np.count_nonzero(mask) and "colormap" not in kwargs
+
+
+def test_a_header_whose_sform_and_qform_disagree_is_named(tmp_path):
+    """A qform mirrored against the sform passed without a word, though ITK-based
+    tools read the qform and show the scan left-right flipped (third break test)."""
+    from napari_brainage.samples import sample_path
+
+    scan = nib.load(sample_path("synthetic_age50"))
+    agree = nib.Nifti1Image(np.asanyarray(scan.dataobj), scan.affine)
+    agree.set_sform(scan.affine, code=4)
+    agree.set_qform(scan.affine, code=1)
+    nib.save(agree, tmp_path / "agree.nii.gz")
+    assert io.WARNING not in load_volume(tmp_path / "agree.nii.gz").metadata
+
+    mirrored = nib.Nifti1Image(np.asanyarray(scan.dataobj), scan.affine)
+    mirrored.set_sform(scan.affine, code=4)
+    mirrored.set_qform(np.diag([-1.0, 1.0, 1.0, 1.0]) @ scan.affine, code=1)
+    nib.save(mirrored, tmp_path / "mirrored.nii.gz")
+    volume = load_volume(tmp_path / "mirrored.nii.gz")
+    np.testing.assert_allclose(volume.affine, scan.affine)  # the sform, as nibabel and FSL read it
+    assert "sform and qform disagree: they mirror each other" in volume.metadata[io.WARNING]
+
+    moved = scan.affine.copy()
+    moved[:3, 3] += [0.0, 12.0, 0.0]
+    shifted = nib.Nifti1Image(np.asanyarray(scan.dataobj), scan.affine)
+    shifted.set_sform(scan.affine, code=4)
+    shifted.set_qform(moved, code=1)
+    nib.save(shifted, tmp_path / "shifted.nii.gz")
+    assert "are up to 12 mm apart" in load_volume(tmp_path / "shifted.nii.gz").metadata[io.WARNING]
