@@ -584,3 +584,28 @@ def test_captum_methods_need_only_the_predictor_and_the_noise_method_is_refused_
     report = cli_in_process("report", folder, "--out", out / "reports", "--method", "saliency", *model)
     assert report.returncode == 0, report.stderr
     assert len(list((out / "reports").glob("*_report.pdf"))) == 2
+
+
+def test_a_read_only_output_folder_is_named_in_one_sentence_before_any_work(tiny_cohort, tiny_model, tmp_path,
+                                                                            cli_in_process, monkeypatch):
+    """Each command said "[Errno 13] Permission denied: 'ro_out/.p.csv.lock'" (a lock file
+    the user never asked for), some only after reading every scan. The tests run as root,
+    which may write anywhere: the folder is made read-only through ``os.access``."""
+    import os
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    read_only = tmp_path / "ro_out"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != read_only and real_access(
+        path, mode, **kw))
+    model = ["--model", tiny_model, "--device", "cpu"]
+    for command, target, options in [("predict", read_only / "ages.csv", model),
+                                     ("explain", read_only / "maps", model),
+                                     ("report", read_only / "reports", model),
+                                     ("population", read_only / "pop.nii.gz", model),
+                                     ("preprocess", read_only, [])]:
+        refused = cli_in_process(command, folder, "--out", target, *options)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert refused.stderr == f"napari-brainage {command}: error: cannot write in {read_only}: permission denied\n"
+        assert list(read_only.iterdir()) == [], command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -164,18 +165,35 @@ def refuse_resume_with_overwrite(args: argparse.Namespace) -> None:
 FILE_ENDINGS = (".nii", ".nii.gz", ".mgz", ".mgh", ".gz", ".csv", ".tsv", ".txt", ".pdf", ".png", ".json")
 
 
+def refuse_unwritable(folder: Path) -> None:
+    """``PermissionError`` ("cannot write in DIR: permission denied") when the output
+    folder ``folder`` (or, while it does not exist, the nearest folder above it, where
+    it would be made) cannot be written: said before any scan is read, in words,
+    where the OS's "[Errno 13] Permission denied" named a hidden lock or temporary
+    file the user never asked for, some only after every scan had been read."""
+    where = Path(folder)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in {where}: permission denied")
+
+
 def refuse_file_as_folder(path: Path) -> None:
     """``NotADirectoryError`` when an output folder ``path`` is an existing file;
-    ``InputError`` when it does not exist and is named like a file (``FILE_ENDINGS``)."""
+    ``InputError`` when it does not exist and is named like a file (``FILE_ENDINGS``);
+    ``PermissionError`` when it cannot be written or made (``refuse_unwritable``)."""
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file; --out needs a folder")
     if not path.exists() and path.name.lower().endswith(FILE_ENDINGS):  # "map.nii.gz" became a folder
         ending = next(e for e in FILE_ENDINGS if path.name.lower().endswith(e))
         raise InputError(f"--out {path}: --out is a folder (one file per scan goes in it), not a file name; "
                          f"give a folder such as {path.with_name(path.name[:-len(ending)] or 'out')}")
+    refuse_unwritable(path)
 
 
 def refuse_folder_as_file(path: Path) -> None:
-    """``IsADirectoryError`` when an output file ``path`` is an existing folder."""
+    """``IsADirectoryError`` when an output file ``path`` is an existing folder;
+    ``PermissionError`` when its folder cannot be written or made (``refuse_unwritable``)."""
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; --out needs a file name (e.g. {path / 'results.csv'})")
+    refuse_unwritable(path.parent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -44,9 +43,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for target in targets:
         if target not in replace:
             refuse_existing(target, args.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK | os.X_OK):  # say so now, not after every scan's map is made
-        raise PermissionError(f"cannot write in {out}: no permission")
+    out.mkdir(parents=True, exist_ok=True)  # refuse_file_as_folder checked it can be written
     with output_lock(out):  # one run at a time writes the folder
         # The maps of a resumed run must be made as the folder's others were.
         keep_record(out / RECORD, run_record(options, maps=True), args.resume, out)

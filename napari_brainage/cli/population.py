@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, run_options, say
+from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, refuse_unwritable, run_options, say
 
 NAME = "population"
 HELP = "average importance maps in template space and rank atlas regions"
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     options = run_options(args)  # first: no scan is read, no checkpoint written, for a bad option
     out = Path(args.out)
+    refuse_unwritable(out.parent)
     inputs = collect_inputs(args.inputs, group_by=args.group_by)
     if args.group_by:  # a blank cell is a missing value, not a group named ""
         ungrouped = [item.subject for item in inputs if not item.group]
