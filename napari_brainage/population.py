@@ -10,7 +10,10 @@ the region table (:class:`PopulationOutputs`).
 from __future__ import annotations
 
 import csv
+import hashlib
+import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -175,16 +178,28 @@ class PopulationOutputs:
     def beside(cls, out: str | Path, regions: str | Path | None = None,
                group_names: Iterable[str] = ()) -> PopulationOutputs:
         """The files of a run writing its mean map to ``out`` (``.nii`` or ``.nii.gz``):
-        ``<stem>_regions.csv`` (or ``regions``), ``<stem>_<group>.nii.gz``,
-        ``<stem>_difference.nii.gz`` and ``<stem>_effect_size.nii.gz`` beside it."""
+        ``<stem>_regions.csv`` (or ``regions``), ``<stem>_<group>.nii.gz`` (the group's
+        part from :func:`group_file_parts`), ``<stem>_difference.nii.gz`` and
+        ``<stem>_effect_size.nii.gz`` beside it.
+
+        Raises ``InputError`` when two of the files would be one (compared as
+        macOS and Windows do, ignoring case), e.g. ``regions`` naming a map:
+        checked here, before any map is computed, not when the second one is written.
+        """
         out = Path(out)
         stem = out.name.replace(".nii.gz", "").replace(".nii", "")
-        names = sorted(set(group_names))
-        two = len(names) == 2
-        return cls(mean=out, regions=Path(regions) if regions else out.with_name(stem + "_regions.csv"),
-                   groups={g: out.with_name(f"{stem}_{safe_name(g)}.nii.gz") for g in names},
-                   difference=out.with_name(f"{stem}_difference.nii.gz") if two else None,
-                   effect_size=out.with_name(f"{stem}_effect_size.nii.gz") if two else None)
+        parts = group_file_parts(group_names)
+        two = len(parts) == 2
+        outputs = cls(mean=out, regions=Path(regions) if regions else out.with_name(stem + "_regions.csv"),
+                      groups={g: out.with_name(f"{stem}_{part}.nii.gz") for g, part in parts.items()},
+                      difference=out.with_name(f"{stem}_difference.nii.gz") if two else None,
+                      effect_size=out.with_name(f"{stem}_effect_size.nii.gz") if two else None)
+        seen: dict[str, Path] = {}
+        for path in outputs.all():
+            other = seen.setdefault(_file_key(str(path.resolve())), path)
+            if other is not path:
+                raise InputError(f"{other} and {path} would be one file; choose another --out or --regions")
+        return outputs
 
     def all(self) -> list[Path]:
         """Every file the run may write (to refuse existing ones before it starts)."""
@@ -193,8 +208,94 @@ class PopulationOutputs:
 
 
 def safe_name(name: str) -> str:
-    """A group value usable in a file name."""
+    """A group value usable in a file name (NFC: macOS hands back "é" as e + accent)."""
+    name = unicodedata.normalize("NFC", name)
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "empty"
+
+
+#: Group names whose maps would take the name of another output: with two groups,
+#: a group "difference" and the difference map were one file, one replacing the other.
+RESERVED_GROUP_PARTS = ("difference", "effect_size", "regions")
+#: Longest group part of a map's file name, in bytes: the --out stem, "_", ".nii.gz" and
+#: the temporary ".<name>.XXXXXXXX.partial.nii.gz" it is written as must fit 255 bytes.
+MAX_GROUP_PART_BYTES = 80
+_HASH_LENGTH = 8
+
+
+def _file_key(name: str) -> str:
+    """``name`` as a case-insensitive file system (macOS, Windows) compares it."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _group_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LENGTH]
+
+
+def group_file_parts(names: Iterable[str]) -> dict[str, str]:
+    """{group name: its part of the group map's file name}, in sorted order of names.
+
+    ``safe_name``, with a short hash of the group name appended when that alone
+    would not do: two groups' names alike when case is ignored ("A", "a": one file
+    on macOS and Windows) or alike once made safe ("a/b", "a_b"); a name of
+    another output ("difference", "effect_size", "regions"); a name longer than
+    ``MAX_GROUP_PART_BYTES`` (cut first). The hash tells them apart; the map's
+    description holds the group name itself.
+
+    Raises ``InputError`` in the (unlikely) case that the names still clash.
+    """
+    names = sorted(set(names))
+    safe = {g: safe_name(g) for g in names}
+    uses: dict[str, int] = {}
+    for part in safe.values():
+        uses[_file_key(part)] = uses.get(_file_key(part), 0) + 1
+    parts = {}
+    for group, part in safe.items():
+        key = _file_key(part)
+        if uses[key] > 1 or key in RESERVED_GROUP_PARTS or len(part.encode()) > MAX_GROUP_PART_BYTES:
+            keep = part.encode()[:MAX_GROUP_PART_BYTES - _HASH_LENGTH - 1].decode("utf-8", "ignore")
+            part = f"{keep}_{_group_hash(group)}"
+        parts[group] = part
+    taken: dict[str, str] = {}
+    for group, part in parts.items():  # a group literally named like another's hashed name
+        other = taken.setdefault(_file_key(part), group)
+        if other != group:
+            raise InputError(f"groups {other!r} and {group!r} would be written to one file ({part}); "
+                             "rename one in the table")
+    return parts
+
+
+#: More distinct values than this in a numeric --group-by column are refused (``group_values``).
+MAX_NUMERIC_GROUPS = 10
+
+
+def group_values(values: Iterable[str], column: str = "the column") -> dict[str, str]:
+    """{value as written: its group}: the values themselves, or, when every value is
+    a finite number, the numbers written one way ("3", "3.0" and " 3" are group "3";
+    "0.50" is "0.5"): a numeric column's groups are its numbers, not their spellings.
+
+    Raises ``InputError`` for a numeric column with more than
+    ``MAX_NUMERIC_GROUPS`` distinct numbers: that is a measurement (age, a score),
+    and a map per value (most of one subject) compares nothing; it is refused
+    before any map is made rather than warned about after hours of them.
+    """
+    values = sorted(set(values))
+    numbers = {}
+    for value in values:
+        try:
+            number = float(value)
+        except ValueError:
+            return {value: value for value in values}  # a column of categories
+        if not math.isfinite(number):
+            return {value: value for value in values}
+        numbers[value] = str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
+    distinct = sorted(set(numbers.values()), key=float)
+    if len(distinct) > MAX_NUMERIC_GROUPS:
+        raise InputError(
+            f"--group-by {column}: the column holds numbers with {len(distinct)} different values "
+            f"({', '.join(distinct[:3])} ... {distinct[-1]}); each would be a group with a map of its own. "
+            f"Group by categories: add a column that bins the numbers (e.g. age_band: young, old), or write "
+            f"codes as text (e.g. site01) for more than {MAX_NUMERIC_GROUPS} groups")
+    return numbers
 
 
 @dataclass
@@ -230,8 +331,9 @@ class PopulationResult:
         scores = rank_regions(self.total.mean)
         write_region_table(scores, outputs.regions)
         for group, path in outputs.groups.items():
-            if group in self.groups:
-                save_volume(template_volume(self.groups[group].mean), path, overwrite=overwrite)
+            if group in self.groups:  # the name in the header: the file name may be shortened or hashed
+                save_volume(template_volume(self.groups[group].mean), path, overwrite=overwrite,
+                            description=f"importance mean of group {group} (n={self.groups[group].count})")
             else:  # every scan of this group failed
                 say(f"no map for group {group}: none of its scans could be mapped")
         counts = self.counts(outputs.groups)

@@ -609,3 +609,64 @@ def test_a_read_only_output_folder_is_named_in_one_sentence_before_any_work(tiny
         assert refused.returncode == 2, (command, refused.stderr)
         assert refused.stderr == f"napari-brainage {command}: error: cannot write in {read_only}: permission denied\n"
         assert list(read_only.iterdir()) == [], command
+
+
+def test_population_groups_with_awkward_names_are_written_apart_and_a_failed_end_is_finished_by_resume(
+        tiny_cohort, tiny_model, tmp_path, cli_in_process, monkeypatch):
+    """B4: a group "difference" and the difference map were one file; long or non-ASCII
+    group names failed the run after every map was made (in the description, or the file
+    name), leaving outputs that blocked --resume; "3" and "3.0" were two groups."""
+    import csv
+
+    import nibabel as nib
+
+    from napari_brainage import cohort
+    from napari_brainage.population import PopulationResult
+
+    scans = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[:4]
+    long = "mild cognitive impairment, amyloid positive, APOE e4 carriers – Ünïcødé 控制 " * 4
+    table = tmp_path / "grouped.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "path", "group", "site", "age"])
+        for i, (scan, group) in enumerate(zip(scans, ["difference", long, "difference", long])):
+            writer.writerow([scan.name[:8], scan, group, ["3", "3.0", "4", "4.00"][i], 60 + i * 0.5 + i % 2])
+    model = ["--model", tiny_model, "--device", "cpu"]
+    out = tmp_path / "pop" / "pop.nii.gz"
+
+    # 12 ages, each a group of one: refused before any scan is read.
+    measured = cli_in_process("population", tiny_cohort, "--out", out, "--group-by", "age", *model)
+    assert measured.returncode == 2 and "--group-by 'age': the column holds numbers with 12 different" \
+        in measured.stderr
+    assert not out.parent.exists()
+    sites = cli_in_process("population", table, "--out", tmp_path / "site.nii.gz", "--group-by", "site", *model)
+    assert sites.returncode == 0, sites.stderr
+    assert "groups 3 (n=2), 4 (n=2)" in sites.stdout
+
+    # The run fails while writing its outputs (a full disk, say): the maps are kept.
+    real_save = PopulationResult.save
+
+    def full_disk(self, outputs, overwrite=False, say=print):
+        real_save(self, outputs, overwrite=overwrite, say=say)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PopulationResult, "save", full_disk)
+    failed = cli_in_process("population", table, "--out", out, "--group-by", "group", *model)
+    assert failed.returncode == 2
+    assert "No space left on device; the 4 maps are kept in" in failed.stderr
+    assert "run the same command with --resume" in failed.stderr
+    monkeypatch.setattr(PopulationResult, "save", real_save)
+    monkeypatch.setattr(cohort, "map_chunk", lambda *a: pytest.fail("a map was made again"))
+    finished = cli_in_process("population", table, "--out", out, "--group-by", "group", "--resume", *model)
+    assert finished.returncode == 0, finished.stderr
+    assert "groups " in finished.stdout and not (out.parent / ".pop.checkpoint.npz").exists()
+
+    files = {path.name: nib.load(path).header["descrip"].tobytes().rstrip(b"\0").decode()
+             for path in out.parent.glob("*.nii.gz")}
+    assert len(files) == 5  # the mean, two groups, their difference and effect size: five files
+    assert files["pop_difference.nii.gz"].startswith("importance difference: mild cognitive")
+    group_file = next(name for name in files if name.startswith("pop_difference_"))
+    assert files[group_file] == "importance mean of group difference (n=2)"
+    long_file = next(name for name in files if name.startswith("pop_mild"))
+    assert len(long_file.encode()) < 100 and files[long_file].startswith("importance mean of group mild")
+    assert "-> pop_difference_" in finished.stderr  # the renamed group's file is named

@@ -195,3 +195,40 @@ def test_captioned_snapshot(tmp_path):
     with pytest.raises(ValueError, match="png"):
         save_png(out, tmp_path / "view.jpg")
     assert [p.name for p in tmp_path.iterdir()] == ["view.png"]  # no partial files left
+
+
+# ------------------------------------------------------------------ group outputs (third break test B4)
+def test_group_maps_never_share_a_file_with_each_other_or_the_other_outputs(tmp_path):
+    """Groups "A" and "a" were pop_A and pop_a (one file on macOS and Windows); a group
+    "difference" was written to the difference map's file; a 400-character group value
+    ended the run, after every map was made, in "[Errno 36] File name too long"."""
+    from napari_brainage.population import MAX_GROUP_PART_BYTES, PopulationOutputs
+
+    long = "mild cognitive impairment, amyloid positive, APOE e4 carriers; " * 7
+    outputs = PopulationOutputs.beside(tmp_path / "pop.nii.gz", None, ["difference", "healthy"])
+    assert outputs.groups["healthy"].name == "pop_healthy.nii.gz"  # an ordinary name stays as it is
+    assert outputs.groups["difference"] != outputs.difference
+    assert outputs.groups["difference"].name.startswith("pop_difference_")
+    names = ["A", "a", "Effect_Size", "regions", long, "Ünïcødé", "控制", "a/b", "a_b"]
+    files = [path.name for path in PopulationOutputs.beside(tmp_path / "pop.nii.gz", None, names).all()]
+    assert len({name.casefold() for name in files}) == len(files) == len(names) + 2
+    assert all(len(name.encode()) <= len("pop_.nii.gz") + MAX_GROUP_PART_BYTES for name in files)
+    again = PopulationOutputs.beside(tmp_path / "pop.nii.gz", None, reversed(names))
+    assert [p.name for p in again.all()] == files  # a group's file does not depend on the others' order
+    with pytest.raises(InputError, match="would be one file"):
+        PopulationOutputs.beside(tmp_path / "pop.nii.gz", tmp_path / "POP.nii.gz")
+
+
+def test_a_numeric_group_column_groups_numbers_and_refuses_a_measurement():
+    """ "3" and "3.0" were two groups; an age column made one group (of one subject) per age."""
+    from napari_brainage.population import MAX_NUMERIC_GROUPS, group_values
+
+    assert group_values(["3", "3.0", " 3", "0.50", "1e1"]) == {"3": "3", "3.0": "3", " 3": "3", "0.50": "0.5",
+                                                               "1e1": "10"}
+    assert group_values(["3", "3.0", "three"]) == {"3": "3", "3.0": "3.0", "three": "three"}  # categories
+    ages = [f"{40 + i * 0.7:.1f}" for i in range(MAX_NUMERIC_GROUPS + 1)]
+    with pytest.raises(InputError, match=r"--group-by 'age': the column holds numbers with 11 different values "
+                                         r"\(40, 40.7, 41.4 ... 47\).*add a column that bins"):
+        group_values(ages, "'age'")
+    sites = [str(i % MAX_NUMERIC_GROUPS) for i in range(40)]  # site codes 0-9: groups
+    assert len(set(group_values(sites).values())) == MAX_NUMERIC_GROUPS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, refuse_unwritable, run_options, say
@@ -23,11 +24,16 @@ def add_arguments(parser) -> None:
                      help="region ranking CSV (default: OUT with _regions.csv)")
 
 
+def stem_of(out: Path) -> str:
+    """``pop`` of ``pop.nii.gz``: the outputs' names begin with it."""
+    return out.name.replace(".nii.gz", "").replace(".nii", "")
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import output_lock, population_stats
-    from ..errors import InputError
+    from ..errors import InputError, describe_error
     from ..inference import collect_inputs
-    from ..population import TOP_PERCENT, PopulationOutputs
+    from ..population import TOP_PERCENT, PopulationOutputs, group_values, safe_name
 
     options = run_options(args)  # first: no scan is read, no checkpoint written, for a bad option
     out = Path(args.out)
@@ -41,19 +47,36 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             inputs = [item for item in inputs if item.group]
         if not inputs:
             raise InputError(f"no subject has a value in column {args.group_by!r}")
+        # "3" and "3.0" of a numeric column are one group; a measurement (age) is refused here.
+        groups = group_values((item.group for item in inputs), repr(args.group_by))
+        inputs = [replace(item, group=groups[item.group]) for item in inputs]
     group_names = sorted({item.group for item in inputs}) if args.group_by else []
+    # Every output's name is settled before any map is made: a clash or an unwritable
+    # name found at the end cost the whole run (and left it unfinishable).
     outputs = PopulationOutputs.beside(out, args.regions, group_names)
-    for path in outputs.all():
-        refuse_existing(path, args.overwrite)
+    for group, path in outputs.groups.items():
+        if path.name.removesuffix(".nii.gz") != f"{stem_of(out)}_{safe_name(group)}":
+            say(f"population: group {group!r} -> {path.name} (its name is too long, or alike another output's "
+                f"when case is ignored; the map's description names the group)")
+    checkpoint = out.with_name(f".{stem_of(out)}.checkpoint.npz")
+    # A resumed run replaces what its interrupted run wrote: a run that failed while
+    # writing its outputs is finished with --resume, without computing its maps again.
+    finishing = args.resume and checkpoint.exists()
+    if not finishing:
+        for path in outputs.all():
+            refuse_existing(path, args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
-    stem = out.name.replace(".nii.gz", "").replace(".nii", "")
-    checkpoint = out.with_name(f".{stem}.checkpoint.npz")
     with output_lock(out):  # a second run would rewrite the same checkpoint and maps
         result = population_stats(inputs, options, checkpoint, resume=args.resume, workers=args.workers,
                                   scheduler=args.scheduler, progress=progress("population"))
         for subject, error in result.failed:
             say(f"population: skipped {subject}: {error}")
-        scores = result.save(outputs, overwrite=args.overwrite, say=lambda message: say(f"population: {message}"))
+        try:
+            scores = result.save(outputs, overwrite=args.overwrite or finishing,
+                                 say=lambda message: say(f"population: {message}"))
+        except OSError as err:  # the maps are made: say how to write them without making them again
+            raise InputError(f"{describe_error(err)}; the {result.total.count} maps are kept in {checkpoint}: "
+                             "fix this and run the same command with --resume to write the outputs") from err
         checkpoint.unlink(missing_ok=True)
     top = ", ".join(f"{s.region} {s.top_share:.0%} in the top {TOP_PERCENT:g} %" for s in scores[:3])
     counts = result.counts(group_names)
