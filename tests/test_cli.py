@@ -642,6 +642,9 @@ def test_population_groups_with_awkward_names_are_written_apart_and_a_failed_end
     sites = cli_in_process("population", table, "--out", tmp_path / "site.nii.gz", "--group-by", "site", *model)
     assert sites.returncode == 0, sites.stderr
     assert "groups 3 (n=2), 4 (n=2)" in sites.stdout
+    each = cli_in_process("population", table, "--out", tmp_path / "each.nii.gz", "--group-by", "subject", *model)
+    assert each.returncode == 0, each.stderr
+    assert "warning: every one of the 4 groups of 'subject' holds one subject" in each.stderr
 
     # The run fails while writing its outputs (a full disk, say): the maps are kept.
     real_save = PopulationResult.save

@@ -56,8 +56,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     outputs = PopulationOutputs.beside(out, args.regions, group_names)
     for group, path in outputs.groups.items():
         if path.name.removesuffix(".nii.gz") != f"{stem_of(out)}_{safe_name(group)}":
-            say(f"population: group {group!r} -> {path.name} (its name is too long, or alike another output's "
-                f"when case is ignored; the map's description names the group)")
+            say(f"population: group {group!r} -> {path.name} (its name is too long for a file name, or alike "
+                f"another group's or output's when case is ignored, as macOS and Windows do; the map's "
+                f"description names the group)")
+    if len(group_names) > 2 and len(group_names) == len(inputs):  # e.g. --group-by path: not categories
+        say(f"population: warning: every one of the {len(group_names)} groups of {args.group_by!r} holds one "
+            f"subject: each group map is one subject's map; group by a column of categories to compare groups")
     checkpoint = out.with_name(f".{stem_of(out)}.checkpoint.npz")
     # A resumed run replaces what its interrupted run wrote: a run that failed while
     # writing its outputs is finished with --resume, without computing its maps again.
