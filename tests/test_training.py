@@ -449,7 +449,8 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
     with pytest.raises(ValueError, match="none of the 2 scans could be loaded"):
         load_cohort(tmp_path / "participants.csv", preprocessing="none")
     assert any(m.startswith("junk: error:") and "QC failed" in m for m in messages), messages
-    assert not any(m.startswith("moved:") for m in messages)
+    # Registered, it is trained on (QC may warn of its resampling: kept).
+    assert not any(m.startswith("moved: error") for m in messages)
     assert cohort.subjects == ["moved"] and len(cohort.scans) == 1 and [s for s, _ in cohort.failed] == ["junk"]
     assert "1 of 2 scans failed (listed above) and are left out: junk" in messages[-1]
 
@@ -463,13 +464,17 @@ def test_training_scans_are_prepared_like_inference_and_qc_failures_are_reported
 
 
 def test_several_participant_tables_are_trained_on_together(tiny_cohort, tmp_path):
-    one = load_cohort(tiny_cohort)
-    both = load_cohort([tiny_cohort, tiny_cohort])
-    assert len(both.subjects) == 2 * len(one.subjects) and str(tiny_cohort) in both.source
-    np.testing.assert_array_equal(both.scans[len(one.subjects):], one.scans)
-    # The same id in two tables is one person: one side of the split.
-    train, val = split_by_subject(both.subjects, 0.25, seed=0)
-    assert {both.subjects[i] for i in train}.isdisjoint({both.subjects[i] for i in val})
+    rows = tiny_cohort.read_text().splitlines()
+    (tmp_path / "first.csv").write_text("\n".join(rows[:7]).replace(",sub-", f",{tiny_cohort.parent}/sub-") + "\n")
+    (tmp_path / "second.csv").write_text("\n".join([rows[0], *rows[7:]]).replace(",sub-", f",{tiny_cohort.parent}/sub-")
+                                         + "\n")
+    one = load_cohort(tiny_cohort, limit=8)
+    both = load_cohort([tmp_path / "first.csv", tmp_path / "second.csv"], limit=8)
+    assert both.subjects == one.subjects and both.source == f"{tmp_path / 'first.csv'} + {tmp_path / 'second.csv'}"
+    np.testing.assert_array_equal(both.scans, one.scans)
+    # One table given twice is its scans once (they would sit on both sides of the split).
+    twice = load_cohort([tiny_cohort, tiny_cohort], limit=20)
+    assert len(twice.subjects) == 12
     no_age = tmp_path / "no_age.csv"
     no_age.write_text("subject,path\nx,x.nii.gz\n")
     with pytest.raises(ValueError, match="no_age.csv: training needs an 'age' column"):
@@ -504,8 +509,10 @@ def test_scans_that_fail_to_load_are_listed_and_left_out_of_training(tiny_cohort
     np.testing.assert_array_equal(cohort.scans, reference.scans)
     reasons = dict(cohort.failed)
     assert sorted(reasons) == ["crash", "statmap"]
-    assert reasons["crash"] == "processing failed (MemoryError)"
-    assert reasons["statmap"] and "\n" not in reasons["statmap"] and len(reasons["statmap"]) <= 300
+    # Each failure starts with the scan's path as the table gives it (QC named only the file).
+    assert reasons["crash"] == f"{good[1].path}: processing failed (MemoryError)"
+    assert reasons["statmap"].startswith(f"{tmp_path / 'statmap.nii.gz'}: ")
+    assert "\n" not in reasons["statmap"] and len(reasons["statmap"]) <= 300 + len(str(tmp_path)) + 2
     assert f"crash: error: {reasons['crash']}" in messages
     assert "2 of 4 scans failed (listed above) and are left out: statmap, crash" in messages[-1]
 
@@ -518,12 +525,12 @@ def test_scans_that_fail_to_load_are_listed_and_left_out_of_training(tiny_cohort
     out = capsys.readouterr().out
     assert code == 1
     assert (tmp_path / "model" / PREDICTOR_FILE).exists()
-    assert f"{good[1].subject}: error: processing failed (MemoryError)" in out
+    assert f"{good[1].subject}: error: {good[1].path}: processing failed (MemoryError)" in out
     assert "trained on 3 of 4 scans" in out and "1 failed and were left out" in out
 
-    (tmp_path / "bad.csv").write_text(f"subject,path,age\ncrash1,{good[1].path},60\ncrash2,{good[1].path},61\n")
-    with pytest.raises(ValueError, match=r"none of the 2 scans could be loaded \(first error: crash1: processing "
-                                         r"failed \(MemoryError\)\)"):
+    (tmp_path / "bad.csv").write_text(f"subject,path,age\ncrash1,{good[1].path},60\n")
+    with pytest.raises(ValueError, match=r"none of the 1 scans could be loaded \(first error: crash1: .*: "
+                                         r"processing failed \(MemoryError\)\)"):
         load_cohort(tmp_path / "bad.csv")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..io import load_volume
 from ..model.card import (
     InputSpec,
@@ -32,6 +32,8 @@ class Cohort:
     source: str
     #: (subject, why) of the participants whose scan could not be loaded; left out of the arrays
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: the tables read, absolute and resolved (the card keeps them for ``calibrate``)
+    tables: tuple[str, ...] = ()
 
 
 def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = InputSpec(),
@@ -39,34 +41,46 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
                 workers: int = 1) -> Cohort:
     """Every participant's scan as model input, prepared exactly as inference prepares it.
 
-    ``csv_path``: one participants CSV, or several (cohorts trained on together;
-    the same subject id in two tables is one person, kept on one side of the split).
+    ``csv_path``: one participants CSV, or several (cohorts trained on together).
+    Tables are read as inference reads them (``inference.collect_inputs``), with
+    its rules: an age must be a finite number of years in ``inference.AGE_RANGE``;
+    one scan named twice (the same row twice, the same table twice, or one file
+    under two subject ids) is trained on once, under the first name, with a
+    warning for a second name, so that it can never sit on both sides of the
+    split; two different files under one subject id are refused.
 
     ``preprocessing`` is inference's choice ("auto": scans already on an MNI grid are
     used as they are, others registered to the template; "register"; "none"), so a
     model trained on raw scans sees what it will be given. Registration takes a few
-    seconds a scan: ``workers`` processes share the work. Scans that fail quality
-    control are reported through ``progress`` (not dropped: the caller decides).
-    A scan that cannot be loaded or prepared at all, whatever the error, is
-    reported through ``progress``, listed in ``Cohort.failed`` and left out;
-    only a cohort with no scan left is an error.
+    seconds a scan: ``workers`` processes share the work. Scans that QC warns
+    about are reported through ``progress`` and kept. A scan that fails QC or
+    cannot be loaded or prepared at all, whatever the error, is reported through
+    ``progress`` (starting with its path as the table gives it), listed in
+    ``Cohort.failed`` and left out; only a cohort with no scan left is an error.
+    ``Cohort.source`` names the tables by absolute, resolved path (the model card
+    keeps it: ``calibrate`` reads it from any working folder).
+
+    Raises
+    ------
+    InputError
+        before any scan is loaded: a table without an 'age' column, an age that is
+        missing, not a number or outside ``inference.AGE_RANGE``, one subject id for
+        two files, ``limit`` below 1 (``OptionError``) or an unknown
+        ``preprocessing``; after loading, when no scan could be loaded.
+    FileNotFoundError
+        when a table does not exist.
     """
+    if limit is not None and limit < 1:
+        raise OptionError("limit", f"must be at least 1, got {limit}")
     tables = [csv_path] if isinstance(csv_path, (str, Path)) else list(csv_path)
-    rows = []
-    for table in tables:
-        table_rows = read_participants(table)
-        if "age" not in table_rows[0]:
-            raise InputError(f"{table}: training needs an 'age' column")
-        _refuse_missing_ages(table, table_rows)  # before any scan is loaded (registration takes minutes)
-        rows += table_rows
-    rows = rows[:limit]
+    rows = training_inputs(tables)[:limit]
 
     Preprocessing.parse(preprocessing)  # before any worker starts
     scans = np.empty((len(rows), *spec.crop_shape), dtype=np.float32)
-    jobs = [(row["path"], spec, preprocessing) for row in rows]
+    jobs = [(row.path, spec, preprocessing) for row in rows]
     flagged, kept, failed, other_contrast = 0, [], [], []
     for i, (scan, warnings, error, contrast) in enumerate(ordered_map(_model_input, jobs, workers)):
-        subject = rows[i]["subject"]
+        subject = rows[i].subject
         if contrast not in ("", "T1"):
             other_contrast.append(f"{subject} ({contrast})")
         if error:
@@ -94,19 +108,54 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     if failed and progress:
         progress(f"{len(failed)} of {len(rows)} scans failed (listed above) and are left out: "
                  f"{', '.join(subject for subject, _ in failed)}")
-    return Cohort([r["subject"] for r in kept], scans[:len(kept)], np.array([float(r["age"]) for r in kept]),
-                  " + ".join(str(t) for t in tables), failed)
+    return Cohort([r.subject for r in kept], scans[:len(kept)], np.array([r.age for r in kept], dtype=float),
+                  table_names(tables), failed, tuple(str(Path(t).resolve()) for t in tables))
 
 
-def _refuse_missing_ages(table: str | Path, rows: list[dict]) -> None:
-    """``InputError`` naming the subjects of ``rows`` whose age is empty or not a number
-    (a ``preprocess`` table keeps subjects without an age; training cannot use them)."""
-    bad = []
-    for row in rows:
-        try:
-            float(row["age"])
-        except (TypeError, ValueError):
-            bad.append(row["subject"])
+def table_names(tables: Sequence[str | Path]) -> str:
+    """The training tables as the model card records them: absolute, resolved paths
+    joined by " + " (``calibrate`` finds them from any working folder)."""
+    return " + ".join(str(Path(t).resolve()) for t in tables)
+
+
+def tables_digest(tables: Sequence[str | Path]) -> str:
+    """SHA-256 of the tables' bytes, in order: a resumed training must read the same rows."""
+    digest = hashlib.sha256()
+    for table in tables:
+        digest.update(Path(table).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def training_inputs(tables: Sequence[str | Path]) -> list:
+    """The scans of ``tables`` (``inference.ScanInput``: subject, path, age), read and
+    de-duplicated as inference reads them, every one with an age; nothing is loaded.
+
+    Raises
+    ------
+    InputError
+        naming the table and subjects: no 'age' column, an age missing, not a
+        number or outside ``inference.AGE_RANGE``, one subject id for two files.
+    FileNotFoundError
+        when a table does not exist.
+    """
+    # Inference's own reading: one rule for ages and for what counts as one scan.
+    from ..inference import _table_inputs, _unique
+
+    found = []
+    for table in tables:
+        if "age" not in read_participants(table)[0]:
+            raise InputError(f"{table}: training needs an 'age' column")
+        table_inputs = _table_inputs(Path(table), None)
+        _refuse_missing_ages(table, table_inputs)  # before any scan is loaded (registration takes minutes)
+        found += table_inputs
+    return _unique(found)
+
+
+def _refuse_missing_ages(table: str | Path, inputs: list) -> None:
+    """``InputError`` naming the subjects of ``inputs`` without an age (a ``preprocess``
+    table keeps subjects without an age; training cannot use them)."""
+    bad = [item.subject for item in inputs if item.age is None]
     if bad:
         raise InputError(f"{table}: training needs every subject's age; none (or not a number) for "
                          f"{', '.join(repr(s) for s in bad[:5])}{' ...' if len(bad) > 5 else ''}: give their "
@@ -117,7 +166,8 @@ def _model_input(job) -> tuple[np.ndarray | None, list[str], str, str]:
     """(model input, QC warnings, "", the contrast QC saw) of one scan, or (None, [], why it failed, "").
 
     Runs in worker processes: any failure of the scan comes back as words
-    (``errors.describe_error``) instead of stopping the pool.
+    (``errors.describe_error``) starting with the path as the table gives it,
+    instead of stopping the pool.
     """
     from ..errors import describe_error
     from ..preprocess import prepare
@@ -130,7 +180,19 @@ def _model_input(job) -> tuple[np.ndarray | None, list[str], str, str]:
         prepared = prepare(load_volume(path), preprocessing, reads=ANY_CONTRAST)
         return prepared.model_input(spec), prepared.quality.warnings, "", prepared.quality.contrast
     except Exception as err:  # Ctrl-C (not an Exception) still stops the run
-        return None, [], describe_error(err), ""
+        return None, [], _from_table_path(describe_error(err), path), ""
+
+
+def _from_table_path(message: str, path: str | Path) -> str:
+    """``message`` as "<path>: <reason>", ``path`` as the table gives it: QC names
+    only the file, and a symbolic link's messages name its target, so training's
+    failure lines named scans three ways."""
+    from ..cohort import from_path
+
+    target = f"{Path(path).resolve()}: "
+    if str(Path(path).resolve()) != str(path) and message.startswith(target):
+        message = message[len(target):]
+    return from_path(message, path)
 
 
 def split_by_subject(subjects: list[str], val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
