@@ -101,11 +101,11 @@ def add_arguments(train) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import keep_record
     from ..errors import BrainAgeError, OptionError
-    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE, read_card
+    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE
     from ..training.config import TrainConfig
-    from ..training.data import load_cohort
-    from ..training.noise_model import train_noise_model
-    from ..training.predictor import train_predictor
+    from ..training.data import load_cohort, training_inputs
+    from ..training.noise_model import check_noise_model_training, train_noise_model
+    from ..training.predictor import check_predictor_training, train_predictor
 
     # Every option is checked before any scan is loaded (loading may register each one).
     try:
@@ -120,12 +120,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         spec = _noise_spec(args) if args.part == "noise-model" else None
     except OptionError as err:
         parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
+    if args.limit is not None and args.limit < 1:  # -1 dropped the last subject, 0 said "none of the 0 scans"
+        parser.error(f"--limit must be at least 1, got {args.limit}")
     check_device(args.device)
-    # A folder that is no model: said before every scan is loaded, and nothing written.
-    for folder in (args.init, getattr(args, "predictor", None)):
-        if folder:
-            read_card(folder)
-    out, record = Path(args.out), {"preprocess": args.preprocess}
+    out = Path(args.out)
+    # --out (writable, not holding these weights or another predictor), --init and
+    # --predictor (holding the networks needed): said before every scan is loaded,
+    # and nothing written.
+    if args.part == "predictor":
+        check_predictor_training(out, config)
+    else:
+        check_noise_model_training(args.predictor, out, config, args.full_resolution_head)
+    training_inputs(args.data)  # the tables' ages and duplicates, before their record and any scan
+    record = _run_record(args)
     if args.resume:  # before loading (registering) every scan: the epochs to come must see what the others saw
         _check_record(out / _record_name(args.part), record)
     try:
@@ -148,6 +155,43 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"{len(cohort.subjects) + len(cohort.failed)} scans -> {args.out}; {len(cohort.failed)} failed"
           + (" and were left out (listed above)" if cohort.failed else ""))
     return 1 if cohort.failed else 0
+
+
+#: The options a resumed training must repeat, by their destination in ``args``
+#: (each network's recipe; --epochs may grow, --device, --workers and
+#: --max-minutes change how, not what, is trained).
+RECIPE = {
+    "predictor": ("lr", "batch_size", "val_fraction", "seed", "limit", "randomise_domain", "noise_augment",
+                  "blur_augment", "pool"),
+    "noise-model": ("lr", "batch_size", "val_fraction", "seed", "limit", "randomise_domain", "lam", "max_sd",
+                    "min_sd", "target", "relative_noise", "brain_only", "perturbation", "noise_budget",
+                    "lr_schedule", "full_resolution_head", "flip"),
+}
+
+
+def _run_record(args: argparse.Namespace) -> dict[str, str]:
+    """What a resumed ``train PART`` must repeat (``cohort.keep_record``, as ``predict``
+    and ``population`` keep theirs): --preprocess; the tables (absolute paths) and
+    a hash of their content; the --predictor's and --init's weights (SHA-256); the
+    recipe (``RECIPE``). A resume that changed them trained on one objective, scored
+    epochs on another and wrote a card describing neither."""
+    from ..model.card import NOISE_MODEL_FILE, PREDICTOR_FILE
+    from ..model.weights import sha256
+    from ..training.data import table_names, tables_digest
+
+    def text(value) -> str:
+        if isinstance(value, bool) or value is None:
+            return {True: "on", False: "off", None: "none"}[value]
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    record = {"preprocess": args.preprocess,
+              "data": f"{table_names(args.data)} (content sha256 {tables_digest(args.data)[:16]})"}
+    if args.part == "noise-model":
+        record["predictor"] = f"sha256 {sha256(Path(args.predictor) / PREDICTOR_FILE)[:16]}"
+    network = PREDICTOR_FILE if args.part == "predictor" else NOISE_MODEL_FILE
+    record["init"] = f"sha256 {sha256(Path(args.init) / network)[:16]}" if args.init else "none"
+    record.update({name.replace("_", "-"): text(getattr(args, name)) for name in RECIPE[args.part]})
+    return record
 
 
 def _record_name(part: str) -> str:

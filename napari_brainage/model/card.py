@@ -166,6 +166,12 @@ def read_card(folder: str | Path) -> ModelCard:
     """The ``model_card.json`` of ``folder``; :class:`ModelError` when missing or unreadable."""
     path = Path(folder) / CARD_FILE
     if not path.is_file():
+        if (Path(folder) / "checkpoints" / "predictor_last.pt").is_file():
+            # A predictor's training writes the card last: predictor.pt and its checkpoint
+            # without a card are a training stopped (or still running), not a stranger's folder.
+            raise ModelError(f"{folder}: no {CARD_FILE}: its predictor's training was interrupted (or is still "
+                             f"running); finish it with `napari-brainage train predictor --out {folder} --resume` "
+                             "and the options it started with")
         raise ModelError(f"{folder}: no {CARD_FILE}; not a napari-brainage model folder")
     try:
         return ModelCard.from_dict(json.loads(path.read_text()))

@@ -10,6 +10,7 @@ validation score.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..io import atomic_path
 from ..model.card import (
     NOISE_MODEL_FILE,
     PREDICTOR_FILE,
     ModelCard,
+    ModelError,
+    read_card,
 )
 from ..model.weights import sha256
 from .config import TrainConfig
@@ -35,9 +39,29 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+class TrainingDiverged(InputError):
+    """The loss (or the validation score) is no longer a finite number."""
+
+
+def refuse_non_finite(value: float, what: str, epoch: int) -> None:
+    """``TrainingDiverged`` when ``value`` is NaN or infinite: said at once, in
+    words, rather than after every epoch has trained on NaN (which ended in "the
+    model card lists no checksum for predictor.pt")."""
+    if not np.isfinite(value):
+        raise TrainingDiverged(f"the {what} became {'NaN' if np.isnan(value) else 'infinite'} in epoch "
+                               f"{epoch + 1}: lower --lr, check the ages (training stopped; the epochs before "
+                               "it are kept)")
+
+
 def train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indices: np.ndarray,
                  config: TrainConfig, epoch: int, device: torch.device, loss_of, augment=None) -> float:
-    """One pass over ``indices`` in shuffled batches; returns the mean batch loss."""
+    """One pass over ``indices`` in shuffled batches; returns the mean batch loss.
+
+    Raises
+    ------
+    TrainingDiverged
+        as soon as a batch's loss is NaN or infinite, before it changes the weights.
+    """
     rng = epoch_rng(config.seed, epoch)
     model.train()
     losses = []
@@ -46,6 +70,7 @@ def train_epoch(model, optimiser, scans: np.ndarray, targets: np.ndarray, indice
         if augment is not None:
             x = augment(x, rng)
         loss = loss_of(x, torch.from_numpy(targets[batch]).float().to(device))
+        refuse_non_finite(loss.item(), "loss", epoch)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -115,7 +140,14 @@ class Checkpoint:
     """Last-epoch state of one training run, for resuming."""
 
     def __init__(self, folder: Path, part: str):
+        self.folder = folder
         self.path = folder / "checkpoints" / f"{part}_last.pt"
+
+    def epochs_run(self) -> int:
+        """How many epochs the checkpoint has run; 0 without one."""
+        if not self.path.is_file():
+            return 0
+        return int(torch.load(self.path, map_location="cpu", weights_only=True)["epoch"])
 
     def save(self, model, optimiser, epoch: int, best: float, scheduler=None) -> None:
         """Write the checkpoint atomically: weights, optimiser, scheduler, epoch, best score."""
@@ -137,22 +169,77 @@ class Checkpoint:
         return int(state["epoch"]), float(state["best"])
 
 
-def resume(checkpoint: Checkpoint, model, optimiser, scheduler, card: ModelCard, weights: Path
-           ) -> tuple[int, float]:
+def resume(checkpoint: Checkpoint, model, optimiser, scheduler, card: ModelCard, weights: Path,
+           epochs: int | None = None) -> tuple[int, float]:
     """(first epoch, best score) of a resumed run: restored from ``checkpoint`` when there is
     one, the best weights so far (``weights``, written atomically by the run) recorded in
-    ``card``; (0, inf) otherwise."""
+    ``card``; (0, inf) otherwise.
+
+    Raises
+    ------
+    InputError
+        when the checkpoint has run more than ``epochs`` epochs (the card would
+        say "epochs: 2, epochs_run: 3").
+    """
     state = checkpoint.load(model, optimiser, scheduler)
     if state is None:
         return 0, np.inf
+    refuse_fewer_epochs(checkpoint.folder, state[0], epochs)
     if weights.is_file():
         card.weights[weights.name] = sha256(weights)
     return state
 
 
-def prepare_out(out: Path, part: str, resume: bool) -> None:
-    """Make the model folder; ``FileExistsError`` when it already holds this part's weights and ``resume`` is off."""
-    out.mkdir(parents=True, exist_ok=True)
+def require_network(folder: str | Path, filename: str, flag: str) -> ModelCard:
+    """The card of model folder ``folder`` (given as ``flag``), which must hold the
+    network ``filename``; read before any scan is loaded.
+
+    Raises
+    ------
+    ModelError
+        when ``folder`` is no model folder or lacks that network.
+    """
+    card = read_card(folder)
+    if filename not in card.weights or not (Path(folder) / filename).is_file():
+        what = "predictor" if filename == PREDICTOR_FILE else "noise model"
+        fix = "" if flag == "--predictor" else ", or train from scratch (no --init)"
+        raise ModelError(f"{flag} {folder}: this model folder has no {what} ({filename}); give one that has{fix}")
+    return card
+
+
+def refuse_fewer_epochs(folder: Path, done: int, epochs: int | None) -> None:
+    """``InputError`` when a resumed run asks for fewer epochs than ``done`` already ran."""
+    if epochs is not None and done > epochs:
+        raise InputError(f"{folder}: the interrupted training has already run {done} epochs; resume with "
+                         f"--epochs {done} or more, not {epochs}")
+
+
+def check_out(out: Path, part: str, resume: bool) -> None:
+    """Whether training ``part`` ("predictor" or "noise_model") may write into ``out``;
+    nothing is written. Called before any scan is loaded (loading may take hours).
+
+    Raises
+    ------
+    FileExistsError
+        when ``out`` already holds this part's weights and ``resume`` is off.
+    NotADirectoryError
+        when ``out`` (or a folder above it) is a file.
+    PermissionError
+        when ``out`` cannot be made or written in.
+    """
     target = out / (PREDICTOR_FILE if part == "predictor" else NOISE_MODEL_FILE)
     if target.exists() and not resume:
         raise FileExistsError(f"{target} already exists; choose another --out or pass --resume")
+    existing = out
+    while not existing.exists() and existing != existing.parent:  # the folder that would hold the new ones
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{out}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{out}: cannot write in {existing} (permission denied); choose another --out")
+
+
+def prepare_out(out: Path, part: str, resume: bool) -> None:
+    """Make the model folder (``check_out``'s errors when it may not be written)."""
+    check_out(out, part, resume)
+    out.mkdir(parents=True, exist_ok=True)

@@ -19,15 +19,26 @@ from ..model.card import (
     ModelCard,
     ModelError,
     NoiseSpec,
-    read_card,
     write_card,
 )
 from ..model.networks import NoiseUNet, SFCNRegressor, mirror
-from ..model.weights import load_weights, save_weights
+from ..model.weights import load_weights, save_weights, sha256
 from .augment import randomise_domain
 from .config import NOISE_MODEL_DEFAULTS, TrainConfig
 from .data import Cohort, split_by_subject
-from .loop import Checkpoint, Progress, as_tensor, prepare_out, resume, timed_epochs, train_epoch
+from .loop import (
+    Checkpoint,
+    Progress,
+    as_tensor,
+    check_out,
+    prepare_out,
+    refuse_fewer_epochs,
+    refuse_non_finite,
+    require_network,
+    resume,
+    timed_epochs,
+    train_epoch,
+)
 from .objective import brain_mean, clean_target, noise_loss, noise_terms
 from .predictor import predict_ages
 
@@ -85,15 +96,21 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     ModelError
         when ``predictor_dir`` or ``config.init_from`` is not a usable model folder,
         or the starting noise model has another architecture.
+    FileExistsError, NotADirectoryError, PermissionError
+        when ``out`` holds a noise model (without ``config.resume``) or a predictor
+        other than ``predictor_dir``'s, or cannot be written.
+    InputError
+        when a resumed run asks for fewer epochs than it has run.
+    TrainingDiverged
+        as soon as the loss or the validation loss is not a finite number.
     """
     predictor_dir, out = Path(predictor_dir), Path(out)
-    card = read_card(predictor_dir)
+    # Before anything is written: a wrong --init or --out leaves no folder behind.
+    card, start_card = check_noise_model_training(predictor_dir, out, config, full_resolution_head)
     predictor = load_weights(SFCNRegressor.for_card(card), predictor_dir, PREDICTOR_FILE, card)
     torch.manual_seed(config.seed)  # before the network's random initial weights
     model = NoiseUNet(card.noise_channels, full_resolution_head)
-    if config.init_from:  # before anything is written: a wrong --init leaves no folder behind
-        start_card = read_card(config.init_from)
-        _check_same_noise_architecture(start_card, config.init_from, card.noise_channels, full_resolution_head)
+    if start_card is not None:
         model = load_weights(model, config.init_from, NOISE_MODEL_FILE, start_card)
         card.training["noise_model_start"] = start_card.training.get("noise_model", {"data": "unknown"})
         progress(f"noise model: fine-tuning the noise model of {config.init_from}")
@@ -111,7 +128,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
                  if config.lr_schedule == "cosine" else None)
     checkpoint = Checkpoint(out, "noise_model")
-    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / NOISE_MODEL_FILE)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / NOISE_MODEL_FILE, config.epochs)
                    if config.resume else (0, np.inf))
     if start:
         progress(f"resuming noise-model training after epoch {start} (best validation loss {best:.4f})")
@@ -144,6 +161,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
             scheduler.step()
         val_loss, mean_mask = _validate_noise(predictor, model, cohort.scans[val], targets[val], spec,
                                               card.age_sd, device)
+        refuse_non_finite(val_loss, "validation loss", epoch)
         improved = val_loss < best
         if improved:
             best = val_loss
@@ -154,12 +172,49 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
                  f"{' (best)' if improved else ''}, {time.monotonic() - tic:.0f} s")
     if NOISE_MODEL_FILE not in card.weights:
         raise InputError("noise-model training ran no epoch; raise --epochs")
-    card.training["noise_model"] = {"data": cohort.source, "predictor": str(predictor_dir), **asdict(config),
+    card.training["noise_model"] = {"data": cohort.source, "predictor": str(predictor_dir.resolve()), **asdict(config),
                                     **{f"noise_{k}": v for k, v in asdict(spec).items()},
                                     "epochs_run": epochs_run, "best_validation_loss": best}
     write_card(card, out)
     progress(f"noise model: best validation loss {best:.4f}; saved to {out}")
     return card
+
+
+def check_noise_model_training(predictor_dir: str | Path, out: str | Path, config: TrainConfig,
+                               full_resolution_head: bool = False) -> tuple[ModelCard, ModelCard | None]:
+    """What can be checked of a noise-model training before any scan is loaded:
+    ``predictor_dir`` holds a predictor; ``out`` may be written (``loop.check_out``)
+    and holds no other predictor (training would replace it with ``predictor_dir``'s);
+    ``config.init_from`` holds a noise model of this architecture; a resumed run asks
+    for at least the epochs it has run. Nothing is written. Returns the cards of
+    ``predictor_dir`` and of the ``--init`` folder (None without one); raises what
+    ``train_noise_model`` raises for these."""
+    predictor_dir, out = Path(predictor_dir), Path(out)
+    card = require_network(predictor_dir, PREDICTOR_FILE, "--predictor")
+    check_out(out, "noise_model", config.resume)
+    refuse_another_predictor(predictor_dir, out)
+    if config.resume:
+        refuse_fewer_epochs(out, Checkpoint(out, "noise_model").epochs_run(), config.epochs)
+    start_card = None
+    if config.init_from:
+        start_card = require_network(config.init_from, NOISE_MODEL_FILE, "--init")
+        _check_same_noise_architecture(start_card, config.init_from, card.noise_channels, full_resolution_head)
+    return card, start_card
+
+
+def refuse_another_predictor(predictor_dir: Path, out: Path) -> None:
+    """``FileExistsError`` when ``out`` already holds a predictor that is not
+    ``predictor_dir``'s (by SHA-256): training a noise model there copied
+    ``predictor_dir``'s over it, and the folder's own predictor was lost without a
+    word. The same predictor (a copy, or the same folder) is fine."""
+    there = out / PREDICTOR_FILE
+    if not there.is_file() or out.resolve() == predictor_dir.resolve():
+        return
+    ours, theirs = sha256(predictor_dir / PREDICTOR_FILE), sha256(there)
+    if ours != theirs:
+        raise FileExistsError(f"{out} holds another predictor (sha256 {theirs[:12]}...) than --predictor "
+                              f"{predictor_dir} ({ours[:12]}...); a noise model there would replace it: "
+                              "choose another --out, or give that folder as --predictor")
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ from ..model.bundle import pick_device
 from ..model.card import (
     PREDICTOR_FILE,
     ModelCard,
-    read_card,
     write_card,
 )
 from ..model.networks import SFCNRegressor, mirror
@@ -28,8 +27,12 @@ from .loop import (
     Checkpoint,
     Progress,
     as_tensor,
+    check_out,
     prepare_out,
     recalibrate_batch_norm,
+    refuse_fewer_epochs,
+    refuse_non_finite,
+    require_network,
     resume,
     timed_epochs,
     train_epoch,
@@ -72,12 +75,16 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     ------
     ModelError
         when ``config.init_from`` is not a usable model folder.
-    FileExistsError
-        when ``out`` already holds a predictor and ``config.resume`` is not set.
+    FileExistsError, NotADirectoryError, PermissionError
+        when ``out`` already holds a predictor and ``config.resume`` is not set,
+        or cannot be written (``loop.check_out``).
+    InputError
+        when a resumed run asks for fewer epochs than it has run.
+    TrainingDiverged
+        as soon as the loss or the validation MAE is not a finite number.
     """
     out = Path(out)
-    # A wrong --init must fail before anything is written.
-    start_card = read_card(config.init_from) if config.init_from else None
+    start_card = check_predictor_training(out, config)  # before anything is written
     prepare_out(out, "predictor", config.resume)
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
@@ -100,7 +107,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
     checkpoint = Checkpoint(out, "predictor")
-    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / PREDICTOR_FILE)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / PREDICTOR_FILE, config.epochs)
                    if config.resume else (0, np.inf))
     if start:
         progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
@@ -133,6 +140,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
         # before validating and saving (loop.recalibrate_batch_norm).
         recalibrate_batch_norm(model, cohort.scans, train, config.batch_size, device)
         val_mae = float(np.abs(predict_ages(model, cohort.scans[val], card, device) - cohort.ages[val]).mean())
+        refuse_non_finite(val_mae, "validation MAE", epoch)
         improved = val_mae < best
         if improved:
             best = val_mae
@@ -153,13 +161,27 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
         progress(f"predictor: {len(val)} validation subjects are too few to fit the age bias (at least "
                  f"{MIN_BIAS_FIT_SUBJECTS}); the corrected gap equals the gap for this model")
     card.training["predictor"] = {
-        "data": cohort.source, "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
+        "data": cohort.source, "tables": list(cohort.tables),
+        "subjects": len(cohort.subjects), "train": len(train), "validation": len(val),
         **asdict(config), "epochs_run": epochs_run, "best_validation_mae": best,
     }
     write_card(card, out)
     progress(f"predictor: best validation MAE {best:.2f} y; bias fit predicted = "
              f"{card.bias_slope:.3f} x age + {card.bias_intercept:.2f}; saved to {out}")
     return card
+
+
+def check_predictor_training(out: str | Path, config: TrainConfig) -> ModelCard | None:
+    """What can be checked of a predictor training before any scan is loaded: ``out``
+    may be written (``loop.check_out``), ``config.init_from`` holds a predictor, a
+    resumed run asks for at least the epochs it has run. Nothing is written.
+    Returns the ``--init`` folder's card (None without one); raises what
+    ``train_predictor`` raises for these."""
+    out = Path(out)
+    check_out(out, "predictor", config.resume)
+    if config.resume:
+        refuse_fewer_epochs(out, Checkpoint(out, "predictor").epochs_run(), config.epochs)
+    return require_network(config.init_from, PREDICTOR_FILE, "--init") if config.init_from else None
 
 
 @torch.no_grad()
