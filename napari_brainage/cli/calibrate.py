@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source", default="", metavar="TEXT",
                         help="what the subjects are, for the card (e.g. the command that made them)")
     parser.add_argument("--overwrite", action="store_true", help="replace the card's existing calibration")
+    parser.add_argument("--skip-training-check", action="store_true",
+                        help="calibrate even when the model card's training tables (or the scans they list) "
+                             "cannot be found, so the subjects cannot be checked against the scans the model "
+                             "was trained on (only when you know none of them was)")
     add_preprocessing(parser)
     add_device(parser)
     add_workers(parser)
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if len(inputs) < MIN_CALIBRATION_SUBJECTS:  # said now, not after predicting them all
         raise InputError(f"calibration needs at least {MIN_CALIBRATION_SUBJECTS} subjects with an age; "
                          f"got {len(inputs)}")
-    seen_in_training = _training_overlap(inputs, card)
+    seen_in_training = _training_overlap(inputs, card, args.skip_training_check)
     if seen_in_training:
         raise InputError(f"{len(seen_in_training)} calibration subject(s) are scans the model was trained on "
                          f"({', '.join(seen_in_training[:5])}): split-conformal intervals need subjects the "
@@ -88,21 +92,46 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1 if len(kept) < len(results) else 0
 
 
-def _training_overlap(inputs, card) -> list[str]:
+def _training_overlap(inputs, card, skip_check: bool = False) -> list[str]:
     """The calibration subjects whose scan is one the card's predictor was trained on:
     the same file, or a byte-identical copy (compared by size, then SHA-256). The
-    training tables are read where the card says they were; a table no longer there
-    cannot be checked (a note says so)."""
+    training tables are read where the card says they were (absolute paths since
+    cards record ``tables``; earlier cards' ``data`` may be relative to the folder
+    training ran in).
+
+    Raises
+    ------
+    InputError
+        when the check cannot be done (a table or a scan it lists is not found, or
+        the card names no table) and ``skip_check`` is off: intervals calibrated on
+        training scans come out too narrow, and nothing would say so.
+    """
     import hashlib
 
+    from ..errors import InputError
     from ..participants import read_participants
 
-    tables = [Path(t) for t in str(card.training.get("predictor", {}).get("data", "")).split(" + ") if t]
+    trained_on = card.training.get("predictor", {})
+    tables = [Path(t) for t in trained_on.get("tables")
+              or str(trained_on.get("data", "")).split(" + ") if str(t)]
     found = [t for t in tables if t.is_file()]
-    if tables and len(found) < len(tables):
-        say(f"calibrate: note: cannot check for training scans among the subjects: "
-            f"{', '.join(str(t) for t in tables if t not in found)} not found")
     trained = {Path(row["path"]).resolve() for table in found for row in read_participants(table)}
+    gone = [str(p) for p in sorted(trained) if not p.is_file()]
+    if not tables:
+        problem = "the model card names no training tables"
+    elif len(found) < len(tables):
+        problem = f"{', '.join(str(t) for t in tables if t not in found)} not found"
+    elif gone:
+        problem = f"{len(gone)} scan(s) of the training tables not found ({', '.join(gone[:3])})"
+    else:
+        problem = ""
+    if problem:
+        if not skip_check:
+            raise InputError(f"cannot check for training scans among the calibration subjects: {problem}; "
+                             "put the training tables and scans back where the card says, or pass "
+                             "--skip-training-check if you know none of these subjects was trained on")
+        say(f"calibrate: note: not checked for training scans among the subjects (--skip-training-check): "
+            f"{problem}")
     by_size: dict[int, list[Path]] = {}
     for path in trained:
         if path.is_file():
