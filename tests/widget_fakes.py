@@ -34,7 +34,8 @@ class FakeCore:
     def __init__(self, monkeypatch, predicted: float = 59.9, qc: str = "ok"):
         self.predicted, self.qc = predicted, qc
         self.prepare = lambda volume, mode: object()
-        model = SimpleNamespace(card=ModelCard())  # what the worker reads of a model: its card
+        # What the worker reads of a model: its card, and whether it has a noise model.
+        model = SimpleNamespace(card=ModelCard(), noise_model=object())
         monkeypatch.setattr(brain_age, "load_model", lambda *a, **k: (model, "cpu"))
         monkeypatch.setattr(brain_age, "prepare_input", lambda volume, mode, reads: self.prepare(volume, mode))
         monkeypatch.setattr(brain_age, "predict_age", self.predict_age)
