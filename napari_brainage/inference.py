@@ -356,17 +356,20 @@ def _warn_bids_gaps(root: Path, participants: Path, unscanned: list[str], one_ag
                       "sub-<label>/sub-<label>_sessions.tsv (column 'age')", stacklevel=4)
 
 
-def _unique(found: list[ScanInput]) -> list[ScanInput]:
+def _unique(found: list[ScanInput], one_scan_per_subject: bool = True) -> list[ScanInput]:
     """``found`` with a file named twice kept once (under the name that comes with an
-    age, a table's); ``InputError`` when one file is given two different ages, or two
-    different files share a subject name."""
-    kept: dict[str, ScanInput] = {}      # subject -> its scan
-    subject_of: dict[Path, str] = {}     # resolved file -> the subject it is kept under
+    age, a table's); ``InputError`` when one file is given two different ages, or,
+    with ``one_scan_per_subject`` (inference: outputs are named by subject), two
+    different files share a subject name. Training passes False: a subject is a
+    person, and several scans of one person (sessions, or one scan prepared two
+    ways) are kept together on one side of the split."""
+    kept: dict[Path, ScanInput] = {}     # resolved file -> the entry it is kept as (in input order)
+    file_of: dict[str, Path] = {}        # subject -> its first file
     clashes: dict[str, list[Path]] = {}
     for item in found:  # linear: cohorts are large
         where = Path(item.path).resolve()
-        if where in subject_of:  # this file again, under this name or another
-            earlier = kept[subject_of[where]]
+        earlier = kept.get(where)
+        if earlier is not None:  # this file again, under this name or another
             if None not in (earlier.age, item.age) and earlier.age != item.age:
                 raise InputError(f"subjects {earlier.subject!r} ({earlier.age:g} y) and {item.subject!r} "
                                  f"({item.age:g} y) are the same scan ({item.path}) with different ages; "
@@ -375,11 +378,14 @@ def _unique(found: list[ScanInput]) -> list[ScanInput]:
                 _warn_renamed(earlier, item)
                 continue
             _warn_renamed(item, earlier)
-            del kept[earlier.subject]  # the table's entry, with its age, replaces the bare file
-        if item.subject in kept:  # another file under this name
-            clashes.setdefault(item.subject, [Path(kept[item.subject].path)]).append(Path(item.path))
+            del kept[where]  # the table's entry, with its age, replaces the bare file
+            if file_of.get(earlier.subject) == where:
+                del file_of[earlier.subject]
+        if one_scan_per_subject and item.subject in file_of:  # another file under this name
+            clashes.setdefault(item.subject, [Path(kept[file_of[item.subject]].path)]).append(Path(item.path))
             continue
-        kept[item.subject], subject_of[where] = item, item.subject
+        kept[where] = item
+        file_of.setdefault(item.subject, where)
     if clashes:
         listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths[:3])}"
                            for name, paths in list(clashes.items())[:3])

@@ -145,12 +145,18 @@ def test_cli_calibrate_writes_the_card_and_predict_writes_intervals(tiny_model, 
     # ... so the card forgets where it was trained, and the cohort stands in for held-out subjects.
     card = read_card(folder)
     card.training["predictor"]["data"] = str(tmp_path / "gone.csv")
+    card.training["predictor"].pop("tables", None)
     write_card(card, folder)
     kept = tmp_path / "calibration.csv"
+    # A check that cannot be done is refused, unless the user says so (third break test B5).
+    assert main(["calibrate", str(tiny_cohort), "--model", str(folder), "--out", str(kept)]) == 2
+    assert f"cannot check for training scans among the calibration subjects: {tmp_path / 'gone.csv'} not found" \
+        in capsys.readouterr().err
     assert main(["calibrate", str(tiny_cohort), "--model", str(folder), "--out", str(kept),
-                 "--source", "tiny cohort, seed 4242"]) == 0
+                 "--source", "tiny cohort, seed 4242", "--skip-training-check"]) == 0
     said = capsys.readouterr()
-    assert f"cannot check for training scans among the subjects: {tmp_path / 'gone.csv'} not found" in said.err
+    assert (f"not checked for training scans among the subjects (--skip-training-check): "
+            f"{tmp_path / 'gone.csv'} not found") in said.err
     card = read_card(folder)
     rows = list(csv.DictReader(open(kept)))
     assert card.calibration.n == 12 == len(rows)

@@ -47,7 +47,8 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     one scan named twice (the same row twice, the same table twice, or one file
     under two subject ids) is trained on once, under the first name, with a
     warning for a second name, so that it can never sit on both sides of the
-    split; two different files under one subject id are refused.
+    split; several files under one subject id are one person's scans (sessions,
+    or one scan prepared two ways), kept together on one side of the split.
 
     ``preprocessing`` is inference's choice ("auto": scans already on an MNI grid are
     used as they are, others registered to the template; "register"; "none"), so a
@@ -64,8 +65,8 @@ def load_cohort(csv_path: str | Path | Sequence[str | Path], spec: InputSpec = I
     ------
     InputError
         before any scan is loaded: a table without an 'age' column, an age that is
-        missing, not a number or outside ``inference.AGE_RANGE``, one subject id for
-        two files, ``limit`` below 1 (``OptionError``) or an unknown
+        missing, not a number or outside ``inference.AGE_RANGE``, one file with two
+        ages, ``limit`` below 1 (``OptionError``) or an unknown
         ``preprocessing``; after loading, when no scan could be loaded.
     FileNotFoundError
         when a table does not exist.
@@ -135,7 +136,7 @@ def training_inputs(tables: Sequence[str | Path]) -> list:
     ------
     InputError
         naming the table and subjects: no 'age' column, an age missing, not a
-        number or outside ``inference.AGE_RANGE``, one subject id for two files.
+        number or outside ``inference.AGE_RANGE``, one file with two ages.
     FileNotFoundError
         when a table does not exist.
     """
@@ -149,7 +150,7 @@ def training_inputs(tables: Sequence[str | Path]) -> list:
         table_inputs = _table_inputs(Path(table), None)
         _refuse_missing_ages(table, table_inputs)  # before any scan is loaded (registration takes minutes)
         found += table_inputs
-    return _unique(found)
+    return _unique(found, one_scan_per_subject=False)  # a subject is a person: sessions stay together
 
 
 def _refuse_missing_ages(table: str | Path, inputs: list) -> None:
