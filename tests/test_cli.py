@@ -609,6 +609,9 @@ def test_a_read_only_output_folder_is_named_in_one_sentence_before_any_work(tiny
         assert refused.returncode == 2, (command, refused.stderr)
         assert refused.stderr == f"napari-brainage {command}: error: cannot write in {read_only}: permission denied\n"
         assert list(read_only.iterdir()) == [], command
+    refused = cli_in_process("synth", read_only / "cohort", "--n", "1", "--seed", "5")
+    assert refused.returncode == 2 and list(read_only.iterdir()) == []
+    assert refused.stderr == f"napari-brainage synth: error: cannot write in {read_only}: permission denied\n"
 
 
 def test_population_groups_with_awkward_names_are_written_apart_and_a_failed_end_is_finished_by_resume(

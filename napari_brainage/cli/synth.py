@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
-from ._common import progress
+from ._common import progress, refuse_unwritable
 
 NAME = "synth"
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis), random_slices)
     except ValueError as err:
         parser.error(str(err))
+    refuse_unwritable(Path(args.out))  # in words, before any subject is made
     table = generate_cohort(args.out, args.n, args.seed, config, workers=args.workers,
                             overwrite=args.overwrite, progress=progress("synth"), rendering=rendering)
     print(f"napari-brainage synth: {args.n} subjects in {table.parent} (table: {table})")

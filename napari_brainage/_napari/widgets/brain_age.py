@@ -24,7 +24,15 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from superqt import QCollapsible
 
-from ...inference import AgeResult, importance_map, load_model, predict_age, prepare_input, write_results
+from ...inference import (
+    AgeResult,
+    check_age,
+    importance_map,
+    load_model,
+    predict_age,
+    prepare_input,
+    write_results,
+)
 from ...io import Volume, save_volume
 from ...options import Device, Method, Preprocessing, RunOptions, map_description
 from ...participants import age_from_participants
@@ -286,15 +294,8 @@ class BrainAgeWidget(Container):
 
     def _parse_age(self) -> float | None:
         text = self.age.value.strip()
-        if not text:
-            return None
-        try:
-            age = float(text)
-        except ValueError:
-            raise ValueError(f"age must be a number of years, got {text!r}") from None
-        if not 0 < age < 120:
-            raise ValueError(f"age {age:g} is outside 0-120 years")
-        return age
+        # The one rule for ages (tables, CLI, API): a finite number of years in 0-120.
+        return check_age(text, "the age box") if text else None
 
     def start(self, _value=None):
         layer = self.scan.value
