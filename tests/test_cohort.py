@@ -446,8 +446,10 @@ def test_explain_says_at_once_when_it_cannot_write(tiny_cohort, tiny_model, tmp_
     from napari_brainage.io import atomic_path
 
     out = tmp_path / "maps"
+    out.mkdir()  # an existing folder that cannot be written (one not made yet is judged by its parent)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == out else real_access(path, mode))
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == out
+                        else real_access(path, mode, **kw))
     refused = cli_in_process("explain", tiny_cohort, "--out", out, "--model", tiny_model, "--device", "cpu")
     assert refused.returncode == 2
     assert f"cannot write in {out}" in refused.stderr and "explain 1/" not in refused.stderr

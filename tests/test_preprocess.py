@@ -58,7 +58,10 @@ def test_resampling_through_the_identity_reproduces_the_scan_on_the_mni_grid():
 
 
 def _moved(volume: Volume, angles=(8.0, -6.0, 10.0), shift=(12.0, -9.0, 7.0), scale=1.06):
-    """The brain moved in world space, stored on a 1.5 mm, axis-permuted, flipped grid."""
+    """The brain moved in world space, stored on a 1.5 mm, axis-permuted, flipped grid.
+
+    The 2 mm scan is interpolated onto 1.5 mm voxels, so its content is coarser
+    than its voxels and QC says so (``only_resampling_warned``)."""
     centre = np.array([0.0, -18.0, 18.0])
     move = np.eye(4)
     move[:3, :3] = rotation(angles) * scale
@@ -73,6 +76,13 @@ def _moved(volume: Volume, angles=(8.0, -6.0, 10.0), shift=(12.0, -9.0, 7.0), sc
     # rim of partial voxels left by interpolation.
     brain = resample((volume.data > 0).astype(np.float32), volume.affine, shape, np.linalg.inv(move) @ affine)
     return Volume(np.where(brain >= 0.5, data, 0).astype(np.float32), affine), move
+
+
+def only_resampling_warned(quality) -> bool:
+    """No failure, and no warning but the one a 2 mm scan interpolated onto finer
+    voxels earns (``_moved``): its content is coarser than its voxels."""
+    return not quality.failures and all(w.startswith("the image looks coarser than its voxels")
+                                        for w in quality.warnings)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +270,7 @@ def test_a_moved_scan_is_registered_and_its_map_comes_back_onto_its_voxels(bundl
 
     reference = prepare_input(aligned, "register")
     prepared = prepare_input(moved, "auto")
-    assert prepared.quality.registered and prepared.quality.ok, prepared.quality
+    assert prepared.quality.registered and only_resampling_warned(prepared.quality), prepared.quality
     assert prepared.quality.template_correlation > 0.85
     # The fitted transforms agree with the known move, point by point.
     kit = load_template(2)
