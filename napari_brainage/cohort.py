@@ -539,7 +539,8 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
 
     ``checkpoint``: an .npz rewritten atomically after every chunk, from which
     ``resume`` continues (it must have used the same method, preprocessing and
-    model: ``run_record``). A scan that fails,
+    model: ``run_record``; and each subject it holds must be in the same group as
+    now: another --group-by would mix groups). A scan that fails,
     whatever the error, is listed in ``failed`` and the others go on.
 
     Raises
@@ -561,8 +562,12 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
             refuse_other_options(checkpoint, {name: str(saved[name]) for name in record if name in saved}, record,
                                  "start again without --resume")
             done = set(saved["done"].tolist())
+            if "done_group" in saved:
+                _refuse_regrouped(checkpoint, dict(zip(saved["done"].tolist(), saved["done_group"].tolist())),
+                                  inputs)
             for name in saved["groups"].tolist():
                 groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
+    group_of = {item.subject: item.group or "" for item in inputs}
     todo = [item for item in inputs if item.subject not in done]
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     with executor(workers, scheduler) as run:
@@ -573,7 +578,7 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
             done.update(subjects)
             failed += chunk_failed
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, groups, done, record)
+                _save_checkpoint(checkpoint, groups, done, record, group_of)
             yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
         raise NothingMapped(failed)
@@ -602,10 +607,25 @@ def _map_chunk_or_fail(items: list[ScanInput], options: RunOptions):
         return {}, [item.subject for item in items], [(item.subject, describe_error(err)) for item in items]
 
 
+def _refuse_regrouped(checkpoint: Path, saved_groups: dict[str, str], inputs: list[ScanInput]) -> None:
+    """``InputError`` when a subject the checkpoint holds is in another group now (another
+    --group-by, or an edited table): its map is already summed into its old group's mean."""
+    moved = [(item.subject, saved_groups[item.subject], item.group or "") for item in inputs
+             if item.subject in saved_groups and saved_groups[item.subject] != (item.group or "")]
+    if moved:
+        subject, before, now = moved[0]
+        raise InputError(f"{checkpoint} was made with other groups: {len(moved)} subject(s) changed group "
+                         f"(e.g. {subject!r}: {before or 'no group'!r} then, {now or 'no group'!r} now; another "
+                         "--group-by or an edited table); start again without --resume")
+
+
 def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str],
-                     record: dict[str, str]) -> None:
-    arrays = {"done": np.array(sorted(done)), "groups": np.array(sorted(groups)),
+                     record: dict[str, str], group_of: dict[str, str] | None = None) -> None:
+    done = sorted(done)
+    arrays = {"done": np.array(done), "groups": np.array(sorted(groups)),
               **{name: np.array(value) for name, value in record.items()}}  # method, preprocess, model
+    if group_of is not None:  # each subject's group, so that a resume cannot regroup it
+        arrays["done_group"] = np.array([group_of.get(subject, "") for subject in done])
     for name, stats in groups.items():
         arrays.update({f"{name}/{k}": v for k, v in stats.state().items()})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,25 @@ def test_population_killed_midway_resumes_and_groups(tiny_cohort, tiny_model, tm
     d = load_volume(tmp_path / "pop_effect_size.nii.gz").data
     assert np.isfinite(d).all() and np.abs(d).max() > 0
     assert "groups old (n=" in resumed.stdout
+
+
+def test_population_resume_refuses_subjects_regrouped_since_the_checkpoint(tiny_cohort, tiny_model, tmp_path):
+    """A resume with another --group-by summed subjects already in one group's mean into
+    another's (third break test): each subject's group is kept in the checkpoint."""
+    from napari_brainage.cohort import iter_population
+    from napari_brainage.errors import InputError
+
+    inputs = collect_inputs([tiny_cohort])
+    options = RunOptions(model_dir=tiny_model, device="cpu")
+    checkpoint = tmp_path / "pop.npz"
+    run = iter_population(inputs, options, checkpoint, chunk=4)
+    assert next(run).done == 4  # interrupted after the first chunk
+    run.close()
+    regrouped = [replace(item, group="old" if i % 2 else "young") for i, item in enumerate(inputs)]
+    with pytest.raises(InputError, match=r"other groups: 4 subject\(s\) changed group .*without --resume"):
+        population_stats(regrouped, options, checkpoint, resume=True, chunk=4)
+    # The same groups resume and finish.
+    assert population_stats(inputs, options, checkpoint, resume=True, chunk=4).groups[""].count == 12
 
 
 def test_population_on_a_two_worker_local_cluster(tiny_cohort, tiny_model, tmp_path):
