@@ -397,6 +397,20 @@ def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
     widget.toggle_3d()
     assert other.visible and overlay.visible
 
+    # A mask made in the console (bool) broke 3D with a traceback and left the scan faded;
+    # a second scan was outlined too, a doubled brain (fourth break test): the chosen
+    # map's own scan alone is outlined, the others hidden while in 3D.
+    mask = viewer.add_image(np.asarray(scan.data) > 100, name="console mask", affine=scan.affine.affine_matrix)
+    second = viewer.add_image(np.asarray(scan.data).copy(), name="second scan", affine=scan.affine.affine_matrix)
+    second_before = (second.rendering, second.opacity, second.blending)
+    widget.map.value = overlay
+    widget.toggle_3d()
+    assert viewer.dims.ndisplay == 3 and scan.rendering == "iso"
+    assert not second.visible and not mask.visible
+    widget.toggle_3d()
+    assert second.visible and mask.visible and (second.rendering, second.opacity, second.blending) == second_before
+    assert [(layer.rendering, layer.opacity, layer.blending) for layer in (scan, overlay)] == before
+
 
 # ------------------------------------------------------------------ Threshold
 def test_threshold_widget_masks_exports_and_asks_before_overwriting(analysed, tmp_path, monkeypatch, tiny_model):

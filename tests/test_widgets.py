@@ -175,6 +175,11 @@ def test_brain_age_widget_gives_a_predictor_only_model_its_age_and_says_why_ther
     viewer = make_napari_viewer()
     widget = BrainAgeWidget(viewer)
     viewer.open_sample("napari-brainage", "synthetic_age80")
+    # A first run with a noise model leaves its map; the re-run that makes none must not
+    # leave that map beside its own numbers (fourth break test).
+    widget.model.value = str(tiny_model)
+    _run_and_wait(qtbot, widget)
+    assert "importance (synthetic_age80)" in viewer.layers
     widget.model.value = str(_predictor_only(tiny_model, tmp_path / "m1"))
     _run_and_wait(qtbot, widget)
     model, device = load_model(tiny_model, "cpu")
@@ -188,6 +193,18 @@ def test_brain_age_widget_gives_a_predictor_only_model_its_age_and_says_why_ther
     widget.method.value = "saliency"  # a Captum method needs only the predictor
     _run_and_wait(qtbot, widget)
     assert "importance Saliency (synthetic_age80)" in viewer.layers and widget.export.enabled
+    # Export names the model of the run, not the one in the box now (fourth break test).
+    predictor_only = widget.model.value
+    widget.model.value = str(tiny_model)
+    widget.export_dir.value = str(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    captioned_with = []
+    real_caption = brain_age_module.caption_lines
+    monkeypatch.setattr(brain_age_module, "caption_lines",
+                        lambda result, model, *a, **k: captioned_with.append(model) or real_caption(result, model,
+                                                                                                    *a, **k))
+    assert widget.export_results() is not None
+    assert captioned_with == [predictor_only]
     assert all(severity != "error" for severity, _ in shown)
 
 

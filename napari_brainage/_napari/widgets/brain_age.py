@@ -116,6 +116,7 @@ class _Analysis:
     scan: Volume
     template_scan: np.ndarray | None  #: the scan on the template grid (the report's registration check)
     card: object                      #: the model's card (the report's chart and footer)
+    model_dir: str | None = None      #: the model folder of the run, not the box's value at Export
 
 
 @thread_worker(ignore_errors=True)  # errors: the Report button's errored handler
@@ -315,9 +316,12 @@ class BrainAgeWidget(Container):
                              interval_level=self.level.value)
         method = options.method.value
         worker = _analyse(volume, age, options)
+        model_dir = options.model_dir
+        selected = self._viewer.layers.selection.active  # given back at the end only if still so
         self._slot.connect(
             worker, yielded=self._on_step,
-            returned=lambda out: self._on_done(layer, volume, *out, method=method),
+            returned=lambda out: self._on_done(layer, volume, *out, method=method, model_dir=model_dir,
+                                               selected=selected),
             errored=lambda err: self._on_error(layer, err),
             finished=self._on_finished)
         self._running = layer
@@ -348,22 +352,24 @@ class BrainAgeWidget(Container):
         self.progress.label = step
 
     def _on_done(self, layer, volume: Volume, result: AgeResult, importance: Volume | None,
-                 template_scan=None, card=None, method: str = "noise") -> None:
+                 template_scan=None, card=None, method: str = "noise", model_dir=None, selected=None) -> None:
         if layer not in self._viewer.layers:  # closed meanwhile: nothing to show the numbers with
             return
         result.subject = layer.name
         result.path = result.path or str(layer.metadata.get(SOURCE_PATH) or "")  # the file, for CSV and report
         if result.predicted_age is None:  # failed QC: no age, no map
+            self._drop_overlays(layer)
             self._set_panel(layer, format_result(result, layer.name))
             show_error(notification(result, layer.name))
             return
         if importance is None:  # the model has no noise model: the age, and why there is no map
+            self._drop_overlays(layer)
             self._set_panel(layer, f"{format_result(result, layer.name)}\n{NO_NOISE_MODEL}")
             show_warning(f"{notification(result, layer.name)}; {NO_NOISE_MODEL}")
             return
         self.progress.value = len(_STEPS)
         importance.path = volume.path
-        self._results[layer] = _Analysis(result, importance, method, volume, template_scan, card)
+        self._results[layer] = _Analysis(result, importance, method, volume, template_scan, card, model_dir)
         # The scan's earlier overlay of this method is replaced, found by the scan's id:
         # by its name, a renamed scan got a second overlay beside the first.
         show_volume(
@@ -372,7 +378,8 @@ class BrainAgeWidget(Container):
             replace=self._overlay(layer, method), colormap=overlay_colormap(), blending="translucent",
             opacity=self.opacity.value, contrast_limits=map_contrast_limits(importance.data),
         )
-        self._viewer.layers.selection.active = layer
+        if self._viewer.layers.selection.active is selected:  # the user chose no other layer meanwhile
+            self._viewer.layers.selection.active = layer
         self._set_panel(layer, format_result(result, layer.name))
         (show_warning if result.qc_status == "warn" else show_info)(notification(result, layer.name))
 
@@ -383,6 +390,7 @@ class BrainAgeWidget(Container):
             return
         error = getattr(error, "error", error)  # a WorkerError carries the original
         self._results.pop(layer, None)
+        self._drop_overlays(layer)
         if is_quality_failure(error):
             reasons = quality_reasons(error)
             self._set_panel(layer, f"{scan_line(layer.name)}\nQC failed: {reasons} \N{EM DASH} no age")
@@ -395,6 +403,13 @@ class BrainAgeWidget(Container):
     def _on_finished(self) -> None:
         self._slot.release()
         self._set_ready(True)
+
+    def _drop_overlays(self, layer) -> None:
+        """Remove the scan's importance overlays: a re-run whose numbers replace the
+        panel's but that made no map (failed, failed QC, no noise model) must not
+        leave an earlier run's map, of another model perhaps, on the scan."""
+        for overlay in [m for m in map_layers(self._viewer, IMPORTANCE) if made_for(m, layer)]:
+            self._viewer.layers.remove(overlay)
 
     def _map_name(self, layer, method: str | None = None) -> str:
         """One overlay per scan and method: "importance (scan)" for the noise model
@@ -449,7 +464,7 @@ class BrainAgeWidget(Container):
         if not confirm_overwrite([path], self.native):
             return None
         level = analysis.result.interval_level or DEFAULT_LEVEL
-        worker = _write_report_page(analysis, self.model.value, level, path)
+        worker = _write_report_page(analysis, analysis.model_dir, level, path)
         worker.returned.connect(lambda written: show_info(f"Brain age: report written to {written}"))
         worker.errored.connect(
             lambda err: show_error(f"Brain age report failed: {describe(getattr(err, 'error', err))}"))
@@ -493,7 +508,7 @@ class BrainAgeWidget(Container):
                 snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
             finally:
                 overlay.visible = shown
-            lines = caption_lines(result, self.model.value, method, view=self._view_line())
+            lines = caption_lines(result, analysis.model_dir, method, view=self._view_line())
             save_png(captioned(snapshot, lines, self._colour_bar(layer, method)), paths["png"], overwrite=True)
         except (OSError, ValueError) as err:
             show_error(f"Brain age export failed: {err}")

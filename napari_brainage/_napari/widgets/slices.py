@@ -20,6 +20,7 @@ from ..viewer import CONVENTIONS, convention, show_anatomically
 from ._common import (
     follow_selection,
     go_to,
+    made_for,
     map_layers,
     refresh_map_choices,
     same_layer,
@@ -158,19 +159,31 @@ class SliceWidget(Container):
             show_error("Slices: open a 3D scan first.")
             return
         shown = self.map.value
-        scans = [layer for layer in scan_layers(viewer) if layer.visible]
+        # Outlined: the visible grey-scale scans (a mask made in the console, bool, has no
+        # intensities to outline); only the chosen map's own scan when it is among them
+        # (two translucent outlines read as a doubled brain).
+        scans = [layer for layer in scan_layers(viewer)
+                 if layer.visible and np.asarray(layer.data).dtype != bool]
+        own = [layer for layer in scans if made_for(shown, layer)]
+        scans = own or scans
+        # The brain's outline: the surface where intensity crosses the lower quartile of
+        # the scan's non-zero voxels (cerebrospinal fluid and background lie below).
+        # Every threshold first, so that a failure changes no layer.
+        thresholds = []
+        for layer in scans:
+            data = np.asarray(layer.data, dtype=np.float32)
+            inside = data[data > 0]
+            thresholds.append(float(np.percentile(inside, 25)) if inside.size else 0.0)
         self._saved_2d = [(layer, layer.rendering, layer.iso_threshold, layer.opacity, layer.blending)
                           for layer in [*scans, *([shown] if shown is not None else [])]]
-        for layer in scans:
-            inside = np.asarray(layer.data)[np.asarray(layer.data) > 0]
-            # The brain's outline: the surface where intensity crosses the lower quartile
-            # of the scan's non-zero voxels (cerebrospinal fluid and background lie below).
-            layer.iso_threshold = float(np.percentile(inside, 25)) if inside.size else 0.0
+        for layer, threshold in zip(scans, thresholds):
+            layer.iso_threshold = threshold
             # Without depth: the map's surface inside stays visible through the outline.
             layer.rendering, layer.opacity, layer.blending = "iso", 0.3, "translucent_no_depth"
         # Other maps, volume-rendered, would cover the brain: only the chosen one is shown.
         self._hidden_in_3d = [layer for layer in map_layers(viewer)
                               if layer.visible and not same_layer(layer, shown)]
+        self._hidden_in_3d += [layer for layer in scan_layers(viewer) if layer.visible and layer not in scans]
         for layer in self._hidden_in_3d:
             layer.visible = False
         if shown is not None:
