@@ -354,6 +354,19 @@ def test_slice_widget_syncs_both_ways_and_jumps_to_the_peak(analysed):
     assert [layer.name for layer in viewer.layers].count(_common.MARKER) == 1
 
 
+def test_closing_a_scan_closes_its_maps_and_the_widgets_follow(analysed):
+    """A closed scan's map (and its Threshold mask) stayed drawn over the scan left, with
+    Slices, Threshold and Regions still reading it (fourth break test)."""
+    viewer, _, scan, overlay = analysed
+    threshold = ThresholdWidget(viewer)
+    viewer.window.add_dock_widget(threshold)
+    other = viewer.add_image(np.asarray(scan.data).copy(), name="another scan", affine=scan.affine.affine_matrix)
+    assert threshold.map.value is overlay and f"threshold ({overlay.name})" in viewer.layers
+    viewer.layers.remove(scan)
+    assert overlay not in viewer.layers and f"threshold ({overlay.name})" not in viewer.layers
+    assert other in viewer.layers and threshold.map.value is None
+
+
 def test_slice_widget_switches_left_right_and_shows_3d_and_back(analysed):
     viewer, _, scan, overlay = analysed
     widget = SliceWidget(viewer)

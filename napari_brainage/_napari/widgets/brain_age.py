@@ -44,6 +44,7 @@ from ..layers import SOURCE_PATH
 from ..viewer import orientation_text, show_anatomically, text_overlay
 from ._common import (
     IMPORTANCE,
+    MAP_KIND,
     ResultPanel,
     WorkerError,
     WorkerSlot,
@@ -232,7 +233,13 @@ class BrainAgeWidget(Container):
             self.scan.value = layer
         self._follow_scan()
 
-    def _on_removed(self, _event=None) -> None:
+    def _on_removed(self, event=None) -> None:
+        closed = getattr(event, "value", None)
+        if closed is not None and not closed.metadata.get(MAP_KIND):
+            # A closed scan's maps would stay drawn over the scans left, and the other
+            # widgets would go on reading them (fourth break test): they go with it.
+            for orphan in [m for m in map_layers(self._viewer) if made_for(m, closed)]:
+                self._viewer.layers.remove(orphan)
         self.scan.reset_choices()
         layers = self._viewer.layers
         if self.busy and self._running not in layers:

@@ -102,6 +102,10 @@ class ThresholdWidget(Container):
         if layer is None:
             self._thresholder = None
             self.readout.value = "pick a map"
+            # The last map is gone (its scan closed): its mask would stay drawn over what is left.
+            if self._mask_layer is not None and self._mask_layer in self._viewer.layers:
+                self._viewer.layers.remove(self._mask_layer)
+            self._mask_layer = None
             return
         try:
             self._thresholder = Thresholder(layer.data, within=counted_in_layer(layer))
