@@ -563,6 +563,23 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     assert widget.export_results() is None
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == stamps  # nothing replaced
 
+    # Another scan above this one in the layer list put its anatomy under the caption's
+    # numbers (fourth break test): the snapshot shows this scan, its map and its mask
+    # alone, and the viewer is left as it was.
+    scan, overlay = widget.scan.value, viewer.layers[f"importance ({SAMPLE})"]
+    other = viewer.add_image(np.asarray(scan.data).copy(), name="another scan", affine=scan.affine.affine_matrix)
+    other_map = viewer.add_image(np.asarray(overlay.data).copy(), name="another map",
+                                 metadata={"brainage_map": "importance"}, affine=scan.affine.affine_matrix)
+    seen = []
+    real_screenshot = type(viewer).screenshot
+    monkeypatch.setattr(type(viewer), "screenshot", lambda self, *a, **k: seen.append(
+        {layer.name for layer in self.layers if layer.visible}) or real_screenshot(self, *a, **k))
+    monkeypatch.setattr("napari_brainage._napari.widgets.brain_age.confirm_overwrite", lambda paths, parent: True)
+    widget.scan.value = scan
+    assert widget.export_results() is not None
+    assert seen == [{SAMPLE, overlay.name}]
+    assert other.visible and other_map.visible and scan.visible and overlay.visible
+
 
 def test_an_exported_baseline_map_is_labelled_with_its_method(analysed, tmp_path, monkeypatch, qtbot):
     """A Grad-CAM map is not "1 - noise mask": the NIfTI description and the PNG

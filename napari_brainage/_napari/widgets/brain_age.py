@@ -510,11 +510,22 @@ class BrainAgeWidget(Container):
                         description=map_description(method, result.qc_status))
             write_results([result], paths["csv"])
             overlay = text_overlay(self._viewer)  # the caption says it in full; the canvas line may be cut
+            # The snapshot shows this scan and this map only: another scan above it in the
+            # layer list, or another map, put other anatomy under the caption's numbers
+            # (fourth break test). Its masks (Threshold's) stay.
+            own_map = self._overlay(layer, method)
+            hidden = [other for other in self._viewer.layers if other.visible and not same_layer(other, layer)
+                      and not same_layer(other, own_map)
+                      and not (made_for(other, layer) and not other.metadata.get(MAP_KIND))]
             shown, overlay.visible = overlay.visible, False
+            for other in hidden:
+                other.visible = False
             try:
                 snapshot = self._viewer.screenshot(canvas_only=True, flash=False)
             finally:
                 overlay.visible = shown
+                for other in hidden:
+                    other.visible = True
             lines = caption_lines(result, analysis.model_dir, method, view=self._view_line())
             save_png(captioned(snapshot, lines, self._colour_bar(layer, method)), paths["png"], overwrite=True)
         except (OSError, ValueError) as err:
