@@ -266,6 +266,10 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
         quality.warnings += warnings
         quality.failures += failures
     quality.seconds = time.perf_counter() - tic
+    if quality.failures and read_note:
+        # How the file was read (no orientation stored; a console layer) is the likely
+        # cause of a failed template match or coverage: the failure says it too.
+        quality.failures.append(f"note: {read_note[0]}")
     require_pass(quality, name)
     return Prepared(data=data.astype(np.float32), source=volume, transform=transform, quality=quality)
 

@@ -263,3 +263,26 @@ def test_an_opened_scan_shows_upright_in_every_plane(make_napari_viewer, tmp_pat
     assert "guessed" in text_overlay(viewer).text
     viewer.layers.remove(guessed)
     assert "guessed" not in text_overlay(viewer).text
+
+
+def test_a_layer_from_the_console_is_said_to_carry_no_orientation(make_napari_viewer, oblique_scan):
+    """A scan added with viewer.add_image(nib.load(f).get_fdata()) failed QC as "partial
+    field of view": its axes were read as (S, A, R) without a word (fourth break test)."""
+    from napari_brainage._napari.layers import CONSOLE_LAYER_WARNING
+    from napari_brainage._napari.widgets._common import layer_volume
+    from napari_brainage.io import WARNING
+    from napari_brainage.preprocess import prepare
+
+    viewer = make_napari_viewer()
+    [opened] = viewer.open(str(oblique_scan), plugin=PLUGIN)
+    assert WARNING not in layer_volume(opened).metadata
+    sample = load_volume(sample_path("synthetic_age50"))
+    console = viewer.add_image(np.asarray(sample.data, dtype=np.float32), scale=(2.0, 2.0, 2.0))
+    volume = layer_volume(console)
+    assert volume.metadata[WARNING] == CONSOLE_LAYER_WARNING
+    try:
+        quality = prepare(volume).quality
+        said = quality.warnings
+    except Exception as err:  # QC may fail such a layer; the reason must name the layer's orientation
+        said = [str(err)]
+    assert any("carries no file orientation" in line for line in said), said

@@ -93,4 +93,15 @@ def layer_to_volume(data: np.ndarray, attributes: dict) -> Volume:
     header = metadata.get(SOURCE_HEADER) if source_affine is not None else None
     # How the file was read (e.g. no orientation stored) still holds for the same grid.
     note = {WARNING: metadata[WARNING]} if source_affine is not None and metadata.get(WARNING) else {}
+    if source_affine is None and not metadata.get("brainage_map"):
+        # A layer from the console (viewer.add_image(nib.load(f).get_fdata(), ...)) carries
+        # no orientation: its axes are read as napari's (S, A, R), and a scan in nibabel's
+        # (x, y, z) order then failed QC as "partial field of view" (fourth break test).
+        note = {WARNING: CONSOLE_LAYER_WARNING}
     return Volume(data=voxels, affine=affine, header=header, metadata=note)
+
+
+#: Said (a QC warning) of a layer that did not come through this plugin's reader.
+CONSOLE_LAYER_WARNING = ("this layer carries no file orientation (added from the console or another reader?): "
+                         "its axes are read as napari's superior, anterior, right; if QC fails or left and right "
+                         "look wrong, open the file with File > Open (napari-brainage)")
