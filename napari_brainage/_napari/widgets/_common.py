@@ -326,7 +326,10 @@ class ResultPanel(TextEdit):
     def html(cls, text: str) -> str:
         """The text as a table, label | value; the first line ("scan: <name>") and lines
         without a label (a failure, "cancelled") across both columns."""
-        rows = []
+        def spanning(value: str) -> str:
+            return f'<tr><td colspan="2" style="white-space: pre-wrap">{value}</td></tr>'
+
+        rows, after = [], []  # after: unlabelled lines since the last labelled one (values)
         for index, line in enumerate(text.split("\n")):
             head, tail = line[:cls.LABEL_WIDTH], line[cls.LABEL_WIDTH:]
             labelled = index > 0 and head.endswith("  ") and tail[:1] not in ("", " ")
@@ -334,11 +337,18 @@ class ResultPanel(TextEdit):
             # An interval is one unit: "90 % interval 53.1-62.7 y" wraps only as a whole.
             value = re.sub(r"\d+ % interval \S+ y", lambda m: m.group(0).replace(" ", "\N{NO-BREAK SPACE}"), value)
             if labelled:
+                rows += [spanning(v) for v in after]  # between labelled lines: in the table
+                after = []
                 rows.append(f'<tr><td style="white-space: pre; padding-right: 10px">{html.escape(head.strip())}</td>'
                             f'<td style="white-space: pre-wrap">{value}</td></tr>')
+            elif index == 0 or not rows:
+                rows.append(spanning(value))
             else:
-                rows.append(f'<tr><td colspan="2" style="white-space: pre-wrap">{value}</td></tr>')
-        return f'<table cellspacing="0" cellpadding="0">{"".join(rows)}</table>' if text else ""
+                after.append(value)
+        # Unlabelled lines after the numbers (why there is no map) go below the table: in
+        # it, Qt widened the label column to fit the long spanning sentence (fourth break test).
+        notes = "".join(f'<p style="white-space: pre-wrap; margin: 0">{value}</p>' for value in after)
+        return f'<table cellspacing="0" cellpadding="0">{"".join(rows)}</table>{notes}' if text else ""
 
     def _fit(self) -> None:
         native = self.native

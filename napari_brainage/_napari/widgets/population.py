@@ -192,7 +192,7 @@ class PopulationWidget(MapPickers, Container):
         # "n of N subjects" inside the bar, not in its row label: a row label as long
         # as the count would widen the labels column (and the dock) as the count grows.
         self.progress.native.setFormat("%v of %m subjects")
-        self.status = wrapping_label(Label(label="mapped", value=""))
+        self.status = wrapping_label(Label(label="status", value=""))
         self.subject = ComboBox(label="subject map", choices=self._subject_choices, nullable=True,
                                 tooltip="A subject's importance map (run Brain age first).")
         self.population = ComboBox(label="population", choices=self._population_choices, nullable=True,
