@@ -458,6 +458,17 @@ def to_nifti(volume: Volume) -> nib.Nifti1Image:
     return image
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else the nearest folder above it that does: where an
+    output that is not made yet would be made, and whose permissions decide whether
+    it can be (checked before any work: ``cli._common.refuse_unwritable``,
+    ``training.loop.check_out``)."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return where
+
+
 def modified_after(scan: str | os.PathLike, result: str | os.PathLike) -> bool:
     """Whether the scan file (both files of an ANALYZE/NIfTI pair) was modified after
     ``result`` was written, as ``make`` decides: a resumed run redoes such a scan.

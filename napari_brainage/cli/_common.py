@@ -171,9 +171,9 @@ def refuse_unwritable(folder: Path) -> None:
     it would be made) cannot be written: said before any scan is read, in words,
     where the OS's "[Errno 13] Permission denied" named a hidden lock or temporary
     file the user never asked for, some only after every scan had been read."""
-    where = Path(folder)
-    while not where.exists() and where != where.parent:
-        where = where.parent
+    from ..io import nearest_existing
+
+    where = nearest_existing(folder)
     if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write in {where}: permission denied")
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, nearest_existing
 from ..model.card import (
     NOISE_MODEL_FILE,
     PREDICTOR_FILE,
@@ -230,9 +230,7 @@ def check_out(out: Path, part: str, resume: bool) -> None:
     target = out / (PREDICTOR_FILE if part == "predictor" else NOISE_MODEL_FILE)
     if target.exists() and not resume:
         raise FileExistsError(f"{target} already exists; choose another --out or pass --resume")
-    existing = out
-    while not existing.exists() and existing != existing.parent:  # the folder that would hold the new ones
-        existing = existing.parent
+    existing = nearest_existing(out)  # the folder that would hold the new ones
     if not existing.is_dir():
         raise NotADirectoryError(f"{out}: {existing} is a file, not a folder; choose another --out")
     if not os.access(existing, os.W_OK | os.X_OK):
