@@ -140,7 +140,6 @@ class Checkpoint:
     """Last-epoch state of one training run, for resuming."""
 
     def __init__(self, folder: Path, part: str):
-        self.folder = folder
         self.path = folder / "checkpoints" / f"{part}_last.pt"
 
     def epochs_run(self) -> int:
@@ -169,22 +168,15 @@ class Checkpoint:
         return int(state["epoch"]), float(state["best"])
 
 
-def resume(checkpoint: Checkpoint, model, optimiser, scheduler, card: ModelCard, weights: Path,
-           epochs: int | None = None) -> tuple[int, float]:
+def resume(checkpoint: Checkpoint, model, optimiser, scheduler, card: ModelCard, weights: Path
+           ) -> tuple[int, float]:
     """(first epoch, best score) of a resumed run: restored from ``checkpoint`` when there is
     one, the best weights so far (``weights``, written atomically by the run) recorded in
-    ``card``; (0, inf) otherwise.
-
-    Raises
-    ------
-    InputError
-        when the checkpoint has run more than ``epochs`` epochs (the card would
-        say "epochs: 2, epochs_run: 3").
-    """
+    ``card``; (0, inf) otherwise. A run asking for fewer epochs than the checkpoint
+    ran is refused before this (``refuse_fewer_epochs``, from the trainers' checks)."""
     state = checkpoint.load(model, optimiser, scheduler)
     if state is None:
         return 0, np.inf
-    refuse_fewer_epochs(checkpoint.folder, state[0], epochs)
     if weights.is_file():
         card.weights[weights.name] = sha256(weights)
     return state

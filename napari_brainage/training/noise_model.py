@@ -128,7 +128,7 @@ def train_noise_model(cohort: Cohort, predictor_dir: str | Path, out: str | Path
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
                  if config.lr_schedule == "cosine" else None)
     checkpoint = Checkpoint(out, "noise_model")
-    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / NOISE_MODEL_FILE, config.epochs)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / NOISE_MODEL_FILE)
                    if config.resume else (0, np.inf))
     if start:
         progress(f"resuming noise-model training after epoch {start} (best validation loss {best:.4f})")

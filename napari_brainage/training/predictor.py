@@ -107,7 +107,7 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
     checkpoint = Checkpoint(out, "predictor")
-    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / PREDICTOR_FILE, config.epochs)
+    start, best = (resume(checkpoint, model, optimiser, scheduler, card, out / PREDICTOR_FILE)
                    if config.resume else (0, np.inf))
     if start:
         progress(f"resuming predictor training after epoch {start} (best validation MAE {best:.2f} y)")
