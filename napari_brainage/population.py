@@ -187,7 +187,7 @@ class PopulationOutputs:
         checked here, before any map is computed, not when the second one is written.
         """
         out = Path(out)
-        stem = out.name.replace(".nii.gz", "").replace(".nii", "")
+        stem = output_stem(out)
         parts = group_file_parts(group_names)
         two = len(parts) == 2
         outputs = cls(mean=out, regions=Path(regions) if regions else out.with_name(stem + "_regions.csv"),
@@ -205,6 +205,11 @@ class PopulationOutputs:
         """Every file the run may write (to refuse existing ones before it starts)."""
         return [self.mean, self.regions, *self.groups.values(),
                 *(p for p in (self.difference, self.effect_size) if p is not None)]
+
+
+def output_stem(out: str | Path) -> str:
+    """``pop`` of ``pop.nii.gz``: every output of a run writing ``out`` begins with it."""
+    return Path(out).name.replace(".nii.gz", "").replace(".nii", "")
 
 
 def safe_name(name: str) -> str:

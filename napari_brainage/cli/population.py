@@ -24,16 +24,11 @@ def add_arguments(parser) -> None:
                      help="region ranking CSV (default: OUT with _regions.csv)")
 
 
-def stem_of(out: Path) -> str:
-    """``pop`` of ``pop.nii.gz``: the outputs' names begin with it."""
-    return out.name.replace(".nii.gz", "").replace(".nii", "")
-
-
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import output_lock, population_stats
     from ..errors import InputError, describe_error
     from ..inference import collect_inputs
-    from ..population import TOP_PERCENT, PopulationOutputs, group_values, safe_name
+    from ..population import TOP_PERCENT, PopulationOutputs, group_values, output_stem, safe_name
 
     options = run_options(args)  # first: no scan is read, no checkpoint written, for a bad option
     out = Path(args.out)
@@ -55,14 +50,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # name found at the end cost the whole run (and left it unfinishable).
     outputs = PopulationOutputs.beside(out, args.regions, group_names)
     for group, path in outputs.groups.items():
-        if path.name.removesuffix(".nii.gz") != f"{stem_of(out)}_{safe_name(group)}":
+        if path.name.removesuffix(".nii.gz") != f"{output_stem(out)}_{safe_name(group)}":
             say(f"population: group {group!r} -> {path.name} (its name is too long for a file name, or alike "
                 f"another group's or output's when case is ignored, as macOS and Windows do; the map's "
                 f"description names the group)")
     if len(group_names) > 2 and len(group_names) == len(inputs):  # e.g. --group-by path: not categories
         say(f"population: warning: every one of the {len(group_names)} groups of {args.group_by!r} holds one "
             f"subject: each group map is one subject's map; group by a column of categories to compare groups")
-    checkpoint = out.with_name(f".{stem_of(out)}.checkpoint.npz")
+    checkpoint = out.with_name(f".{output_stem(out)}.checkpoint.npz")
     # A resumed run replaces what its interrupted run wrote: a run that failed while
     # writing its outputs is finished with --resume, without computing its maps again.
     finishing = args.resume and checkpoint.exists()
