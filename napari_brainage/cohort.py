@@ -582,7 +582,12 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
             yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
         raise NothingMapped(failed)
-    yield PopulationProgress(len(done), len(inputs), list(failed), PopulationResult(groups, failed, method))
+    from .inference import map_model_id
+    from .model.bundle import bundled_model_dir
+    from .model.card import read_card
+
+    model = map_model_id(read_card(options.model_dir or bundled_model_dir()), method)
+    yield PopulationProgress(len(done), len(inputs), list(failed), PopulationResult(groups, failed, method, model))
 
 
 def population_stats(inputs: list[ScanInput], options: RunOptions | None = None,

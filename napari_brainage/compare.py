@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import Volume
+from .options import MapOrigin, Method
 from .space.grid import on_mni_grid, resample
 from .space.template import load_template, mni_grid
 from .threshold import top_percent_mask
@@ -39,6 +40,20 @@ class MapComparison:
         return (f"Dice of top {self.top_percent:g} %   {self.dice_top:.2f}\n"
                 f"correlation        {self.correlation:.2f}\n"
                 f"voxels compared    {self.voxels}")
+
+
+def origin_mismatch(subject: MapOrigin, population: MapOrigin) -> str | None:
+    """A sentence when two maps were made by different methods or models, whose
+    difference then measures the methods or models, not the subject against the
+    population; None when they agree or either side is unknown."""
+    if subject.method and population.method and subject.method != population.method:
+        return (f"the maps come from different methods (subject: {Method.parse(subject.method).label}; "
+                f"population: {Method.parse(population.method).label}): their difference compares the methods, "
+                "not this subject with the population")
+    if subject.model and population.model and subject.model != population.model:
+        return (f"the maps come from different models (subject: {subject.model}; population: {population.model}): "
+                "their difference compares the models, not this subject with the population")
+    return None
 
 
 def on_grid(volume: Volume, shape, affine) -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 from .errors import InputError
 from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
 from .model.bundle import BrainAgeModel, bundled_model_dir, pick_device
-from .model.card import PREDICTOR_FILE, ModelCard
+from .model.card import NOISE_MODEL_FILE, PREDICTOR_FILE, ModelCard
 from .preprocess import Prepared, prepare
 from .quality import FAIL, T1_ONLY, WARN, QualityError, age_range
 from .space.grid import uncrop
@@ -127,6 +127,15 @@ class AgeResult:
 def model_id(card: ModelCard) -> str:
     """The first 12 digits of the predictor's sha256: names the model in results tables."""
     return card.weights.get(PREDICTOR_FILE, "")[:12]
+
+
+def map_model_id(card: ModelCard, method: str = "noise") -> str:
+    """Names the model behind an importance map (``options.map_description``): the
+    first 8 digits of the predictor's sha256 and, for the noise model's maps, "+"
+    and its own (two noise models trained for one predictor make different maps)."""
+    predictor = card.weights.get(PREDICTOR_FILE, "")[:8]
+    noise = card.weights.get(NOISE_MODEL_FILE, "")[:8] if method == "noise" else ""
+    return f"{predictor}+{noise}" if noise else predictor
 
 
 def corrected_gap(predicted: float, age: float, card: ModelCard) -> float:

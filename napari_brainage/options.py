@@ -13,6 +13,8 @@ Importing this module is cheap (no torch, no SimpleITK): the CLI builds its
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -135,9 +137,42 @@ class RunOptions:
         object.__setattr__(self, "interval_level", check_level(self.interval_level))
 
 
-def map_description(method: Method | str, qc_status: str | None = None) -> str:
+def map_description(method: Method | str, qc_status: str | None = None, model: str = "") -> str:
     """The NIfTI description (at most 80 characters) of an importance map made
-    with ``method``, e.g. "napari-brainage importance (gradcam); QC pass": every
-    writer of maps (CLI, widgets) names the method the same way."""
-    text = f"napari-brainage importance ({Method.parse(method).value})"
-    return f"{text}; QC {qc_status}" if qc_status else text
+    with ``method`` by ``model`` (``inference.map_model_id``), e.g.
+    "napari-brainage importance (gradcam); QC pass; model 275d5e45": every writer
+    of maps (CLI, widgets) names its origin the same way, and ``map_origin`` reads it."""
+    parts = [f"napari-brainage importance ({Method.parse(method).value})"]
+    parts += [f"QC {qc_status}"] if qc_status else []
+    parts += [f"model {model}"] if model else []
+    return "; ".join(parts)
+
+
+def population_description(method: Method | str, count: int, model: str = "") -> str:
+    """The NIfTI description of a population (mean importance) map of ``count``
+    scans, e.g. "napari-brainage population (noise); n=200; model 275d5e45+62e299c0"."""
+    text = f"napari-brainage population ({Method.parse(method).value}); n={count}"
+    return f"{text}; model {model}" if model else text
+
+
+@dataclass(frozen=True)
+class MapOrigin:
+    """What made a map: its method (a ``Method`` value) and model (``inference.map_model_id``);
+    "" where unknown (a map from another tool, or written before maps said it)."""
+
+    method: str = ""
+    model: str = ""
+
+
+_ORIGIN_METHOD = re.compile(r"napari-brainage (?:importance|population) \(([a-z_]+)\)")
+_ORIGIN_MODEL = re.compile(r"\bmodel ([0-9a-f]{8}(?:\+[0-9a-f]{8})?)\b")
+
+
+def map_origin(description: str | bytes | None) -> MapOrigin:
+    """The ``MapOrigin`` a map's NIfTI description states (``map_description``,
+    ``population_description``); empty fields for any other description."""
+    if isinstance(description, bytes):
+        description = description.decode("ascii", errors="replace")
+    text = description or ""
+    method, model = _ORIGIN_METHOD.search(text), _ORIGIN_MODEL.search(text)
+    return MapOrigin(method.group(1) if method else "", model.group(1) if model else "")

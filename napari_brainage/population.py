@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import Volume, atomic_path, save_volume
+from .options import population_description
 from .space.template import TemplateKit, load_template, mni_grid
 from .stats import RunningStats, effect_size
 
@@ -307,11 +308,13 @@ def group_values(values: Iterable[str], column: str = "the column") -> dict[str,
 class PopulationResult:
     """Per-group statistics of a cohort's importance maps on the 2 mm template grid
     (``stats.RunningStats``), the scans that failed as (subject, reason), and the
-    importance method. Groups are "" when the cohort is not grouped."""
+    importance method and model (``inference.map_model_id``). Groups are "" when the
+    cohort is not grouped."""
 
     groups: dict[str, RunningStats]
     failed: list[tuple[str, str]]
     method: str = "noise"
+    model: str = ""
 
     @cached_property
     def total(self) -> RunningStats:
@@ -326,13 +329,18 @@ class PopulationResult:
         """The mean map of every mapped scan, on the 2 mm MNI grid."""
         return template_volume(self.total.mean)
 
+    @property
+    def description(self) -> str:
+        """What made the mean map, for its file's header (``options.population_description``)."""
+        return population_description(self.method, self.total.count, self.model)
+
     def save(self, outputs: PopulationOutputs, overwrite: bool = False,
              say: Callable[[str], None] = lambda message: None) -> list[RegionScore]:
         """Write the mean map, the region ranking, each group's map and, with two
         groups, their difference (second - first, in sorted order) and Cohen's d;
         ``say`` hears why a group map or the effect size could not be made.
         Returns the region ranking of the mean map."""
-        save_volume(self.mean_map(), outputs.mean, overwrite=overwrite)
+        save_volume(self.mean_map(), outputs.mean, overwrite=overwrite, description=self.description)
         scores = rank_regions(self.total.mean)
         write_region_table(scores, outputs.regions)
         for group, path in outputs.groups.items():

@@ -52,6 +52,9 @@ def test_population_load_compare_and_side_by_side(analysed, tiny_model):
     assert comparison.correlation == pytest.approx(expected.correlation, abs=1e-6)
     assert f"Dice of top 15 %   {expected.dice_top:.2f}" in widget.result.value
     assert f"correlation        {expected.correlation:.2f}" in widget.result.value
+    # The subject's map is the tiny model's, the bundled population map the bundled model's:
+    # their difference is the models', and the panel says so beside the numbers.
+    assert "note: the maps come from different models" in widget.result.value, widget.result.value
     # Both lines stay readable however crowded the dock: the label never shrinks below them.
     lines = widget.result.value.count("\n") + 1
     assert lines >= 2
@@ -503,7 +506,8 @@ def test_threshold_top_percent_on_the_population_map_is_the_comparisons(make_nap
 # ------------------------------------------------------------------ Regions
 def test_regions_table_ranks_and_navigates(analysed, tiny_model):
     viewer, _, _, overlay = analysed
-    population = PopulationWidget(viewer).load_map()
+    population_widget = PopulationWidget(viewer)
+    population = population_widget.load_map()
     widget = RegionsWidget(viewer)
     viewer.window.add_dock_widget(widget)
     rows = widget.rank_regions()
@@ -528,6 +532,19 @@ def test_regions_table_ranks_and_navigates(analysed, tiny_model):
     kit = load_template(2)
     voxel = np.round(np.linalg.solve(kit.affine, [*expected, 1])[:3]).astype(int)
     assert kit.label_names[int(kit.labels[tuple(voxel)])].endswith("Hippocampus")
+
+    # The subject map is the tiny model's, the population map the bundled model's: said under the table.
+    assert widget.hint.value.startswith("Note: the maps come from different models"), widget.hint.value
+    same = population_widget._show_population(load_volume(bundled_population_map()), "population (same model)",
+                                              _common.layer_origin(overlay))
+    widget.population.value = same
+    assert widget.hint.value == "Click a region to show its most important voxel."
+    smoothgrad = viewer.add_image(np.asarray(overlay.data), name="smoothgrad map", affine=overlay.affine.affine_matrix,
+                                  metadata={**overlay.metadata, "method": "smoothgrad"})
+    widget.subject.value = smoothgrad
+    assert "different methods (subject: SmoothGrad; population: noise model (U-Noise))" in widget.hint.value
+    widget.subject.value, widget.population.value = None, population
+    assert widget.hint.value == "Click a region to show its most important voxel."
 
     widget.subject.value = None  # population only: sorted by the population column
     rows = widget.rank_regions()
@@ -556,7 +573,12 @@ def test_brain_age_export_writes_map_numbers_and_captioned_png(analysed, tmp_pat
     assert png.shape[1] == canvas.shape[1] and png.shape[0] > canvas.shape[0]  # caption band below
     assert png[canvas.shape[0]:].max() > 200
 
-    assert nib.load(paths["map"]).header["descrip"].item().decode() == "napari-brainage importance (noise); QC pass"
+    from napari_brainage.inference import map_model_id
+    from napari_brainage.model.card import read_card
+
+    model = map_model_id(read_card(tiny_model), "noise")  # the run's model, by its weights
+    assert nib.load(paths["map"]).header["descrip"].item().decode() == \
+        f"napari-brainage importance (noise); QC pass; model {model}"
 
     stamps = {p: p.stat().st_mtime_ns for p in paths.values()}
     monkeypatch.setattr("napari_brainage._napari.widgets.brain_age.confirm_overwrite", lambda paths, parent: False)
@@ -596,7 +618,8 @@ def test_an_exported_baseline_map_is_labelled_with_its_method(analysed, tmp_path
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     widget.export_dir.value = str(tmp_path)
     paths = widget.export_results()
-    assert nib.load(paths["map"]).header["descrip"].item().decode() == "napari-brainage importance (gradcam); QC pass"
+    assert nib.load(paths["map"]).header["descrip"].item().decode().startswith(
+        "napari-brainage importance (gradcam); QC pass; model ")
     assert captions[-1][1].startswith("importance = Grad-CAM attribution") and "noise mask" not in captions[-1][1]
 
 

@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..cohort import keep_record, output_lock, run_record
     from ..errors import describe_error
-    from ..inference import collect_inputs, importance_map, load_model, prepare_input
+    from ..inference import collect_inputs, importance_map, load_model, map_model_id, prepare_input
     from ..io import load_volume, modified_after, save_volume
     from ..options import Method, map_description
 
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 quality = prepared.quality
                 save_volume(importance_map(volume, model, device, prepared=prepared, method=options.method.value),
                             target, overwrite=args.overwrite or target in replace,
-                            description=map_description(options.method, quality.status))
+                            description=map_description(options.method, quality.status,
+                                                        map_model_id(model.card, options.method.value)))
                 say(f"explain {i}/{len(inputs)} {item.subject}: {target} ({time.monotonic() - tic:.2f} s)")
                 if quality.status != "pass":
                     say(f"explain {item.subject}: QC: {quality.summary()}")

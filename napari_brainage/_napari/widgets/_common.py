@@ -14,8 +14,9 @@ import numpy as np
 from magicgui.widgets import TextEdit
 
 from ...io import Volume
+from ...options import MapOrigin, map_origin
 from ...space.display import RAS_TO_WORLD
-from ..layers import layer_to_volume, volume_layer_data
+from ..layers import SOURCE_HEADER, layer_to_volume, volume_layer_data
 
 #: Layer metadata key marking layers this plugin added, with their kind.
 MAP_KIND = "brainage_map"
@@ -31,6 +32,24 @@ SOURCE_LAYER = "source_layer"
 #: made for. A name is no key: the user may rename the scan (the Brain age widget then
 #: lost its overlay: the opacity slider moved nothing, a re-run added a second one).
 SOURCE_ID = "source_layer_id"
+
+
+def header_origin(header) -> MapOrigin:
+    """What made a map, from its NIfTI header's description (``options.map_origin``);
+    empty for another header kind or none."""
+    try:
+        return map_origin(header["descrip"][()] if header is not None else None)
+    except (KeyError, TypeError, ValueError):
+        return MapOrigin()
+
+
+def layer_origin(layer) -> MapOrigin:
+    """What made a map layer: the method and model a widget recorded in its metadata,
+    else what its file's header says (a map opened with File > Open)."""
+    method, model = layer.metadata.get("method", ""), layer.metadata.get("model", "")
+    if method or model:
+        return MapOrigin(method, model)
+    return header_origin(layer.metadata.get(SOURCE_HEADER))
 
 
 def scan_layers(viewer: napari.Viewer) -> list[napari.layers.Image]:

@@ -29,6 +29,7 @@ from ...inference import (
     check_age,
     importance_map,
     load_model,
+    map_model_id,
     predict_age,
     prepare_input,
     write_results,
@@ -381,7 +382,8 @@ class BrainAgeWidget(Container):
         # by its name, a renamed scan got a second overlay beside the first.
         show_volume(
             self._viewer, importance, name=self._map_name(layer, method), kind=IMPORTANCE,
-            metadata={"predicted_age": result.predicted_age, **source_metadata(layer), "method": method},
+            metadata={"predicted_age": result.predicted_age, **source_metadata(layer), "method": method,
+                      "model": map_model_id(card, method) if card is not None else ""},
             replace=self._overlay(layer, method), colormap=overlay_colormap(), blending="translucent",
             opacity=self.opacity.value, contrast_limits=map_contrast_limits(importance.data),
         )
@@ -507,7 +509,8 @@ class BrainAgeWidget(Container):
             return None
         try:
             save_volume(importance, paths["map"], overwrite=True,
-                        description=map_description(method, result.qc_status))
+                        description=map_description(method, result.qc_status,
+                                                    map_model_id(analysis.card, method) if analysis.card else ""))
             write_results([result], paths["csv"])
             overlay = text_overlay(self._viewer)  # the caption says it in full; the canvas line may be cut
             # The snapshot shows this scan and this map only: another scan above it in the

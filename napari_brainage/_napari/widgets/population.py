@@ -36,11 +36,12 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...cohort import NothingMapped, iter_population
-from ...compare import compare_maps
-from ...inference import collect_inputs
+from ...compare import compare_maps, origin_mismatch
+from ...inference import collect_inputs, map_model_id
 from ...io import Volume, load_volume
 from ...model.bundle import bundled_model_dir, pick_device
-from ...options import RunOptions
+from ...model.card import read_card
+from ...options import MapOrigin, RunOptions
 from ...space.template import load_template
 from ...threshold import counted_voxels, map_contrast_limits
 from ..layers import volume_layer_data
@@ -53,6 +54,8 @@ from ._common import (
     MapPickers,
     WorkerError,
     WorkerSlot,
+    header_origin,
+    layer_origin,
     layer_volume,
     one_colour_bar,
     overlay_colormap,
@@ -143,8 +146,8 @@ class _GridUndo:
 @thread_worker(ignore_errors=True)  # errors: _on_error
 def _compute(inputs, options: RunOptions):
     """Mean importance map of ``inputs``; yields (done, total, failed) after each scan,
-    returns (map or None when no scan could be mapped, count, failed); ``failed``:
-    ["subject: reason"].
+    returns (map or None when no scan could be mapped, count, failed, the map's
+    ``MapOrigin``); ``failed``: ["subject: reason"].
 
     The run is the CLI's (``cohort.iter_population``): the same per-scan maps,
     statistics and failure handling. Chunks of one scan on the CPU, so that
@@ -157,10 +160,11 @@ def _compute(inputs, options: RunOptions):
             for state in iter_population(inputs, options, chunk=chunk):
                 failed = [f"{subject}: {error}" for subject, error in state.failed]
                 if state.result is not None:
-                    return state.result.mean_map(), state.result.total.count, failed
+                    origin = MapOrigin(state.result.method, state.result.model)
+                    return state.result.mean_map(), state.result.total.count, failed, origin
                 yield state.done, state.total, failed
         except NothingMapped as err:
-            return None, 0, [f"{subject}: {error}" for subject, error in err.failed]
+            return None, 0, [f"{subject}: {error}" for subject, error in err.failed], MapOrigin()
     except Exception as err:  # e.g. RuntimeError, which superqt would swallow
         raise WorkerError(err) from err
 
@@ -230,10 +234,15 @@ class PopulationWidget(MapPickers, Container):
         except (ValueError, OSError) as err:
             show_error(f"Population: {err}")
             return None
-        return self._show_population(volume, f"population ({path.name.split('.')[0]})")
+        origin = header_origin(volume.header)
+        if self.map_file.value is None and not origin.method:  # the bundled map: the bundled noise model's
+            origin = MapOrigin("noise", map_model_id(read_card(bundled_model_dir()), "noise"))
+        return self._show_population(volume, f"population ({path.name.split('.')[0]})", origin)
 
-    def _show_population(self, volume: Volume, name: str):
+    def _show_population(self, volume: Volume, name: str, origin: MapOrigin | None = None):
+        origin = origin or MapOrigin()
         layer = show_volume(self._viewer, volume, name=name, kind=POPULATION, colormap=overlay_colormap(),
+                            metadata={"method": origin.method, "model": origin.model},
                             blending="translucent", opacity=0.9, contrast_limits=map_contrast_limits(volume.data))
         self.population.value = layer
         return layer
@@ -302,7 +311,8 @@ class PopulationWidget(MapPickers, Container):
         self.progress.value = done
         self._set_status(f"{done} of {total} done" + (f", {len(failed)} failed" if failed else ""), failed)
 
-    def _on_done(self, name: str, total: int, volume: Volume | None, count: int, failed: list[str]) -> None:
+    def _on_done(self, name: str, total: int, volume: Volume | None, count: int, failed: list[str],
+                 origin: MapOrigin | None = None) -> None:
         """The map of the scans that could be mapped; the others named, with why."""
         counts = f"{count} of {total} mapped, {len(failed)} failed"
         self._set_status(counts, failed)
@@ -311,7 +321,7 @@ class PopulationWidget(MapPickers, Container):
         if volume is None:
             show_error(f"Population: no map, {counts}: {named}")
             return
-        self._show_population(volume, name.replace(f"n={total}", f"n={count}"))
+        self._show_population(volume, name.replace(f"n={total}", f"n={count}"), origin)
         if failed:
             show_warning(f"Population: {counts}: {named}")
 
@@ -334,7 +344,11 @@ class PopulationWidget(MapPickers, Container):
         except ValueError as err:
             show_error(f"Population: {err}")
             return None
-        show_lines(self.result, comparison.summary())
+        # Maps of two methods or models differ whatever the subject: say so beside the numbers.
+        mismatch = origin_mismatch(layer_origin(subject), layer_origin(population))
+        show_lines(self.result, comparison.summary() + (f"\nnote: {mismatch}" if mismatch else ""))
+        if mismatch:
+            show_warning(f"Population: {mismatch}")
         self._compared = (subject, population)
         # Translucent blending (not additive, which washes the scan out) and a
         # colormap see-through about 0: the anatomy shows where the maps agree.

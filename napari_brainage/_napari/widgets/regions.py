@@ -13,12 +13,15 @@ import napari
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 
+from ...compare import origin_mismatch
 from ...population import TOP_PERCENT, RegionScore, rank_regions_of, region_peak
 from ._common import (
     MapPickers,
     go_to,
+    layer_origin,
     layer_volume,
     ras_to_world,
+    wrapping_label,
 )
 
 COLUMNS = ("region", "subject", "population")  # the numbers: % of the region in the map's top 10 %
@@ -43,7 +46,7 @@ class RegionsWidget(MapPickers, Container):
         header.setSectionResizeMode(header.ResizeMode.ResizeToContents)  # the numbers
         header.setStretchLastSection(False)
         self.table.native.setToolTip(SHARE_TOOLTIP)
-        self.hint = Label(label="", value="Click a region to show its most important voxel.")
+        self.hint = wrapping_label(Label(label="", value=CLICK_HINT))  # a note on mismatched maps is long
         self.extend([self.subject, self.population, self.rank, self.table, self.hint])
         self.rank.changed.connect(self.rank_regions)
         self.subject.changed.connect(self.rank_regions)
@@ -68,6 +71,10 @@ class RegionsWidget(MapPickers, Container):
             for score in scores:
                 ranked.setdefault(score.region, {})[column] = score
         key = "subject" if self.subject.value is not None else "population"
+        # Ranks of two methods' or models' maps differ whatever the subject: say so under the table.
+        mismatch = (origin_mismatch(layer_origin(self.subject.value), layer_origin(self.population.value))
+                    if self.subject.value is not None and self.population.value is not None else None)
+        self.hint.value = f"Note: {mismatch}." if mismatch else CLICK_HINT
 
         def order(item) -> tuple[float, float]:  # by share, ties by mean importance (rank_regions' order)
             score = item[1].get(key)
@@ -96,6 +103,7 @@ class RegionsWidget(MapPickers, Container):
         return world
 
 
+CLICK_HINT = "Click a region to show its most important voxel."
 SHARE_TOOLTIP = (f"Share of the region's voxels among the map's top {TOP_PERCENT:g} % of the brain: "
                  f"{TOP_PERCENT:g} % is what a map with no preference gives, 100 % puts the whole region "
                  "in the top. Click a row to go to the region's peak.")
