@@ -140,8 +140,8 @@ def strip_suffix(path: str | os.PathLike) -> str:
 def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Volume:
     """Load a NIfTI (.nii, .nii.gz), MGZ/MGH or ANALYZE/NIfTI-pair (.hdr + .img) scan as a :class:`Volume`.
 
-    Data keep their stored dtype unless the file scales them (scl_slope /
-    scl_inter), in which case they are returned as float32. A 4D file holding a
+    Data keep their stored dtype (in the machine's byte order) unless the file
+    scales them (scl_slope / scl_inter), in which case they are returned as float32. A 4D file holding a
     single volume (shape X, Y, Z, 1) is accepted as 3D. A pair is opened by
     either of its names. An ANALYZE 7.5 header stores no orientation: the
     affine is nibabel's (voxel sizes and origin from the header, the first axis
@@ -173,10 +173,13 @@ def load_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS) -> Vol
 
     try:
         image = nib.load(path)
+    except _CORRUPT as err:
+        raise VolumeError(f"{where}: not a readable image, the file looks corrupt ({err}).") from err
+    _check_is_volume(where, image)
+    try:
         shape = tuple(int(n) for n in image.shape)
         affine = np.asarray(image.affine, dtype=np.float64)
-    except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError,
-            zlib.error, OSError, ValueError) as err:
+    except _CORRUPT as err:
         raise VolumeError(f"{where}: not a readable image, the file looks corrupt ({err}).") from err
 
     shape = _check_shape(where, shape, max_voxels)
@@ -225,6 +228,27 @@ def sform_qform_disagreement(header: nib.Nifti1Header, shape) -> str | None:
     return (f"the header's sform and qform disagree: they {how}; the sform was used (as nibabel and FSL do), "
             "but tools that read the qform (some ITK-based ones) show this scan elsewhere. Check left and "
             "right, and fix the header (e.g. fslorient -copysform2qform).")
+
+
+#: What nibabel raises for a file it cannot parse.
+_CORRUPT = (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError, zlib.error, OSError, ValueError)
+#: What the images nibabel reads that are not volumes hold, by class name.
+_NOT_VOLUMES = {
+    "Cifti2Image": "a CIFTI-2 file (data on grayordinates: cortical surface vertices and subcortical "
+                   "structures, stored in a NIfTI-2 container)",
+    "GiftiImage": "a GIFTI file (data on a surface mesh)",
+}
+
+
+def _check_is_volume(where: str, image) -> None:
+    """A file nibabel reads as something without a voxel-to-world affine (CIFTI inside
+    a .nii, GIFTI) is no voxel grid; reading its ``affine`` failed as an AttributeError,
+    a traceback in ``info`` and "reading the scan failed" in a results row."""
+    if isinstance(image, nib.spatialimages.SpatialImage):
+        return
+    kind = _NOT_VOLUMES.get(type(image).__name__, f"a {type(image).__name__} file")
+    raise VolumeError(f"{where}: {kind}, not a volume: it has no voxel grid placed in millimetres "
+                      f"(no affine). Brain age needs a 3D volume: {READABLE_FORMATS}.")
 
 
 def _check_pair(path: Path) -> None:
@@ -293,6 +317,10 @@ def _read_voxels(image) -> np.ndarray:
         data = np.asarray(image.get_fdata(dtype=np.float32))
     if data.dtype == np.float16 or data.dtype.kind == "b":
         data = data.astype(np.float32)
+    if not data.dtype.isnative:
+        # Big-endian files (ANALYZE and old NIfTI) come as ">i2"/">f4": what numpy and
+        # ``info`` then show, and what torch cannot take. The values are the same.
+        data = data.astype(data.dtype.newbyteorder("="))
     return data
 
 

@@ -464,3 +464,37 @@ def test_a_header_whose_sform_and_qform_disagree_is_named(tmp_path):
     shifted.set_qform(moved, code=1)
     nib.save(shifted, tmp_path / "shifted.nii.gz")
     assert "are up to 12 mm apart" in load_volume(tmp_path / "shifted.nii.gz").metadata[io.WARNING]
+
+
+def test_a_cifti_file_is_refused_as_not_a_volume(tmp_path, cli_in_process):
+    """A CIFTI-2 .nii (grayordinates, no affine) failed with "AttributeError: 'Cifti2Image'
+    object has no attribute 'affine'": a traceback in info, "reading the scan failed
+    (AttributeError ...)" in a results row (fifth break test)."""
+    from nibabel import cifti2
+
+    brain = cifti2.cifti2_axes.BrainModelAxis.from_mask(np.ones((2, 2, 2), dtype=bool), affine=np.eye(4))
+    scalars = cifti2.cifti2_axes.ScalarAxis(["thickness"])
+    path = tmp_path / "sub-01.dscalar.nii"
+    cifti2.Cifti2Image(np.ones((1, 8), dtype=np.float32), header=(scalars, brain)).to_filename(path)
+    with pytest.raises(VolumeError, match=rf"{path}: a CIFTI-2 file .*not a volume.*NIfTI \(\.nii"):
+        load_volume(path)
+
+    result = cli_in_process("info", path)
+    assert result.returncode == 2
+    assert "a CIFTI-2 file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_big_endian_scan_reads_in_native_byte_order_and_info_says_int16(tmp_path, cli_in_process):
+    """Big-endian files came as ">i2"/">f4", which info printed as the dtype (fifth break test)."""
+    for dtype in (np.int16, np.float32):
+        image = nib.Nifti1Image(phantom(dtype=dtype), make_affine(), header=nib.Nifti1Header(endianness=">"))
+        image.set_data_dtype(dtype)
+        path = tmp_path / f"big-{np.dtype(dtype).name}.nii"
+        nib.save(image, path)
+        assert nib.load(path).get_data_dtype().byteorder == ">"  # really stored big-endian
+        volume = load_volume(path)
+        assert volume.data.dtype == np.dtype(dtype) and volume.data.dtype.isnative
+        np.testing.assert_array_equal(volume.data, phantom(dtype=dtype))
+        result = cli_in_process("info", path)
+        assert result.returncode == 0, result.stderr
+        assert f"voxels ({np.dtype(dtype).name})" in result.stdout
