@@ -274,6 +274,12 @@ def run_cli(*args):
     (["--n", "two", "--seed", "1"], "invalid int value"),
     (["--n", "2", "--seed", "1", "--contrast", "t3"], "invalid choice: 't3'"),
     (["--n", "2", "--seed", "1", "--slice-mm", "5"], "--slice-mm 5 is not a whole number of 2 mm voxels"),
+    # Refused after the ground truth was written, by the scans' writer ("voxel sizes [2.0, 2.0, 100.0] mm").
+    (["--n", "2", "--seed", "1", "--slice-mm", "100"], "--slice-mm must be at most 50 mm"),
+    # Recorded as the axis of slabs that were never made.
+    (["--n", "2", "--seed", "1", "--slice-axis", "x"], "--slice-axis x: no slabs are made"),
+    (["--n", "2", "--seed", "1", "--slice-mm", "2", "--slice-axis", "y"], "--slice-axis y: no slabs are made"),
+    (["--n", "2", "--seed", "1", "--slice-mm", "random", "--slice-axis", "x"], "draws each subject's axis"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, cli_in_process, args, message):
     result = cli_in_process("synth", tmp_path / "out", *args)

@@ -47,14 +47,15 @@ def add_arguments(synth) -> None:
                        help="store thick slices: the scan averaged into slabs MM thick along --slice-axis "
                             "(default: 1, off); random: each subject its own thickness (whole voxels up to 6 mm) "
                             "and axis, listed in participants.csv")
-    synth.add_argument("--slice-axis", choices=("x", "y", "z"), default="z",
-                       help="axis of the thick slices (z: axial; default: z)")
+    synth.add_argument("--slice-axis", choices=("x", "y", "z"),
+                       help="axis of the thick slices of --slice-mm MM (z: axial; default: z)")
     synth.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                        help="parallel processes (default: %(default)s)")
     synth.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ..io import MAX_VOXEL_MM
     from ..synthetic.cohort import Rendering, generate_cohort
     from ..synthetic.config import CohortConfig, parse_region
 
@@ -76,10 +77,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         slice_mm = 1 if random_slices else int(args.slice_mm)
         if slice_mm < 1:
             parser.error(f"--slice-mm must be at least 1 mm (1: off), got {args.slice_mm}")
+        if slice_mm > MAX_VOXEL_MM:  # the scans' writer refuses such voxels, after the ground truth is written
+            parser.error(f"--slice-mm must be at most {MAX_VOXEL_MM:g} mm (thicker voxels are read as a broken "
+                         f"header), got {args.slice_mm}")
         slice_mm = slice_mm if slice_mm > 1 else args.res  # 1 mm slices of a 2 mm grid: the grid
         if slice_mm % args.res:
             parser.error(f"--slice-mm {slice_mm} is not a whole number of {args.res} mm voxels")
-        rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis), random_slices)
+        # An axis without slabs is recorded in participants.csv as if it had been used.
+        if args.slice_axis and random_slices:
+            parser.error(f"--slice-axis {args.slice_axis}: --slice-mm random draws each subject's axis; "
+                         "leave --slice-axis out")
+        if args.slice_axis and slice_mm == args.res:
+            parser.error(f"--slice-axis {args.slice_axis}: no slabs are made without --slice-mm thicker than the "
+                         f"{args.res} mm voxels; give --slice-mm MM or leave --slice-axis out")
+        rendering = Rendering(args.contrast, slice_mm, "xyz".index(args.slice_axis or "z"), random_slices)
     except ValueError as err:
         parser.error(str(err))
     refuse_unwritable(Path(args.out))  # in words, before any subject is made
