@@ -286,3 +286,65 @@ def test_a_layer_from_the_console_is_said_to_carry_no_orientation(make_napari_vi
     except Exception as err:  # QC may fail such a layer; the reason must name the layer's orientation
         said = [str(err)]
     assert any("carries no file orientation" in line for line in said), said
+
+
+@pytest.fixture
+def no_demo_rendering(monkeypatch):
+    """The demo's rendering replaced: a test that reaches it started the demo's work."""
+    from napari_brainage._napari import demo
+
+    def started(*_, **__):
+        raise AssertionError("the demo started")
+
+    monkeypatch.setattr(demo, "build_demo_viewer", started)
+    monkeypatch.setattr(demo, "_rerun_under_xvfb", started)
+    return demo
+
+
+def test_demo_refuses_a_screenshot_it_cannot_write_before_starting(tmp_path, no_demo_rendering, cli_in_process):
+    """--screenshot nodir/v.png ran the whole demo (8 s) and only then failed (fifth break test)."""
+    missing = cli_in_process("demo", "--screenshot", tmp_path / "nodir" / "v.png")
+    assert missing.returncode == 2
+    assert f"cannot write {tmp_path / 'nodir' / 'v.png'}: the folder {tmp_path / 'nodir'} does not exist" \
+        in missing.stderr
+    (tmp_path / "view.png").mkdir()
+    folder = cli_in_process("demo", "--screenshot", tmp_path / "view.png")
+    assert folder.returncode == 2 and "it is a folder" in folder.stderr
+    (tmp_path / "old.png").write_bytes(b"mine")
+    existing = cli_in_process("demo", "--screenshot", tmp_path / "old.png")
+    assert existing.returncode == 2 and "old.png already exists; pass --overwrite" in existing.stderr
+    assert (tmp_path / "old.png").read_bytes() == b"mine"
+    # --overwrite alone replaced nothing, silently.
+    alone = cli_in_process("demo", "--overwrite")
+    assert alone.returncode == 2 and "--overwrite replaces the --screenshot file" in alone.stderr
+
+
+def test_a_headless_demo_writes_a_new_file_each_run(monkeypatch):
+    """Without --screenshot every run replaced one shared /tmp/napari-brainage/demo.png."""
+    from napari_brainage._napari import demo
+
+    targets: list[Path] = []
+
+    def render(sample, target):
+        targets.append(target)
+        target.write_bytes(b"png")
+        return 0
+
+    monkeypatch.setattr(demo, "has_display", lambda: False)
+    monkeypatch.setattr(demo, "_rerun_under_xvfb", render)
+    try:
+        assert demo.run_demo(demo.DEFAULT_SAMPLE) == demo.run_demo(demo.DEFAULT_SAMPLE) == 0
+        first, second = targets
+        assert first != second and first.read_bytes() == second.read_bytes() == b"png"
+    finally:
+        for target in targets:  # only folders of our own (the old shared one may hold others' files)
+            if target.parent.name.startswith("napari-brainage-demo-"):
+                shutil.rmtree(target.parent)
+
+    def fail(sample, target):  # no xvfb-run, or the rendering failed
+        targets.append(target)
+        return 2
+
+    monkeypatch.setattr(demo, "_rerun_under_xvfb", fail)
+    assert demo.run_demo(demo.DEFAULT_SAMPLE) == 2
+    assert not targets[-1].parent.exists()  # no empty folder left behind

@@ -29,10 +29,27 @@ _UNDER_XVFB = "NAPARI_BRAINAGE_UNDER_XVFB"
 
 
 def default_screenshot_path() -> Path:
-    """A PNG path inside a folder the demo owns, so re-running never clobbers user files."""
-    folder = Path(tempfile.gettempdir()) / "napari-brainage"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "demo.png"
+    """A PNG path in a fresh folder of its own: each run's picture is kept (a fixed shared
+    /tmp/napari-brainage/demo.png was replaced by every run, another user's included)."""
+    return Path(tempfile.mkdtemp(prefix="napari-brainage-demo-")) / "demo.png"
+
+
+def check_screenshot_target(target: Path, overwrite: bool) -> None:
+    """The errors writing ``target`` would end in, said before the demo starts (it
+    takes seconds) instead of after: a folder that does not exist or cannot be
+    written, a folder named as the file, an existing file without ``overwrite``."""
+    folder = target.parent
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {target}: it is a folder; give a file name such as "
+                                f"{target / 'demo.png'}")
+    if not folder.exists():
+        raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot write {target}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {target}: no permission to write in {folder}")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
 
 
 def has_display() -> bool:
@@ -46,6 +63,8 @@ def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False
 
     if sample not in SAMPLES:
         raise InputError(f"unknown sample {sample!r}; choose from {', '.join(sorted(SAMPLES))}")
+    if screenshot is not None:
+        check_screenshot_target(Path(screenshot), overwrite)
     if screenshot is None and has_display():
         viewer, _ = build_demo_viewer(sample, show=True)
         import napari
@@ -54,9 +73,14 @@ def run_demo(sample: str, screenshot: str | None = None, overwrite: bool = False
         del viewer
         return 0
 
-    target = Path(screenshot) if screenshot else default_screenshot_path()
-    if screenshot and target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass --overwrite to replace it")
+    if screenshot is None:  # no display: a picture of its own, where the last line says
+        target = default_screenshot_path()
+        try:
+            return _rerun_under_xvfb(sample, target)
+        finally:
+            if not target.exists():  # no xvfb-run, or the rendering failed: no empty folder left
+                shutil.rmtree(target.parent, ignore_errors=True)
+    target = Path(screenshot)
     if not has_display():
         return _rerun_under_xvfb(sample, target)
     render_screenshot(sample, target)

@@ -10,7 +10,7 @@ NAME = "demo"
 HELP = "open napari with a bundled sample scan and the plugin's widgets"
 DESCRIPTION = ("Open napari with a bundled sample scan and the plugin's widgets docked. Without a display (or "
                "with --screenshot) the same view is rendered off-screen (under xvfb-run when needed) to a PNG "
-               "whose path is printed.")
+               "whose path is printed (without --screenshot: a new file in a fresh temporary folder).")
 
 
 def add_arguments(demo) -> None:
@@ -23,6 +23,9 @@ def add_arguments(demo) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.screenshot and not args.screenshot.lower().endswith(".png"):
         parser.error(f"--screenshot {args.screenshot}: the screenshot must be a .png file")
+    if args.overwrite and not args.screenshot:  # a window, or a new file each run: nothing to replace
+        parser.error("--overwrite replaces the --screenshot file; without --screenshot there is none "
+                     "(without a display each run writes a new file)")
     from .._napari.demo import run_demo  # imports napari: only when needed
 
     return run_demo(sample=args.sample, screenshot=args.screenshot, overwrite=args.overwrite)
