@@ -323,3 +323,42 @@ def test_an_interrupted_training_is_named_as_such(cli_model, tmp_path):
     (folder / CARD_FILE).unlink()
     with pytest.raises(ModelError, match="its predictor's training was interrupted .* --resume"):
         read_card(folder)
+
+
+# ---------------------------------------------------------------- fifth break test
+@pytest.mark.parametrize("part, args, said", [
+    ("predictor", ["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ("noise-model", ["--predictor", "m", "--min-sd", "0.5"],
+     "--min-sd must be at least 0 and below --max-sd (0.3), got 0.5"),  # was "below max_sd"
+])
+def test_an_option_error_shows_the_parts_usage_and_names_flags(part, args, said, tiny_cohort, tmp_path,
+                                                               cli_in_process):
+    """They showed `usage: napari-brainage train [-h] PART ...` and named the field max_sd."""
+    result = cli_in_process("train", part, "--data", tiny_cohort, "--out", tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert f"usage: napari-brainage train {part} [-h]" in result.stderr
+    assert f"napari-brainage train {part}: error: {said}" in result.stderr
+
+
+def test_one_file_under_two_ids_is_warned_about_once(tiny_cohort, tmp_path, monkeypatch, cli_in_process):
+    """The warning was printed twice: the tables are read for the early checks, then again to load."""
+    from napari_brainage.training import predictor
+
+    lines = tiny_cohort.read_text().splitlines()
+    first = lines[1].split(",")
+    renamed = ",".join(["dup", *first[1:]])
+    table = tmp_path / "dup.csv"
+    table.write_text("\n".join([lines[0], *(line.replace(",sub-", f",{tiny_cohort.parent}/sub-", 1)
+                                              for line in (lines[1], lines[2], renamed))]) + "\n")
+
+    def stop(*_, **__):
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(predictor, "train_predictor", stop)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every one given, none merged
+        result = cli_in_process("train", "predictor", "--data", table, "--out", tmp_path / "m",
+                                "--preprocess", "none", "--epochs", "1")
+    assert "stopped before training" in result.stderr
+    same = [w for w in caught if f"subjects {first[0]!r} and 'dup' are the same scan" in str(w.message)]
+    assert len(same) == 1

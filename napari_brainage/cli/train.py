@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
+import warnings
 from pathlib import Path
 
 from ._common import add_device, add_preprocessing, check_device
@@ -96,6 +99,7 @@ def add_arguments(train) -> None:
         add_preprocessing(sub, "bring scans to the model's space as inference does: ")
         sub.add_argument("--workers", type=int, default=1,
                          help="processes preparing the scans (registration takes seconds a scan; default: 1)")
+        sub.set_defaults(command_parser=sub)  # errors found after parsing show this part's usage, not train's
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                              pool=getattr(args, "pool", None), max_minutes=args.max_minutes)
         spec = _noise_spec(args) if args.part == "noise-model" else None
     except OptionError as err:
-        parser.error(f"--{FLAGS.get(err.option, err.option.replace('_', '-'))} {err.problem}")
+        parser.error(f"{_flag(err.option)} {_flags_in(err.problem)}")
     if args.limit is not None and args.limit < 1:  # -1 dropped the last subject, 0 said "none of the 0 scans"
         parser.error(f"--limit must be at least 1, got {args.limit}")
     check_device(args.device)
@@ -131,7 +135,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_predictor_training(out, config)
     else:
         check_noise_model_training(args.predictor, out, config, args.full_resolution_head)
-    training_inputs(args.data)  # the tables' ages and duplicates, before their record and any scan
+    # The tables' ages and duplicates, before their record and any scan. Their warnings
+    # (one file under two ids) are load_cohort's to give, which reads the tables again:
+    # given here too, each was printed twice.
+    with warnings.catch_warnings(record=True):
+        training_inputs(args.data)
     record = _run_record(args)
     if args.resume:  # before loading (registering) every scan: the epochs to come must see what the others saw
         _check_record(out / _record_name(args.part), record)
@@ -192,6 +200,21 @@ def _run_record(args: argparse.Namespace) -> dict[str, str]:
     record["init"] = f"sha256 {sha256(Path(args.init) / network)[:16]}" if args.init else "none"
     record.update({name.replace("_", "-"): text(getattr(args, name)) for name in RECIPE[args.part]})
     return record
+
+
+def _flag(field: str) -> str:
+    """The flag that sets the configuration field ``field``: "max_sd" -> "--max-sd"."""
+    return f"--{FLAGS.get(field, field.replace('_', '-'))}"
+
+
+def _flags_in(problem: str) -> str:
+    """``problem`` with the fields it names as their flags ("below max_sd (0.3)" ->
+    "below --max-sd (0.3)"): the user typed flags, not Python names."""
+    from ..model.card import NoiseSpec
+    from ..training.config import TrainConfig
+
+    names = {f.name for spec in (NoiseSpec, TrainConfig) for f in dataclasses.fields(spec) if "_" in f.name}
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: _flag(m[0]) if m[0] in names else m[0], problem)
 
 
 def _record_name(part: str) -> str:
