@@ -54,7 +54,8 @@ def test_population_load_compare_and_side_by_side(analysed, tiny_model):
     assert f"correlation        {expected.correlation:.2f}" in widget.result.value
     # The subject's map is the tiny model's, the bundled population map the bundled model's:
     # their difference is the models', and the panel says so beside the numbers.
-    assert "note: the maps come from different models" in widget.result.value, widget.result.value
+    assert widget.result.value.endswith("\nnote: different models"), widget.result.value
+    assert widget.result.tooltip.startswith("the maps come from different models (subject: ")
     # Both lines stay readable however crowded the dock: the label never shrinks below them.
     lines = widget.result.value.count("\n") + 1
     assert lines >= 2

@@ -346,7 +346,11 @@ class PopulationWidget(MapPickers, Container):
             return None
         # Maps of two methods or models differ whatever the subject: say so beside the numbers.
         mismatch = origin_mismatch(layer_origin(subject), layer_origin(population))
-        show_lines(self.result, comparison.summary() + (f"\nnote: {mismatch}" if mismatch else ""))
+        # One short line (the panel keeps room for whole lines, not for a wrapped sentence);
+        # the sentence in the tooltip and the notification.
+        short = f"\nnote: {mismatch.split(' (')[0].replace('the maps come from ', '')}" if mismatch else ""
+        show_lines(self.result, comparison.summary() + short)
+        self.result.tooltip = mismatch or ""
         if mismatch:
             show_warning(f"Population: {mismatch}")
         self._compared = (subject, population)
@@ -365,6 +369,7 @@ class PopulationWidget(MapPickers, Container):
         """Numbers are never shown beside maps they were not computed from."""
         if self.result.value and (self.subject.value, self.population.value) != self._compared:
             show_lines(self.result, STALE_COMPARISON)
+            self.result.tooltip = ""
 
     # ---- side by side
     def _grid(self):
