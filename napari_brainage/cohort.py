@@ -149,6 +149,9 @@ def _take_lock(lock: Path, output: Path) -> None:
                                  f"or delete {lock} if that run is gone") from None
             lock.unlink(missing_ok=True)
             continue
+        except OSError as err:  # the output's, not the hidden lock's: "No such file: '/proc/.x.csv.lock'"
+            raise InputError(f"cannot write {output}: no file can be made in {lock.parent} "
+                             f"({(err.strerror or type(err).__name__).lower()})") from None
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{os.getpid()} {socket.gethostname()}\n")
         return
@@ -206,7 +209,7 @@ def keep_record(path: Path, record: dict[str, str], resuming: bool, where: str |
     ``InputError`` if the outputs at ``where`` were made with other options (a
     resumed table or mean would mix them: ages 1.5 y apart for one scan)."""
     if resuming:
-        refuse_other_options(where, read_record(path), record, restart)
+        refuse_other_options(where, read_record(path), record, restart, EARLIER)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
@@ -221,18 +224,24 @@ def read_record(path: Path) -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
+#: How a resumed cohort run names the run whose outputs it continues: stopped or finished.
+EARLIER = "the earlier run"
+
+
 def refuse_other_options(where: str | Path, saved: dict, current: dict[str, str],
-                         restart: str = "start again with --overwrite") -> None:
-    """``InputError`` naming the first option of ``current`` that ``saved`` (an earlier
-    run's) differs in; an option ``saved`` lacks (an earlier version's) is not checked."""
+                         restart: str = "start again with --overwrite", earlier: str = "the interrupted run") -> None:
+    """``InputError`` naming the first option of ``current`` that ``saved`` (``earlier``'s)
+    differs in; an option ``saved`` lacks (an earlier version's) is not checked. The
+    cohort commands say "the earlier run": theirs may have finished (a refusal said
+    "interrupted" of a run that had not been)."""
     for name, value in current.items():
         before = str(saved.get(name, value))
         if before == value:
             continue
         if name == "model":
-            raise InputError(f"{where}: the interrupted run used another model ({before}; this one is {value}); "
+            raise InputError(f"{where}: {earlier} used another model ({before}; this one is {value}); "
                              f"resume with the same --model (or {restart})")
-        raise InputError(f"{where}: the interrupted run used --{name} {before}, not {value}; resume with the "
+        raise InputError(f"{where}: {earlier} used --{name} {before}, not {value}; resume with the "
                          f"same --{name} (or {restart})")
 
 
@@ -391,28 +400,41 @@ def _same_age(cell: str | None, age: float | None) -> bool:
 
 def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions | None = None,
                    resume: bool = False, workers: int = 1, scheduler: str | None = None,
-                   progress: Progress | None = None) -> list[AgeResult]:
+                   progress: Progress | None = None,
+                   on_resume: Callable[[int, int], None] | None = None) -> list[AgeResult]:
     """Predicted ages of ``inputs`` into ``out`` (CSV, ``AgeResult.FIELDS``), one row per
     finished subject, flushed as it finishes; returns this run's results (a failed
     scan's row has no age and its reason in ``error``). ``resume``: subjects
-    already in ``out`` without an error are not redone."""
+    already in ``out`` without an error are not redone; ``on_resume(kept, redone)``
+    is then told how many rows are kept and how many finished ones are redone (their
+    scan, path or age changed since). ``progress(done, total)`` counts this run's scans."""
     options = options or RunOptions()
     log = ResultsLog(out)
+    record = run_record(options)
     with output_lock(log.path):  # before anything reads or rewrites the table
         resuming = resume and log.path.exists()
         done = log.finished() if resume else set()
         if resuming:
             _check_same_run(log.path, options)
+            refuse_other_options(log.path, read_record(record_path(log.path)), record, earlier=EARLIER)
+            finished = {item.subject for item in inputs} & done
             done = _still_done(inputs, done, log.path, lambda item: log.path)
-        keep_record(record_path(log.path), run_record(options), resuming, log.path)
+            if on_resume:
+                on_resume(len(done), len(finished - done))
         todo = [item for item in inputs if item.subject not in done]
         results = []
-        with log.appending(restart=not resume) as write, executor(workers, scheduler) as run:
-            for n, result in enumerate(run(predict_one, [(i, options) for i in todo]), 1):
-                write(result)
-                results.append(result)
-                if progress:
-                    progress(len(done) + n, len(inputs))
+        # The cluster first: a scheduler that cannot be reached is said before the
+        # table and its record are started (they were left behind, and the next run
+        # was refused for an existing table of no rows).
+        with executor(workers, scheduler) as run:
+            keep_record(record_path(log.path), record, False, log.path)
+            with log.appending(restart=not resume) as write:
+                # This run's count: a resumed run that redoes 1 of 8 scans said "8/8" at its end.
+                for n, result in enumerate(run(predict_one, [(i, options) for i in todo]), 1):
+                    write(result)
+                    results.append(result)
+                    if progress:
+                        progress(n, len(todo))
         keep_last_row_per_subject(log.path)
     return results
 
@@ -424,26 +446,31 @@ SUMMARY_PAGE = "summary.pdf"
 
 
 def report_cohort(inputs: list[ScanInput], out_dir: str | Path, options: RunOptions | None = None,
-                  resume: bool = False, png: bool = False, progress: Progress | None = None) -> list[AgeResult]:
+                  resume: bool = False, png: bool = False, progress: Progress | None = None,
+                  on_resume: Callable[[int, int], None] | None = None,
+                  say: Callable[[str], None] | None = None) -> list[AgeResult]:
     """One page per scan into ``out_dir`` (``<subject>_report.pdf``, and ``.png`` when
     ``png``; ``report_page``), each scan's row in ``report.csv`` (written after its
     page, so a row means its page exists), and ``summary.pdf`` over every row.
 
     A scan failing QC gets a page saying why, with no age or map; a scan that cannot
     be read gets a row with the error and no page; neither stops the run.
-    ``resume``: scans already in ``report.csv`` without an error are not redone.
-    Returns this run's results.
+    ``resume``: scans already in ``report.csv`` without an error are not redone
+    (``on_resume`` and ``progress`` as in :func:`predict_cohort`). A redone page's
+    PNG from an earlier ``png`` run is drawn again (``say`` names them): it showed
+    the old page. Returns this run's results.
     """
     options = options or RunOptions()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = ResultsLog(out_dir / REPORT_CSV)
     with output_lock(log.path):  # before anything reads or rewrites the table
-        return _report_locked(inputs, out_dir, log, options, resume, png, progress)
+        return _report_locked(inputs, out_dir, log, options, resume, png, progress, on_resume, say)
 
 
 def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, options: RunOptions, resume: bool,
-                   png: bool, progress: Progress | None) -> list[AgeResult]:
+                   png: bool, progress: Progress | None, on_resume: Callable[[int, int], None] | None,
+                   say: Callable[[str], None] | None) -> list[AgeResult]:
     """``report_cohort`` once it holds the lock of ``report.csv``."""
     from .io import load_volume
     from .report_page import build_report, draw_page, draw_summary, model_label, page_path, save_page
@@ -454,12 +481,15 @@ def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, opti
         _check_same_run(log.path, options)
         # Done means its page is there, for the same file, unchanged since: a deleted
         # page, a subject whose path changed or a scan replaced since is redone.
+        finished = {item.subject for item in inputs} & done
         done = _still_done(inputs, done, log.path, lambda item: page_path(out_dir, item.subject))
     keep_record(record_path(log.path), run_record(options, maps=True), resuming, log.path)
+    if resuming and on_resume:  # once the options are known to be the earlier run's
+        on_resume(len(done), len(finished - done))
     todo = [item for item in inputs if item.subject not in done]
     model, torch_device = _worker_model(options, options.method is Method.NOISE)
     model_name = model_label(options.model_dir)
-    results = []
+    results, redrawn = [], []
     with log.appending(restart=not resume) as write:
         for n, item in enumerate(todo, 1):
             try:  # whatever goes wrong with this scan stays in its row
@@ -468,8 +498,11 @@ def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, opti
                                       subject=item.subject)
                 page = draw_page(report, model.card, model_name, options.interval_level)
                 save_page(page, page_path(out_dir, item.subject))
-                if png:
-                    save_page(page, page_path(out_dir, item.subject, "png"))
+                picture = page_path(out_dir, item.subject, "png")
+                if png or picture.exists():  # an earlier --png run's picture showed the page replaced now
+                    save_page(page, picture)
+                    if not png:
+                        redrawn.append(item.subject)
                 result = report.result
                 if result.error:  # a QC failure has its page, and its row begins as every row's does
                     result.error = from_path(result.error, item.path)
@@ -478,7 +511,10 @@ def _report_locked(inputs: list[ScanInput], out_dir: Path, log: ResultsLog, opti
             write(result)
             results.append(result)
             if progress:
-                progress(len(done) + n, len(inputs))
+                progress(n, len(todo))
+    if redrawn and say:
+        say(f"redrew the PNG of {len(redrawn)} page(s) an earlier --png run had made, which showed the pages "
+            f"replaced now: {', '.join(redrawn[:5])}{' ...' if len(redrawn) > 5 else ''}")
     keep_last_row_per_subject(log.path)
     with open(log.path, newline="") as handle:
         everyone = [AgeResult.from_row(row) for row in csv.DictReader(handle)]
@@ -500,12 +536,12 @@ def _check_same_run(path: Path, options: RunOptions) -> None:
     levels = sorted({row["interval_level"] for row in rows if row.get("interval_level")
                      and abs(float(row["interval_level"]) - options.interval_level) > 5e-4})
     if levels:
-        raise InputError(f"{path}: the interrupted run used --interval-level {levels[0]}, not "
+        raise InputError(f"{path}: the earlier run used --interval-level {levels[0]}, not "
                          f"{options.interval_level:g}; resume with the same level (or start again with --overwrite)")
     current = model_id(read_card(options.model_dir or bundled_model_dir()))
     models = sorted({row["model"] for row in rows if row.get("model") and row["model"] != current})
     if models:
-        raise InputError(f"{path}: the interrupted run used another model (predictor {models[0]}, this one is "
+        raise InputError(f"{path}: the earlier run used another model (predictor {models[0]}, this one is "
                          f"{current}); resume with the same --model (or start again with --overwrite)")
 
 
@@ -531,7 +567,8 @@ class PopulationProgress:
 
 def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
                     checkpoint: str | Path | None = None, resume: bool = False, workers: int = 1,
-                    scheduler: str | None = None, chunk: int = 8) -> Iterator[PopulationProgress]:
+                    scheduler: str | None = None, chunk: int = 8,
+                    on_resume: Callable[[int], None] | None = None) -> Iterator[PopulationProgress]:
     """Per-group statistics of the inputs' importance maps on the 2 mm template grid,
     a :class:`PopulationProgress` after every ``chunk`` subjects; the last one holds
     the ``population.PopulationResult``. Stopping the iteration stops the run after
@@ -540,7 +577,8 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
     ``checkpoint``: an .npz rewritten atomically after every chunk, from which
     ``resume`` continues (it must have used the same method, preprocessing and
     model: ``run_record``; and each subject it holds must be in the same group as
-    now: another --group-by would mix groups). A scan that fails,
+    now: another --group-by would mix groups); ``on_resume(n)`` is then told how
+    many of the inputs it holds. A scan that fails,
     whatever the error, is listed in ``failed`` and the others go on.
 
     Raises
@@ -560,13 +598,15 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
     if resume and checkpoint is not None and checkpoint.exists():
         with np.load(checkpoint, allow_pickle=False) as saved:
             refuse_other_options(checkpoint, {name: str(saved[name]) for name in record if name in saved}, record,
-                                 "start again without --resume")
+                                 earlier=EARLIER)
             done = set(saved["done"].tolist())
             if "done_group" in saved:
                 _refuse_regrouped(checkpoint, dict(zip(saved["done"].tolist(), saved["done_group"].tolist())),
                                   inputs)
             for name in saved["groups"].tolist():
                 groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
+        if on_resume:
+            on_resume(sum(item.subject in done for item in inputs))
     group_of = {item.subject: item.group or "" for item in inputs}
     todo = [item for item in inputs if item.subject not in done]
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
@@ -592,10 +632,10 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
 
 def population_stats(inputs: list[ScanInput], options: RunOptions | None = None,
                      checkpoint: str | Path | None = None, resume: bool = False, workers: int = 1,
-                     scheduler: str | None = None, chunk: int = 8,
-                     progress: Progress | None = None) -> PopulationResult:
+                     scheduler: str | None = None, chunk: int = 8, progress: Progress | None = None,
+                     on_resume: Callable[[int], None] | None = None) -> PopulationResult:
     """:func:`iter_population` run to the end; ``progress(done, total)`` after each chunk."""
-    for state in iter_population(inputs, options, checkpoint, resume, workers, scheduler, chunk):
+    for state in iter_population(inputs, options, checkpoint, resume, workers, scheduler, chunk, on_resume):
         if state.result is not None:
             return state.result
         if progress:
@@ -621,7 +661,7 @@ def _refuse_regrouped(checkpoint: Path, saved_groups: dict[str, str], inputs: li
         subject, before, now = moved[0]
         raise InputError(f"{checkpoint} was made with other groups: {len(moved)} subject(s) changed group "
                          f"(e.g. {subject!r}: {before or 'no group'!r} then, {now or 'no group'!r} now; another "
-                         "--group-by or an edited table); start again without --resume")
+                         "--group-by or an edited table); start again with --overwrite")
 
 
 def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str],

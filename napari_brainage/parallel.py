@@ -104,7 +104,7 @@ def executor(workers: int = 1, scheduler: str | None = None):
                            "pip install 'napari-brainage[cluster]'") from None
 
     cluster = None if scheduler else local_cluster(workers)
-    client = Client(scheduler or cluster)
+    client = connect(scheduler) if scheduler else Client(cluster)
     if scheduler:
         _warn_about_malloc_trim(client)
     else:
@@ -131,6 +131,20 @@ def executor(workers: int = 1, scheduler: str | None = None):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def connect(scheduler: str):
+    """A ``dask.distributed.Client`` of the cluster at ``scheduler``; ``BrainAgeError``
+    ("cannot reach the Dask scheduler at ...") when it cannot be reached in
+    ``distributed.comm.timeouts.connect`` (30 s unless configured) or its address is
+    not one Dask reads: said in one line where Dask's traceback was."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler)
+    except (OSError, ValueError) as err:  # TimeoutError is an OSError; an unknown scheme a ValueError
+        raise BrainAgeError(f"cannot reach the Dask scheduler at {scheduler}: {' '.join(str(err).split())}; "
+                            "is it running, and is the address the one it printed?") from None
 
 
 def _quiet_logs() -> None:

@@ -40,10 +40,16 @@ MIN_CALIBRATION_SUBJECTS = 50
 
 
 def check_level(level: float) -> float:
-    """``level`` as a float in (0, 1); :class:`OptionError` otherwise (e.g. 90 for 0.9)."""
+    """``level`` as a float in (0, 1); :class:`OptionError` otherwise, with the share
+    meant when it reads as a percentage (90: "for 90 % write 0.9")."""
     level = float(level)
     if not 0.0 < level < 1.0:
-        hint = f" (for {level:g} % write {level / 100:g})" if 1.0 < level < 100.0 else ""
+        if 10.0 <= level < 100.0:  # a percentage; 1.5 was told "for 1.5 % write 0.015", a 1.5 % interval
+            hint = f" (for {level:g} % write {level / 100:g})"
+        elif level > 1.0:
+            hint = " (a share of the subjects: 0.9 for a 90 % interval)"
+        else:
+            hint = ""
         raise OptionError("interval level", f"must lie between 0 and 1, got {level:g}{hint}")
     return level
 

@@ -293,7 +293,7 @@ def test_resume_with_another_preprocess_or_model_is_refused(tiny_cohort, tiny_mo
 
     other_route = cli_in_process("predict", folder, "--out", table, "--resume", *model)
     assert other_route.returncode == 2
-    assert "the interrupted run used --preprocess none, not auto; resume with the same --preprocess" \
+    assert "the earlier run used --preprocess none, not auto; resume with the same --preprocess" \
         in other_route.stderr
     other_model = cli_in_process("predict", folder, "--out", table, "--resume", "--preprocess", "none",
                                  "--device", "cpu")  # the bundled model
@@ -331,11 +331,11 @@ def test_population_resume_with_another_preprocess_or_model_is_refused(tiny_coho
     other_route = cli_in_process("population", folder, "--out", out, "--resume", "--model", tiny_model,
                                  "--device", "cpu")
     assert other_route.returncode == 2
-    assert f"{checkpoint}: the interrupted run used --preprocess register, not auto" in other_route.stderr
+    assert f"{checkpoint}: the earlier run used --preprocess register, not auto" in other_route.stderr
     other_model = cli_in_process("population", folder, "--out", out, "--resume", "--preprocess", "register",
                                  "--device", "cpu")  # the bundled model
     assert other_model.returncode == 2
-    assert "the interrupted run used another model (predictor " in other_model.stderr
+    assert "the earlier run used another model (predictor " in other_model.stderr
     assert "resume with the same --model" in other_model.stderr
     assert checkpoint.stat().st_mtime_ns == stamp and not out.exists()
 
@@ -678,3 +678,176 @@ def test_population_groups_with_awkward_names_are_written_apart_and_a_failed_end
     long_file = next(name for name in files if name.startswith("pop_mild"))
     assert len(long_file.encode()) < 100 and files[long_file].startswith("importance mean of group mild")
     assert "-> pop_difference_" in finished.stderr  # the renamed group's file is named
+
+
+# ------------------------------------------------------------------ fifth break test: a new user (2027-02)
+def _left_in(folder: Path) -> list[str]:
+    """Every name in ``folder`` (hidden ones too), sorted; [] when it does not exist."""
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_bad_or_unreachable_scheduler_is_refused_in_one_line_before_any_output(tiny_cohort, tmp_path,
+                                                                                 cli_in_process):
+    """A malformed address ended in Dask's "ValueError: missing port number", an unreachable
+    scheduler in "OSError: Timed out trying to connect" (tracebacks), both after predict had
+    started its table and record: the next plain run was refused ("already exists")."""
+    import dask
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    out = tmp_path / "out"
+    out.mkdir()
+    for address in ("notanaddress", "tcp://host", "tcp://host:port", "host:99999"):
+        refused = cli_in_process("predict", folder, "--out", out / "ages.csv", "--scheduler", address)
+        assert refused.returncode == 2, address
+        assert f"error: argument --scheduler: {address!r} is not a scheduler address; give PROTOCOL://HOST:PORT" \
+            in refused.stderr and "Traceback" not in refused.stderr
+    both = cli_in_process("population", folder, "--out", out / "pop.nii.gz", "--workers", "2",
+                          "--scheduler", "tcp://127.0.0.1:8786")
+    assert both.returncode == 2 and "argument --scheduler: not allowed with argument --workers" in both.stderr
+    assert "[--workers N | --scheduler ADDRESS]" in " ".join(run("calibrate", "--help").stdout.split())
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # nothing listens on port 1
+        for command, target in [("predict", out / "ages.csv"), ("population", out / "pop.nii.gz")]:
+            refused = cli_in_process(command, folder, "--out", target, "--scheduler", "tcp://127.0.0.1:1")
+            assert refused.returncode == 2, refused.stderr
+            assert refused.stderr.startswith(f"napari-brainage {command}: error: cannot reach the Dask scheduler at "
+                                             "tcp://127.0.0.1:1: Timed out trying to connect")
+            assert len(refused.stderr.splitlines()) == 1 and _left_in(out) == [], command
+    assert cli_in_process("predict", folder, "--out", out / "ages.csv", "--preprocess", "none").returncode == 0
+
+
+def _tampered(model: Path, folder: Path) -> Path:
+    """A copy of ``model`` whose predictor has one byte changed (the card's checksum no longer holds)."""
+    shutil.copytree(model, folder)
+    data = bytearray((folder / "predictor.pt").read_bytes())
+    data[1000] ^= 0xFF
+    (folder / "predictor.pt").write_bytes(bytes(data))
+    return folder
+
+
+def test_a_tampered_model_is_refused_before_any_output_is_started(tiny_cohort, tiny_model, tmp_path,
+                                                                  cli_in_process):
+    """predict refused it (checksum mismatch) but left a header-only table and its record, so
+    the next run with a good model was refused; population said "no scan could be mapped
+    (first error: ...)" after trying every scan, and left a checkpoint."""
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    tampered = _tampered(tiny_model, tmp_path / "tampered")
+    out = tmp_path / "out"
+    out.mkdir()
+    for command, target in [("predict", out / "ages.csv"), ("population", out / "pop.nii.gz"),
+                            ("explain", out / "maps"), ("report", out / "reports")]:
+        refused = cli_in_process(command, folder, "--out", target, "--model", tampered, "--device", "cpu")
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert refused.stderr == (f"napari-brainage {command}: error: {tampered / 'predictor.pt'}: checksum mismatch "
+                                  f"(sha256 {refused.stderr.split('sha256 ')[1][:12]}..., card says "
+                                  f"{refused.stderr.split('card says ')[1][:12]}...); the file is corrupt or was "
+                                  "modified: refusing to load it\n"), command
+        assert _left_in(out) == [], command
+    refused = cli_in_process("calibrate", folder, "--model", tampered, "--out", out / "cal.csv")
+    assert refused.returncode == 2 and "checksum mismatch" in refused.stderr and _left_in(out) == []
+    good = cli_in_process("predict", folder, "--out", out / "ages.csv", "--model", tiny_model, "--device", "cpu",
+                          "--preprocess", "none")
+    assert good.returncode == 0, good.stderr
+
+
+def test_population_keeps_an_earlier_runs_checkpoint_unless_told_and_says_when_it_resumes(
+        tiny_cohort, tiny_model, tmp_path, cli_in_process):
+    """Without --resume, population silently started again from 0 and replaced the checkpoint
+    of an interrupted run; with it, it said nothing of what it kept, and counted it as done."""
+    from napari_brainage.cohort import iter_population
+    from napari_brainage.inference import collect_inputs
+    from napari_brainage.options import RunOptions
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    out, checkpoint = tmp_path / "pop.nii.gz", tmp_path / ".pop.checkpoint.npz"
+    options = RunOptions(model_dir=tiny_model, device="cpu", preprocessing="none")
+    run = iter_population(collect_inputs([folder]), options, checkpoint, chunk=1)
+    next(run)  # one scan mapped and checkpointed, then stopped
+    run.close()
+    stamp = checkpoint.stat().st_mtime_ns
+    model = ["--model", tiny_model, "--device", "cpu", "--preprocess", "none"]
+
+    again = cli_in_process("population", folder, "--out", out, *model)
+    assert again.returncode == 2
+    assert again.stderr == (f"napari-brainage population: error: {checkpoint} holds the maps of an earlier run of "
+                            f"{out} that did not finish; pass --resume to continue it or --overwrite to start "
+                            "again\n")
+    assert checkpoint.stat().st_mtime_ns == stamp and not out.exists()
+    other = cli_in_process("population", folder, "--out", out, "--resume", "--model", tiny_model, "--device", "cpu")
+    assert "the earlier run used --preprocess none, not auto" in other.stderr
+    assert "(or start again with --overwrite)" in other.stderr
+
+    resumed = cli_in_process("population", folder, "--out", out, "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "population: resuming, 1 of 2 scans already done" in resumed.stderr
+    assert "population 1/1 " in resumed.stderr and "population 2/2" not in resumed.stderr
+    assert "mean of 2 maps" in resumed.stdout and not checkpoint.exists()
+
+
+def test_a_resumed_predict_says_what_it_keeps_and_counts_what_it_does(tiny_cohort, tiny_model, tmp_path,
+                                                                      cli_in_process):
+    """Redoing 1 of 2 scans showed "predict 2/2"; the refusals called a finished run "interrupted"."""
+    import os
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    table = tmp_path / "ages.csv"
+    model = ["--model", tiny_model, "--device", "cpu", "--preprocess", "none"]
+    assert cli_in_process("predict", folder, "--out", table, *model).returncode == 0
+    scan = sorted(folder.iterdir())[0]
+    later = table.stat().st_mtime_ns + 2_000_000_000
+    os.utime(scan, ns=(later, later))  # replaced since its row
+    resumed = cli_in_process("predict", folder, "--out", table, "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("predict: resuming, 1 of 2 scans already done; 1 redone (their scan, path or age changed since)"
+            in resumed.stderr)
+    assert "predict 1/1 " in resumed.stderr and "predict 2/2" not in resumed.stderr
+    refused = cli_in_process("predict", folder, "--out", table, "--resume", "--model", tiny_model, "--device", "cpu")
+    assert refused.returncode == 2 and "the earlier run used --preprocess none, not auto" in refused.stderr
+    assert "interrupted" not in refused.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_an_output_where_no_file_can_be_made_is_named_not_its_hidden_lock(tiny_cohort, tmp_path, cli_in_process):
+    """--out /proc/x.csv said "[Errno 2] No such file or directory: '/proc/.x.csv.lock'"."""
+    from napari_brainage.cohort import output_lock
+    from napari_brainage.errors import InputError
+
+    scan = sorted(tiny_cohort.parent.glob("sub-*.nii.gz"))[0]
+    for command, target in [("predict", "/proc/x.csv"), ("population", "/proc/x.nii.gz"), ("report", "/proc/x"),
+                            ("explain", "/proc/x")]:
+        refused = cli_in_process(command, scan, "--out", target)
+        assert refused.returncode == 2, command
+        assert refused.stderr == (f"napari-brainage {command}: error: cannot write {target}: no file can be made "
+                                  "in /proc (no such file or directory)\n")
+    with pytest.raises(InputError, match=r"^cannot write /proc/y\.csv: no file can be made in /proc \(no such"):
+        with output_lock("/proc/y.csv"):
+            pass
+
+
+def test_report_says_why_only_when_some_failed_and_redraws_an_earlier_png(tiny_cohort, tiny_model, tmp_path,
+                                                                          cli_in_process):
+    """"0 failed (no age: QC or unreadable)" explained failures there were none of; a resumed
+    run without --png redid a changed scan's PDF and left its PNG of the old page."""
+    import os
+
+    folder = _two_scans(tiny_cohort, tmp_path / "scans")
+    out = tmp_path / "reports"
+    model = ["--model", tiny_model, "--device", "cpu", "--preprocess", "none", "--method", "saliency"]
+    first = cli_in_process("report", folder, "--out", out, "--png", *model)
+    assert first.returncode == 0, first.stderr
+    assert "; 0 failed; summary:" in first.stdout
+    scan, other = sorted(folder.iterdir())
+    subject, kept = scan.name[:-7], other.name[:-7]
+    pictures = {name: out / f"{name}_report.png" for name in (subject, kept)}
+    stamps = {name: path.stat().st_mtime_ns for name, path in pictures.items()}
+    later = max(stamps.values()) + 2_000_000_000
+    os.utime(scan, ns=(later, later))  # replaced since its page
+    resumed = cli_in_process("report", folder, "--out", out, "--resume", *model)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "report: resuming, 1 of 2 scans already done; 1 redone" in resumed.stderr
+    assert (f"report: redrew the PNG of 1 page(s) an earlier --png run had made, which showed the pages replaced "
+            f"now: {subject}") in resumed.stderr
+    assert pictures[subject].stat().st_mtime_ns != stamps[subject]
+    assert pictures[kept].stat().st_mtime_ns == stamps[kept]
+    (folder / "broken.nii.gz").write_bytes(b"not a scan")
+    failed = cli_in_process("report", folder, "--out", out, "--resume", *model)
+    assert failed.returncode == 1 and "; 1 failed (no age: QC or unreadable); summary:" in failed.stdout

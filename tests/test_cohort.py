@@ -148,7 +148,7 @@ def test_population_resume_refuses_subjects_regrouped_since_the_checkpoint(tiny_
     assert next(run).done == 4  # interrupted after the first chunk
     run.close()
     regrouped = [replace(item, group="old" if i % 2 else "young") for i, item in enumerate(inputs)]
-    with pytest.raises(InputError, match=r"other groups: 4 subject\(s\) changed group .*without --resume"):
+    with pytest.raises(InputError, match=r"other groups: 4 subject\(s\) changed group .*with --overwrite"):
         population_stats(regrouped, options, checkpoint, resume=True, chunk=4)
     # The same groups resume and finish.
     assert population_stats(inputs, options, checkpoint, resume=True, chunk=4).groups[""].count == 12

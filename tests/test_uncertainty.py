@@ -71,6 +71,12 @@ def test_bad_calibrations_and_levels_are_refused_with_the_reason():
         Calibration(ages=(1.0,) * 59 + (math.nan,), predicted=(1.0,) * 60)
     with pytest.raises(OptionError, match=r"write 0\.9"):
         check_level(90)
+    # A percentage is hinted at only where a value reads as one (1.5 was told "for 1.5 % write 0.015").
+    for level, said in [(90, r"got 90 \(for 90 % write 0\.9\)$"), (15, r"got 15 \(for 15 % write 0\.15\)$"),
+                        (1.5, r"got 1\.5 \(a share of the subjects: 0\.9 for a 90 % interval\)$"),
+                        (100, r"got 100 \(a share"), (0, "got 0$"), (-1, "got -1$"), (1, "got 1$")]:
+        with pytest.raises(OptionError, match=said):
+            check_level(level)
     with pytest.raises(InputError, match="between 0 and 1"):
         RunOptions(interval_level=1.0)
 
@@ -177,7 +183,40 @@ def test_cli_calibrate_writes_the_card_and_predict_writes_intervals(tiny_model, 
         assert low < predicted < high and 0 <= float(row["gap_centile"]) <= 100
     assert main(["predict", str(tiny_cohort), "--model", str(folder), "--out", str(tmp_path / "x.csv"),
                  "--interval-level", "90"]) == 2
-    assert "write 0.9" in capsys.readouterr().err
+    assert "error: --interval-level must lie between 0 and 1, got 90 (for 90 % write 0.9)" in capsys.readouterr().err
+
+
+def test_calibrate_out_holds_the_new_calibrations_intervals_and_centiles(calibrated_model, tiny_cohort, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A recalibration's --out table had the replaced calibration's intervals and centiles
+    (+-4.81 y among 300 subjects where the new one gave +-5.0 among 52): its subjects were
+    predicted with the card as it was."""
+    from napari_brainage.cli import main
+
+    monkeypatch.setattr(uncertainty, "MIN_CALIBRATION_SUBJECTS", 10)
+    card = read_card(calibrated_model)
+    old = card.calibration
+    card.training["predictor"]["data"] = str(tmp_path / "gone.csv")  # its cohort stands in for held-out subjects
+    card.training["predictor"].pop("tables", None)
+    write_card(card, calibrated_model)
+    kept = tmp_path / "calibration.csv"
+    assert main(["calibrate", str(tiny_cohort), "--model", str(calibrated_model), "--out", str(kept), "--overwrite",
+                 "--skip-training-check", "--preprocess", "none", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    card = read_card(calibrated_model)
+    new = card.calibration
+    assert new.n == 12 and new.half_width(0.9) != pytest.approx(old.half_width(0.9), abs=1e-2)
+    rows = list(csv.DictReader(open(kept)))
+    assert len(rows) == 12
+    for row in rows:
+        predicted = float(row["predicted_age"])
+        assert row["interval_level"] == "0.900"
+        assert float(row["interval_high"]) - predicted == pytest.approx(new.half_width(0.9), abs=2e-3)
+        if row["gap_centile"]:  # the subject is one of the 12: its gap is one of theirs, to 3 decimals (ties)
+            gap = float(row["corrected_gap"])
+            low, high = (new.centile(gap + d, card.bias_slope, card.bias_intercept) for d in (-2e-3, 2e-3))
+            assert low - 1e-3 <= float(row["gap_centile"]) <= high + 1e-3
+    assert any(row["gap_centile"] for row in rows)
 
 
 def test_calibrate_refuses_too_few_subjects_before_predicting_any(tiny_model, tiny_cohort, tmp_path, cli_in_process):

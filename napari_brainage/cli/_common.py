@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,13 @@ def progress(name: str):
         say(f"{name} {done}/{total} ({rate:.2f}/s, ETA {eta:.0f} s)")
 
     return report
+
+
+def resuming(command: str, kept: int, total: int, redone: int) -> str:
+    """The line a resumed run starts with: what it keeps, and what it redoes although
+    finished (its progress then counts only this run's scans)."""
+    again = f"; {redone} redone (their scan, path or age changed since)" if redone else ""
+    return f"{command}: resuming, {kept} of {total} scans already done{again}"
 
 
 #: How the analysis commands describe their INPUT.
@@ -96,11 +104,30 @@ def add_run_options(parser: argparse.ArgumentParser, method: bool, interval: boo
 
 
 def add_workers(parser: argparse.ArgumentParser, scheduler: bool = True) -> None:
-    parser.add_argument("--workers", type=int, default=1,
+    # One or the other: a run on an existing cluster has that cluster's workers, and
+    # --workers 4 with --scheduler was silently ignored.
+    choice = parser.add_mutually_exclusive_group() if scheduler else parser
+    choice.add_argument("--workers", type=int, default=1, metavar="N",
                         help="parallel worker processes (more than 1: an embedded Dask LocalCluster)")
     if scheduler:
-        parser.add_argument("--scheduler", metavar="ADDRESS",
+        choice.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address,
                             help="run on an existing dask.distributed cluster (e.g. tcp://host:8786)")
+
+
+#: A Dask scheduler's address: [PROTOCOL://]HOST:PORT, HOST a name, an IPv4 or a [bracketed] IPv6 address.
+_SCHEDULER_ADDRESS = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(\d+)$")
+
+
+def scheduler_address(text: str) -> str:
+    """``text`` when it reads as a scheduler address (``tcp://host:8786``); an
+    ``argparse.ArgumentTypeError`` (one line naming --scheduler) otherwise: Dask's
+    "missing port number in address" came as a traceback, after the output table
+    had been started."""
+    match = _SCHEDULER_ADDRESS.match(text.strip())
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scheduler address; give PROTOCOL://HOST:PORT, as "
+                                         "`dask scheduler` prints it (e.g. tcp://192.168.1.5:8786)")
+    return text.strip()
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -113,18 +140,25 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     asked = getattr(args, "interval_level", None)  # explain and population report no ages
     level = DEFAULT_LEVEL if asked is None else asked
     check_device(args.device)
-    options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
-                         method=getattr(args, "method", Method.NOISE), interval_level=level)
+    from ..errors import OptionError
     from ..model.bundle import bundled_model_dir
     from ..model.card import read_card
 
-    folder = options.model_dir or bundled_model_dir()
-    card = read_card(folder)
+    try:  # the flag named, as the user typed it ("interval level must lie ...")
+        options = RunOptions(model_dir=args.model, device=args.device, preprocessing=args.preprocess,
+                             method=getattr(args, "method", Method.NOISE), interval_level=level)
+        folder = options.model_dir or bundled_model_dir()
+        card = read_card(folder)
+        if card.calibration is not None:
+            card.calibration.check_level(level)
+    except OptionError as err:
+        if err.option != "interval level":
+            raise
+        raise OptionError("--interval-level", err.problem) from None
     if hasattr(args, "method"):  # the commands that make maps
         check_method(card, folder, options.method)
-    if card.calibration is not None:
-        card.calibration.check_level(level)
-    elif asked is not None:
+    check_weights(card, folder)
+    if card.calibration is None and asked is not None:
         say(f"note: this model is not calibrated (napari-brainage calibrate): no intervals, "
             f"--interval-level {level:g} is not used")
     return options
@@ -141,6 +175,31 @@ def check_method(card, folder, method: Method) -> None:
         raise ModelError(f"{folder}: no noise model, which --method noise (the default) needs; train one with "
                          f"`napari-brainage train noise-model`, or choose a method that needs only the "
                          f"predictor: --method {first} (or {', '.join(others)})")
+
+
+def check_weights(card, folder) -> None:
+    """``ModelError`` when a weight file of the model ``card`` (of ``folder``) is missing or
+    does not match its checksum, as loading the model says it (``model.weights``), but
+    before any output is started: a tampered model left predict's table header-only
+    (the next run: "already exists") and population's checkpoint, whose one line said
+    "no scan could be mapped". Torch-free; the files are a few MB."""
+    import hashlib
+
+    from ..model.card import PREDICTOR_FILE, ModelError
+
+    if PREDICTOR_FILE not in card.weights:
+        raise ModelError(f"{folder}: the model card lists no checksum for {PREDICTOR_FILE}")
+    for name, expected in card.weights.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise ModelError(f"{path}: weight file missing")
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise ModelError(f"{path}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., card says "
+                             f"{expected[:12]}...); the file is corrupt or was modified: refusing to load it")
 
 
 def check_device(device: str) -> None:
@@ -165,17 +224,32 @@ def refuse_resume_with_overwrite(args: argparse.Namespace) -> None:
 FILE_ENDINGS = (".nii", ".nii.gz", ".mgz", ".mgh", ".gz", ".csv", ".tsv", ".txt", ".pdf", ".png", ".json")
 
 
-def refuse_unwritable(folder: Path) -> None:
+def refuse_unwritable(folder: Path, output: Path | None = None) -> None:
     """``PermissionError`` ("cannot write in DIR: permission denied") when the output
     folder ``folder`` (or, while it does not exist, the nearest folder above it, where
     it would be made) cannot be written: said before any scan is read, in words,
     where the OS's "[Errno 13] Permission denied" named a hidden lock or temporary
-    file the user never asked for, some only after every scan had been read."""
+    file the user never asked for, some only after every scan had been read.
+
+    A folder whose permissions allow it may still take no file (/proc, /sys, a
+    read-only mount; any folder for root): a nameless file is made there and
+    dropped to find out, and the output (``output``, else ``folder``) is named
+    with the OS's reason (it was "No such file or directory: '/proc/.x.csv.lock'")."""
+    import tempfile
+
     from ..io import nearest_existing
 
     where = nearest_existing(folder)
-    if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
+    if not where.is_dir():
+        return  # a file where a folder should be: said by the caller's own checks, or by making it
+    if not os.access(where, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write in {where}: permission denied")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise PermissionError(f"cannot write {output or folder}: no file can be made in {where} "
+                              f"({(err.strerror or type(err).__name__).lower()})") from None
 
 
 def refuse_file_as_folder(path: Path) -> None:
@@ -196,4 +270,4 @@ def refuse_folder_as_file(path: Path) -> None:
     ``PermissionError`` when its folder cannot be written or made (``refuse_unwritable``)."""
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; --out needs a file name (e.g. {path / 'results.csv'})")
-    refuse_unwritable(path.parent)
+    refuse_unwritable(path.parent, path)

@@ -6,7 +6,16 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_existing, refuse_unwritable, run_options, say
+from ._common import (
+    INPUT_HELP,
+    add_analysis_arguments,
+    progress,
+    refuse_existing,
+    refuse_unwritable,
+    resuming,
+    run_options,
+    say,
+)
 
 NAME = "population"
 HELP = "average importance maps in template space and rank atlas regions"
@@ -32,7 +41,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     options = run_options(args)  # first: no scan is read, no checkpoint written, for a bad option
     out = Path(args.out)
-    refuse_unwritable(out.parent)
+    refuse_unwritable(out.parent, out)
+    checkpoint = out.with_name(f".{output_stem(out)}.checkpoint.npz")
+    if checkpoint.exists() and not (args.resume or args.overwrite):  # it was replaced, unsaid
+        raise FileExistsError(f"{checkpoint} holds the maps of an earlier run of {out} that did not finish; pass "
+                              "--resume to continue it or --overwrite to start again")
     inputs = collect_inputs(args.inputs, group_by=args.group_by)
     if args.group_by:  # a blank cell is a missing value, not a group named ""
         ungrouped = [item.subject for item in inputs if not item.group]
@@ -57,7 +70,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if len(group_names) > 2 and len(group_names) == len(inputs):  # e.g. --group-by path: not categories
         say(f"population: warning: every one of the {len(group_names)} groups of {args.group_by!r} holds one "
             f"subject: each group map is one subject's map; group by a column of categories to compare groups")
-    checkpoint = out.with_name(f".{output_stem(out)}.checkpoint.npz")
     # A resumed run replaces what its interrupted run wrote: a run that failed while
     # writing its outputs is finished with --resume, without computing its maps again.
     finishing = args.resume and checkpoint.exists()
@@ -66,8 +78,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             refuse_existing(path, args.overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
     with output_lock(out):  # a second run would rewrite the same checkpoint and maps
+        report, already = progress("population"), [0]
+
+        def resumed(kept: int) -> None:
+            already[0] = kept
+            say(resuming("population", kept, len(inputs), 0))
+
+        # As predict's, the progress counts this run's subjects.
         result = population_stats(inputs, options, checkpoint, resume=args.resume, workers=args.workers,
-                                  scheduler=args.scheduler, progress=progress("population"))
+                                  scheduler=args.scheduler, on_resume=resumed,
+                                  progress=lambda done, total: report(done - already[0], total - already[0]))
         for subject, error in result.failed:
             say(f"population: skipped {subject}: {error}")
         try:

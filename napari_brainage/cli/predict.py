@@ -11,6 +11,7 @@ from ._common import (
     progress,
     refuse_existing,
     refuse_folder_as_file,
+    resuming,
     run_options,
     say,
 )
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     inputs = collect_inputs(args.inputs)
     out.parent.mkdir(parents=True, exist_ok=True)  # as explain makes its --out folder
     results = predict_cohort(inputs, out, options, resume=args.resume, workers=args.workers,
-                             scheduler=args.scheduler, progress=progress("predict"))
+                             scheduler=args.scheduler, progress=progress("predict"),
+                             on_resume=lambda kept, redone: say(resuming("predict", kept, len(inputs), redone)))
     for result in results:
         if result.error:
             say(f"predict {result.subject}: error: {result.error}")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, progress, refuse_file_as_folder, run_options, say
+from ._common import (
+    INPUT_HELP,
+    add_analysis_arguments,
+    progress,
+    refuse_file_as_folder,
+    resuming,
+    run_options,
+    say,
+)
 
 NAME = "report"
 HELP = "write a one-page report per scan (PDF) and a cohort summary page"
@@ -35,12 +43,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise FileExistsError(f"{out} already holds reports; pass --resume to continue them or --overwrite "
                               "to replace them")
     inputs = collect_inputs(args.inputs)
-    results = report_cohort(inputs, out, options, resume=args.resume, png=args.png,
-                            progress=progress("report"))
+    results = report_cohort(inputs, out, options, resume=args.resume, png=args.png, progress=progress("report"),
+                            on_resume=lambda kept, redone: say(resuming("report", kept, len(inputs), redone)),
+                            say=lambda message: say(f"report: {message}"))
     for result in results:
         if result.error:
             say(f"report {result.subject}: {result.verdict()}")
     failed = sum(bool(r.error) for r in results)
-    print(f"napari-brainage report: {len(results)} scans this run -> {out}; {failed} failed (no age: QC or "
-          f"unreadable); summary: {out / SUMMARY_PAGE}")
+    why = " (no age: QC or unreadable)" if failed else ""  # "0 failed (no age: ...)" explained nothing
+    print(f"napari-brainage report: {len(results)} scans this run -> {out}; {failed} failed{why}; "
+          f"summary: {out / SUMMARY_PAGE}")
     return 1 if failed else 0
