@@ -72,6 +72,15 @@ PREPROCESSING_MODES = Preprocessing.values()
 #: shape and affine does not. Between this and ``quality.MIN_ALIGNED_CORRELATION``
 #: the scan is used as it is, with a warning.
 MIN_ON_GRID_CORRELATION = 0.3
+#: An on-grid scan that matches less well than this is registered as a check:
+#: the same held-out scans 0.44-0.77 (1 in 16 below), scans on the grid but
+#: tilted 10-25 degrees 0.31-0.50 (docs/benchmarks.md, "On the grid, but tilted").
+CHECK_ALIGNMENT_BELOW = 0.5
+#: ... and is used registered when registration moves its brain by more than
+#: this (root mean square, mm): the residual misregistration of the training
+#: scans (rotations to 5 degrees, shifts to 5 mm) moves held-out scans in MNI
+#: space 3.0-6.8 mm; a 10-degree tilt 10.6-10.8 mm, 25 degrees 24 mm.
+MAX_ALIGNED_RMS_MM = 9.0
 
 
 @dataclass
@@ -188,20 +197,22 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
 
     1. intensities standardised (``intensity.standardise``: finite, background 0,
        labels and signed maps refused);
-    2. onto the grid (``mode``: see ``PREPROCESSING_MODES``): a scan exactly on
-       FSL's 1 or 2 mm MNI grid that matches the template is used as it is; a
-       scan on that grid's lattice (padded, cropped, axes reordered) is
-       registered, and resliced without interpolation when registration finds
-       it aligned within ``ALIGNED_WITHIN_MM``; any other is registered and
-       resampled (``resample_to_template``); 1 mm data are low-passed the same
-       way on every route;
+    2. onto the grid (``mode``: see ``PREPROCESSING_MODES``): a scan on FSL's
+       1 or 2 mm MNI grid, or on its lattice (padded, cropped, axes reordered),
+       that matches the template there is used as it is (voxels copied, no
+       interpolation), unless a poor match (``CHECK_ALIGNMENT_BELOW``) turns
+       out, registered, to lie more than ``MAX_ALIGNED_RMS_MM`` off it; any
+       other is registered and resampled (``resample_to_template``); 1 mm
+       data are low-passed the same way on every route;
     3. masked with the dilated template brain (8 mm margin); a head with skull
        and scalp has its brain extracted first (deepbet, when installed; the
        route says so), or else is registered and keeps 4 mm, with a warning;
     4. quality control (``quality``): contrast (named in ``quality.contrast``; a
        failure unless the model ``reads`` it: ``ModelCard.contrasts``), template
        match, field of view, empty brain, slice thickness (in the header, or
-       interpolated away), content coarser than the voxels (upsampled or smoothed).
+       interpolated away), content coarser than the voxels (upsampled or smoothed)
+       or, on the 2 mm grid, sharper than the training's (resampled without
+       anti-aliasing, or acquired at 2 mm).
 
     Raises
     ------
@@ -265,6 +276,9 @@ def prepare(volume: Volume, mode: str = "auto", kit: TemplateKit | None = None,
                                                                            quality.registered)):
         quality.warnings += warnings
         quality.failures += failures
+    if quality.contrast in ("", "T1") and not quality.failures:
+        # What the header cannot show either: a 2 mm image sharper than the training's.
+        quality.warnings += qc.sharp_content(qc.anatomical_detail(data, kit))
     quality.seconds = time.perf_counter() - tic
     if quality.failures and read_note:
         # How the file was read (no orientation stored; a console layer) is the likely
@@ -284,8 +298,31 @@ def _onto_template_grid(scan: Volume, mode: str, kit: TemplateKit, quality: Qual
     data = _as_it_is(scan, kit) if mode == "auto" else None
     if data is not None:
         how = "on the" if on_any_mni_grid(scan) else "on the voxel lattice of the"
-        return data, None, f"{how} {mni_lattice(scan)} mm MNI grid: used as it is, not registered"
+        where = f"{how} {mni_lattice(scan)} mm MNI grid"
+        match = template_correlation(data * brain_mask(kit), kit, present_only=True)
+        if 0 < match < CHECK_ALIGNMENT_BELOW:
+            # On the grid but a poor match: tilted or moved after it was put there, or
+            # merely a subject far from the template. Registration tells them apart.
+            try:
+                transform = register(scan, kit)
+            except RuntimeError:  # no better alignment to offer: as it is, QC judges it
+                transform = None
+            moved = _moved_by_mm(transform, kit) if transform is not None else 0.0
+            if moved > MAX_ALIGNED_RMS_MM:
+                return (resample_to_template(scan, transform), transform,
+                        f"registered to the template ({where}, but {moved:.0f} mm off it)")
+        return data, None, f"{where}: used as it is, not registered"
     return _registered(scan, kit, quality)
+
+
+def _moved_by_mm(transform: sitk.Transform, kit: TemplateKit) -> float:
+    """Root mean square distance (mm) that ``transform`` moves the template brain's
+    points (every 50th voxel): how far a scan lay from the template."""
+    ijk = np.argwhere(kit.brain)[::50].astype(float)
+    ras = ijk @ kit.affine[:3, :3].T + kit.affine[:3, 3]
+    lps = ras * [-1.0, -1.0, 1.0]  # ITK's physical space
+    moved = np.array([transform.TransformPoint(tuple(point)) for point in lps.tolist()])
+    return float(np.sqrt(np.mean(np.sum((moved - lps) ** 2, axis=1))))
 
 
 def _brain_extracted(scan: Volume) -> tuple[Volume | None, str]:

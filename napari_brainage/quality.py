@@ -87,6 +87,15 @@ MIN_AXIS_SHARPNESS = 0.75
 #: young) is refused.
 MIN_FINE_DETAIL = 0.5
 MIN_FINE_DETAIL_TO_USE = 0.2
+#: ``anatomical_detail`` of the model's 2 mm input above which the anatomy is
+#: sharper than anything the predictor was trained on (a warning). Read well
+#: (held-out synthetic scans, 2026-12-02): 2 mm scans made by the generator
+#: 0.3-0.6, 1 mm scans anti-aliased onto the grid by ``prepare`` 0.7-1.0, the
+#: ICBM152 template 0.98. Read 3-10 y old: 1 mm scans sampled at every second
+#: voxel (trilinear resampling into MNI 2 mm, as FSL, ANTs or SPM write it)
+#: 0.8-1.3, the same low-passed to the 2 mm band (an acquisition at 2 mm)
+#: 1.1-1.3; docs/benchmarks.md, "Sharper than the training's 2 mm scans".
+MAX_ANATOMICAL_DETAIL = 1.05
 #: Predicted ages beyond the training mean +- this many standard deviations are
 #: flagged (the bundled model: 37-87 y, trained on ages 45-80).
 AGE_RANGE_SDS = 2.5
@@ -203,6 +212,55 @@ def fine_detail(data: np.ndarray) -> np.ndarray:
             return np.full(3, np.nan)
         detail.append(float(np.mean(second[keep] ** 2)) / max(float(np.mean(first[keep] ** 2)), 1e-12))
     return np.asarray(detail)
+
+
+def anatomical_detail(data: np.ndarray, kit) -> float:
+    """``fine_detail`` of the anatomy alone on the model's grid: the median over
+    the axes of (E[d2^2] - 6 s^2) / (E[d1^2] - 2 s^2) inside the brain, where d1
+    and d2 are the first and second differences and s^2 the noise variance.
+
+    White noise adds 2 s^2 to E[d1^2] and 6 s^2 to E[d2^2]; s^2 is estimated in
+    the template's white-matter core, where the anatomy is flat (median of d1^2
+    over 2 x 0.455, the median of a chi-square with one degree of freedom), so
+    a noisy scan and a sharp one, which ``fine_detail`` confuses, read apart.
+    ``data``: the model input (``kit``'s grid, brain-masked). NaN when the scan
+    is too empty or too noisy to say.
+    """
+    from .space.grid import eroded_brain
+
+    data = np.asarray(data, dtype=np.float32)
+    core = eroded_brain(kit.resolution_mm) & (kit.wm >= CORE_PROBABILITY) & (data > 0)
+    if np.count_nonzero(core) < MIN_TISSUE_VOXELS:
+        return float("nan")
+    data = data / np.float32(np.median(data[core]))  # scale-free
+    inside = kit.brain & (data > 0.1)
+    detail = []
+    for axis in range(3):
+        x, m, c = (np.moveaxis(a, axis, 0) for a in (data, inside, core))
+        first = x[1:] - x[:-1]
+        noise = float(np.median(first[c[1:] & c[:-1]] ** 2)) / (2 * 0.455)
+        second, first = x[2:] - 2 * x[1:-1] + x[:-2], first[1:]
+        keep = m[2:] & m[1:-1] & m[:-2]
+        signal = float(np.mean(first[keep] ** 2)) - 2 * noise
+        if signal <= 0.1 * float(np.mean(first[keep] ** 2)):  # mostly noise: nothing to say
+            return float("nan")
+        detail.append((float(np.mean(second[keep] ** 2)) - 6 * noise) / signal)
+    return float(np.median(detail))
+
+
+def sharp_content(detail: float) -> list[str]:
+    """A warning when the model input's ``anatomical_detail`` is above
+    ``MAX_ANATOMICAL_DETAIL``: a 2 mm image sharper than the predictor's training
+    scans (resampled to 2 mm without anti-aliasing, or acquired at 2 mm), which
+    it reads as age. The header cannot show it; a 1 mm scan is anti-aliased by
+    ``prepare`` and stays below.
+    """
+    if not np.isfinite(detail) or detail <= MAX_ANATOMICAL_DETAIL:
+        return []
+    return [f"the image is sharper on the model's 2 mm grid than its training scans (anatomical fine detail "
+            f"{detail:.2f}, trained up to about 1.0): 2 mm scans resampled without anti-aliasing (FSL, ANTs or SPM "
+            "trilinear into MNI 2 mm) or acquired at 2 mm read 3-10 y old in docs/benchmarks.md; give the scan at "
+            "the resolution it was acquired (1 mm), which is anti-aliased here"]
 
 
 def axis_sharpness(data: np.ndarray, detail: np.ndarray | None = None) -> np.ndarray:
@@ -478,7 +536,8 @@ def template_match(correlation: float, registered: bool) -> tuple[list[str], lis
     """(warnings, failures) from the correlation with the template after preprocessing."""
     warn, fail = ((MIN_TEMPLATE_CORRELATION, MIN_REGISTERED_CORRELATION) if registered
                   else (MIN_ALIGNED_CORRELATION, MIN_ALIGNED_CORRELATION_TO_USE))
-    what = "registration to the template" if registered else "the scan, through its affine,"
+    # No commas in the subject: people cut CSV columns with `cut -d,` and lost half of it.
+    what = "registration to the template" if registered else "the scan as placed by its affine"
     if correlation < fail:
         return [], [f"{what} does not match the template: correlation {correlation:.2f} (below {fail} fails; "
                     f"a good match is >= {warn}); failed registration, or not a brain scan?"]

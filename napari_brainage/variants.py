@@ -822,6 +822,37 @@ def smoothed_mild(clean: Clean, rng: np.random.Generator) -> Made:
     return Made(stored, clean.affine, fidelity="changed")
 
 
+def _every_second(clean: Clean, data: np.ndarray) -> Made:
+    """``data`` at every second voxel of the clean grid: voxels twice as large, centred on the
+    clean voxels 0, 2, 4, ... (on FSL's grids, the 2 mm voxel centres are 1 mm voxel centres)."""
+    stored, _ = clean.stored(np.maximum(data[::2, ::2, ::2], 0))
+    return Made(stored, clean.affine @ np.diag([2.0, 2.0, 2.0, 1.0]), fidelity="changed")
+
+
+def sampled2mm(clean: Clean, rng: np.random.Generator) -> Made:
+    """Every second voxel of the clean scan: a 1 mm MNI scan written at 2 mm without anti-aliasing.
+
+    Imitates the commonest 2 mm MNI file: a 1 mm scan resampled into MNI 2 mm with
+    trilinear or spline interpolation (FSL ``flirt -applyisoxfm 2``, ANTs, SPM's
+    normalise at 2 mm), which on these grids samples every second voxel.
+    """
+    return _every_second(clean, clean.data)
+
+
+def acquired2mm(clean: Clean, rng: np.random.Generator) -> Made:
+    """The clean scan band-limited to 2 mm voxels in k-space, then every second voxel.
+
+    Imitates a scan acquired at 2 mm: the scanner measures only the k-space band
+    a 2 mm voxel holds (an ideal low-pass, no aliasing), sharper than a Gaussian
+    anti-aliasing filter leaves it.
+    """
+    spectrum = np.fft.fftn(clean.data)
+    for axis, n in enumerate(clean.shape):
+        keep = (np.abs(np.fft.fftfreq(n)) < 0.25).astype(np.float32)
+        spectrum *= keep.reshape([n if a == axis else 1 for a in range(3)])
+    return _every_second(clean, np.real(np.fft.ifftn(spectrum)).astype(np.float32))
+
+
 # ------------------------------------------------------------------ contrast
 #: Tissue levels of a T1 scan relative to its WM level (the ICBM152 template:
 #: CSF 69, GM 167, WM 222 of 255).
@@ -972,6 +1003,8 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
     Kind("upsampled_half", "resolution", _EITHER, upsampled_half),
     Kind("smoothed", "resolution", _EITHER, smoothed),
     Kind("smoothed_mild", "resolution", _EITHER, smoothed_mild),
+    Kind("sampled2mm", "resolution", _EITHER, sampled2mm),
+    Kind("acquired2mm", "resolution", _EITHER, acquired2mm),
     Kind("t2_like", "contrast", _FLAG, t2_like),
     Kind("flair_like", "contrast", _FLAG, flair_like),
     Kind("stat_map", "not-anatomical", _FLAG, stat_map),

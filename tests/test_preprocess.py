@@ -454,6 +454,63 @@ def test_content_coarser_than_its_voxels_is_refused_or_flagged():
     assert any("y axis looks interpolated" in w for w in thin) and not any("coarser" in w for w in thin), thin
 
 
+def test_a_scan_on_the_mni_grid_but_tilted_is_registered_not_used_as_it_is():
+    """A scan rotated 20 degrees after it was put on the MNI grid keeps the grid's
+    shape and affine; it matches the template poorly, and registration finds it
+    far further off than the residual misregistration the model was trained
+    with, so it is registered (the README: "every other scan is registered")
+    while the scan itself is still used as it is."""
+    from napari_brainage.preprocess import CHECK_ALIGNMENT_BELOW, MAX_ALIGNED_RMS_MM, template_correlation
+
+    scan = load_volume(sample_path("synthetic_age50"))
+    assert "used as it is" in prepare(scan).quality.route
+    data = np.asarray(scan.data, np.float32)
+    tilted = Volume(np.maximum(ndimage.rotate(data, 20, axes=(1, 2), reshape=False, order=1), 0), scan.affine)
+    kit = load_template(2)
+    assert template_correlation(to_mni_grid(tilted, 2) * brain_mask(kit), kit, present_only=True) \
+        < CHECK_ALIGNMENT_BELOW
+    prepared = prepare(tilted)
+    route = prepared.quality.route
+    assert route.startswith("registered to the template (on the 2 mm MNI grid, but ") and prepared.transform, route
+    assert float(route.split("but ")[1].split(" mm")[0]) > MAX_ALIGNED_RMS_MM
+    assert prepared.quality.template_correlation > 0.7, prepared.quality  # aligned now
+
+
+def test_a_2mm_image_sharper_than_the_training_scans_is_flagged(bundled):
+    """A 1 mm scan written into MNI 2 mm by trilinear resampling (FSL, ANTs, SPM)
+    keeps every second voxel, unfiltered: its header is any 2 mm MNI file's, and
+    it reads years older than the same scan anti-aliased here (3-10 y for held-out
+    subjects, docs/benchmarks.md). QC measures the anatomy's fine detail on the
+    model's grid, with the noise's share taken out, and warns; the 1 mm scan
+    passes. White noise, which ``fine_detail`` cannot tell from sharpness, does
+    not raise the anatomical measure."""
+    from napari_brainage.quality import MAX_ANATOMICAL_DETAIL, anatomical_detail, fine_detail
+    from napari_brainage.samples import sample_data_dir
+
+    model, device = bundled
+    kit = load_template(2)
+    icbm = load_volume(sample_data_dir() / "template" / "mni_icbm152_t1_1mm.nii.gz")
+    anti_aliased = prepare(icbm)
+    assert anatomical_detail(anti_aliased.data, kit) < MAX_ANATOMICAL_DETAIL
+    assert not any("sharper" in w for w in anti_aliased.quality.warnings), anti_aliased.quality.warnings
+
+    sampled = Volume(np.asarray(icbm.data, np.float32)[::2, ::2, ::2], icbm.affine @ np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert "not registered" in prepare(sampled).quality.route  # on FSL's 2 mm grid: used as it is
+    flagged = prepare(sampled).quality
+    assert flagged.status == "warn" and any(w.startswith("the image is sharper on the model's 2 mm grid")
+                                            for w in flagged.warnings), flagged.warnings
+    older = predict_age(sampled, model, device).predicted_age - predict_age(icbm, model, device).predicted_age
+    assert older > 2.0, older  # what the warning is about
+
+    scan = load_volume(sample_path("synthetic_age50"))
+    data = np.asarray(scan.data, np.float32)
+    noisy = data + (data > 0) * np.random.default_rng(0).normal(0, 0.03 * np.percentile(data[data > 0], 90),
+                                                                data.shape).astype(np.float32)
+    clean_input, noisy_input = prepare(scan).data, prepare(Volume(noisy, scan.affine)).data
+    assert np.median(fine_detail(noisy_input)) > np.median(fine_detail(clean_input)) + 0.3
+    assert anatomical_detail(noisy_input, kit) <= anatomical_detail(clean_input, kit) + 0.05
+
+
 def test_a_finer_axis_is_not_taken_for_interpolated_slices():
     """Voxels 0.8 x 1.3 x 1.5 mm (a moved scan re-gridded by the scanner) leave the
     0.8 mm axis smoother per voxel; that is not thick slices."""

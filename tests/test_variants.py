@@ -183,6 +183,13 @@ def test_resolution_variants(loaded, variant_clean):
                                (variant_clean.affine @ [0, 0, 2, 1])[:3], atol=1e-4)
     for name in ("upsampled2x", "upsampled3x", "smoothed", "smoothed_mild"):  # the header cannot tell
         assert loaded[name].shape == variant_clean.shape and np.allclose(loaded[name].affine, variant_clean.affine)
+    for name in ("sampled2mm", "acquired2mm"):  # voxels twice as large, centred on every second clean voxel
+        np.testing.assert_allclose(loaded[name].voxel_sizes, zoom * 2)
+        np.testing.assert_allclose(loaded[name].affine[:3, 3], variant_clean.affine[:3, 3], atol=1e-4)
+    clean = np.asarray(variant_clean.data, np.float32)
+    np.testing.assert_allclose(loaded["sampled2mm"].data, clean[::2, ::2, ::2])
+    acquired = np.asarray(loaded["acquired2mm"].data, np.float32)  # band-limited: near, not equal
+    assert 0.9 < np.corrcoef(acquired.ravel(), clean[::2, ::2, ::2].ravel())[0, 1] < 0.9999
     half = loaded["upsampled_half"]
     np.testing.assert_allclose(half.voxel_sizes, zoom / 2)
     assert half.shape == tuple(2 * n for n in variant_clean.shape)
