@@ -605,6 +605,8 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
                                   inputs)
             for name in saved["groups"].tolist():
                 groups[name] = RunningStats.from_state({k: saved[f"{name}/{k}"] for k in ("count", "mean", "m2")})
+            if "failed_subject" in saved:
+                failed = list(zip(saved["failed_subject"].tolist(), saved["failed_reason"].tolist()))
         if on_resume:
             on_resume(sum(item.subject in done for item in inputs))
     group_of = {item.subject: item.group or "" for item in inputs}
@@ -618,7 +620,7 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
             done.update(subjects)
             failed += chunk_failed
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, groups, done, record, group_of)
+                _save_checkpoint(checkpoint, groups, done, record, group_of, failed)
             yield PopulationProgress(len(done), len(inputs), list(failed))
     if not groups:
         raise NothingMapped(failed)
@@ -665,10 +667,15 @@ def _refuse_regrouped(checkpoint: Path, saved_groups: dict[str, str], inputs: li
 
 
 def _save_checkpoint(path: Path, groups: dict[str, RunningStats], done: Iterable[str],
-                     record: dict[str, str], group_of: dict[str, str] | None = None) -> None:
+                     record: dict[str, str], group_of: dict[str, str] | None = None,
+                     failed: list[tuple[str, str]] = ()) -> None:
     done = sorted(done)
     arrays = {"done": np.array(done), "groups": np.array(sorted(groups)),
               **{name: np.array(value) for name, value in record.items()}}  # method, preprocess, model
+    # The failed are done too (not retried); their reasons are kept, or a resumed run
+    # would end with "0 failed" although they were never mapped.
+    arrays["failed_subject"] = np.array([subject for subject, _ in failed], dtype=str)
+    arrays["failed_reason"] = np.array([reason for _, reason in failed], dtype=str)
     if group_of is not None:  # each subject's group, so that a resume cannot regroup it
         arrays["done_group"] = np.array([group_of.get(subject, "") for subject in done])
     for name, stats in groups.items():

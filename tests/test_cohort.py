@@ -532,3 +532,30 @@ def test_resume_redoes_a_subject_whose_age_was_corrected_in_the_table(tiny_cohor
     assert float(after["a"]["age"]) == 45.0 and after["a"]["predicted_age"] == before["a"]["predicted_age"]
     assert float(after["a"]["gap"]) == pytest.approx(float(after["a"]["predicted_age"]) - 45.0, abs=2e-3)
     assert after["b"] == before["b"]
+
+
+def test_a_population_resumed_after_a_failure_still_names_the_failed_scan(tiny_cohort, tiny_model, tmp_path):
+    """A scan that failed before the interruption is not redone on --resume; it was
+    dropped from the failures, and the resumed run ended "0 failed" although it was
+    never mapped (fifth break test). The checkpoint keeps the failures and why."""
+    import shutil
+
+    from napari_brainage.cohort import iter_population
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    scans = [item.path for item in collect_inputs([tiny_cohort])][:3]
+    write_statistical_map(folder / "a_statmap.nii.gz")  # fails, in the first chunk
+    for i, scan in enumerate(scans):
+        shutil.copy(scan, folder / f"b{i}.nii.gz")
+    inputs = collect_inputs([folder])
+    options = RunOptions(model_dir=tiny_model, device="cpu")
+    checkpoint = tmp_path / "pop.checkpoint.npz"
+    run = iter_population(inputs, options, checkpoint=checkpoint, chunk=1)
+    first = [next(run), next(run)]  # two chunks, then interrupted (the widget's Cancel, Ctrl-C)
+    run.close()
+    assert [s for s, _ in first[-1].failed] == ["a_statmap"] and first[-1].done == 2
+    *_, last = iter_population(inputs, options, checkpoint=checkpoint, resume=True, chunk=1)
+    assert last.result is not None and last.result.total.count == 3
+    [(subject, reason)] = last.failed
+    assert subject == "a_statmap" and "statistical map" in reason, reason
