@@ -135,7 +135,7 @@ def test_preprocess_writes_registered_scans_and_a_qc_table_that_training_reads(t
     assert again.returncode == 2 and "already exists; pass --overwrite" in again.stderr
     (out / "moved.nii.gz").unlink()
     resumed = run("preprocess", str(tmp_path / "cohort.csv"), "--out", str(out), "--resume")
-    assert "resuming; already done: 1 of 3 scans" in resumed.stderr
+    assert "preprocess: resuming, 1 of 3 scans already done" in resumed.stderr
     assert (out / "moved.nii.gz").exists()
     with open(out / "participants.csv", newline="") as handle:
         assert [row["subject"] for row in csv.DictReader(handle)] == ["moved", "aligned"]

@@ -216,7 +216,7 @@ def test_explain_resume_writes_only_the_missing_maps(tiny_cohort, tiny_model, tm
     assert refused.returncode == 2 and "already exists" in refused.stderr
     resumed = _run("explain", str(tiny_cohort), "--out", str(out), "--resume", *model)
     assert resumed.returncode == 0, resumed.stderr
-    assert "10 maps already done" in resumed.stderr and "2 of 2 maps" in resumed.stdout
+    assert "explain: resuming, 10 of 12 scans already done" in resumed.stderr and "2 of 2 maps" in resumed.stdout
     assert all(p.exists() for p in maps)
     assert {p: p.stat().st_mtime_ns for p in maps[2:]} == stamps
 

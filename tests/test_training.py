@@ -273,7 +273,7 @@ def test_cli_train_predictor_then_noise_model_into_the_same_folder(tiny_cohort, 
     (["predictor", "--data", "x.csv", "--out", "m", "--blur-augment", "-1"], "--blur-augment must not be negative"),
     # Checked before any scan is loaded: x.csv does not exist, and that is not what is said.
     (["noise-model", "--data", "x.csv", "--out", "m", "--predictor", "p", "--min-sd", "0.4"],
-     "--min-sd must be at least 0 and below max_sd (0.3), got 0.4"),
+     "--min-sd must be at least 0 and below --max-sd (0.3), got 0.4"),
     (["predictor", "--data", "x.csv", "--out", "m", "--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
     (["predictor", "--data", "x.csv", "--out", "m", "--lr", "-0.1"], "--lr must not be negative"),
     (["predictor", "--data", "x.csv", "--out", "m", "--pool", "median"], "invalid choice: 'median'"),

@@ -6,7 +6,15 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_analysis_arguments, refuse_existing, refuse_file_as_folder, run_options, say
+from ._common import (
+    INPUT_HELP,
+    add_analysis_arguments,
+    refuse_existing,
+    refuse_file_as_folder,
+    resuming,
+    run_options,
+    say,
+)
 
 NAME = "explain"
 HELP = "write voxel importance maps (1 - noise mask, or a Captum baseline) on each scan's grid"
@@ -37,8 +45,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.resume:  # maps are written atomically: one that exists is complete
         replace = {target for item, target in zip(inputs, targets) if modified_after(item.path, target)}
         kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists() or target in replace]
-        say(f"explain: resuming, {len(inputs) - len(kept)} maps already done"
-            + (f"; {len(replace)} redone (their scan changed since)" if replace else ""))
+        say(resuming("explain", len(inputs) - len(kept), len(inputs), len(replace)))
         inputs, targets = [item for item, _ in kept], [target for _, target in kept]
     for target in targets:
         if target not in replace:

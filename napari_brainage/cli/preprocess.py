@@ -7,7 +7,16 @@ import argparse
 import csv
 from pathlib import Path
 
-from ._common import INPUT_HELP, add_inputs, add_preprocessing, progress, refuse_existing, refuse_file_as_folder, say
+from ._common import (
+    INPUT_HELP,
+    add_inputs,
+    add_preprocessing,
+    progress,
+    refuse_existing,
+    refuse_file_as_folder,
+    resuming,
+    say,
+)
 
 NAME = "preprocess"
 HELP = "bring scans onto the model's 2 mm MNI grid (registered unless already in MNI space), with QC"
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with open(table, newline="") as handle:
             done = {row["subject"]: row for row in csv.DictReader(handle)
                     if row["subject"] in targets and targets[row["subject"]].exists()}
-        say(f"preprocess: resuming; already done: {len(done)} of {len(inputs)} scans")
+        say(resuming("preprocess", len(done), len(inputs), 0))
     else:
         for path in (table, *targets.values()):
             refuse_existing(path, args.overwrite)
