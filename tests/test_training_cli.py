@@ -330,6 +330,7 @@ def test_an_interrupted_training_is_named_as_such(cli_model, tmp_path):
     ("predictor", ["--epochs", "0"], "--epochs must be at least 1, got 0"),
     ("noise-model", ["--predictor", "m", "--min-sd", "0.5"],
      "--min-sd must be at least 0 and below --max-sd (0.3), got 0.5"),  # was "below max_sd"
+    ("noise-model", ["--predictor", "m", "--max-sd", "0"], "--max-sd must be positive, got 0"),  # was "--min-sd"
 ])
 def test_an_option_error_shows_the_parts_usage_and_names_flags(part, args, said, tiny_cohort, tmp_path,
                                                                cli_in_process):

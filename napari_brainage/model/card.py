@@ -76,6 +76,8 @@ class NoiseSpec:
     perturbation: str = "noise"
 
     def __post_init__(self) -> None:
+        if not self.max_sd > 0:  # named first: with max 0, every min read as "--min-sd" being wrong
+            raise OptionError("max_sd", f"must be positive, got {self.max_sd:g}")
         if not 0 <= self.min_sd < self.max_sd:
             raise OptionError("min_sd", f"must be at least 0 and below max_sd ({self.max_sd:g}), "
                                         f"got {self.min_sd:g}")
