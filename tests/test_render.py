@@ -95,7 +95,7 @@ def test_slices_that_are_not_whole_voxels_are_refused_before_anything_is_written
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("bad", [dict(contrast="t3"), dict(slice_mm=0), dict(slice_axis=3)])
+@pytest.mark.parametrize("bad", [dict(contrast="t3"), dict(slice_mm=0), dict(slice_mm=100), dict(slice_axis=3)])
 def test_a_rendering_no_scanner_makes_is_refused(bad):
     with pytest.raises(ValueError):
         Rendering(**bad)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import Volume, atomic_path, load_volume, save_volume
+from ..io import MAX_VOXEL_MM, Volume, atomic_path, load_volume, save_volume
 from ..parallel import ordered_map
 from .config import CohortConfig
 from .model import AgeingModel, SyntheticScan, ageing_model
@@ -81,9 +81,10 @@ class Rendering:
     def __post_init__(self):
         if self.contrast not in (None, "random"):
             contrast_named(self.contrast)  # InputError naming the choices
-        if self.slice_mm < 1 or self.slice_axis not in (0, 1, 2):
-            raise InputError(f"slices must be >= 1 mm thick along axis 0, 1 or 2, got {self.slice_mm} mm, "
-                             f"axis {self.slice_axis}")
+        if not 1 <= self.slice_mm <= MAX_VOXEL_MM or self.slice_axis not in (0, 1, 2):
+            # Checked here, not by the writer: it refused the first scan after the truth was written.
+            raise InputError(f"slices must be 1-{MAX_VOXEL_MM:g} mm thick along axis 0, 1 or 2, got "
+                             f"{self.slice_mm} mm, axis {self.slice_axis}")
 
     def slices_for(self, seed: int, index: int, resolution_mm: int) -> tuple[int, int]:
         """(slab thickness in mm, axis) of subject ``index``: the fixed ones, or with
