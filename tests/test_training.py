@@ -80,6 +80,16 @@ def test_a_time_limit_stops_after_the_epoch_that_crosses_it_and_the_card_says_ho
         TrainConfig(max_minutes=0)
 
 
+@pytest.mark.parametrize("field, value", [("epochs", 2.5), ("batch_size", 4.0), ("seed", "1"), ("epochs", True)])
+def test_counts_that_are_not_whole_numbers_are_refused_when_the_config_is_made(field, value):
+    """epochs=2.5 was accepted and crashed the training loop after the cohort had
+    loaded, leaving an empty model folder (a new user's API test)."""
+    from napari_brainage.errors import OptionError
+
+    with pytest.raises(OptionError, match=f"{field} must be a whole number, got {value!r}"):
+        TrainConfig(**{field: value})
+
+
 @pytest.mark.parametrize("noise_augment", [0.0, 1.0])
 def test_training_leaves_batch_norm_statistics_of_clean_scans(tiny_cohort, tmp_path, noise_augment):
     # Running averages lag behind weights that move (from scratch: evaluation read 17 y off

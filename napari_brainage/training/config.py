@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import OptionError
 from ..model.card import POOLS
 from ..options import Device
@@ -71,6 +73,11 @@ class TrainConfig:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            # 2.5 epochs was accepted and crashed the loop once the cohort had loaded.
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise OptionError(name, f"must be a whole number, got {value!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise OptionError(name, f"must be at least 1, got {getattr(self, name)}")
