@@ -16,6 +16,7 @@ as a covariate as well.
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, strip_suffix
+from .io import READABLE_SUFFIXES, Volume, atomic_path, has_suffix, load_volume, strip_suffix
 from .model.bundle import BrainAgeModel, bundled_model_dir, pick_device
 from .model.card import NOISE_MODEL_FILE, PREDICTOR_FILE, ModelCard
 from .preprocess import Prepared, prepare
@@ -143,19 +144,50 @@ def corrected_gap(predicted: float, age: float, card: ModelCard) -> float:
     return float(predicted - (card.bias_slope * age + card.bias_intercept))
 
 
-def load_model(folder: str | Path | None = None, device: str = "auto", need_noise_model: bool = False
-               ) -> tuple[BrainAgeModel, torch.device]:
-    """The model folder ``folder`` (default: the bundled model), on ``device``."""
+def load_model(folder: str | Path | None = None, device: str | torch.device | None = "auto",
+               need_noise_model: bool = False) -> tuple[BrainAgeModel, torch.device]:
+    """The model folder ``folder`` (default: the bundled model), on ``device``:
+    "auto" (or None: a GPU when torch sees one), "cpu", "gpu"/"cuda", "cuda:N" or a
+    ``torch.device``.
+
+    Raises
+    ------
+    ModelError
+        when the folder is not a model (no card), a weight file fails its checksum,
+        the noise model is needed and missing, or the device is unknown or absent.
+    """
     model = BrainAgeModel.load(folder or bundled_model_dir(), need_noise_model=need_noise_model)
-    torch_device = pick_device(device)
+    torch_device = torch_device_of(device)
     return model.to(torch_device), torch_device
 
 
-def prepare_input(volume: Volume, preprocessing: str = "auto", reads: tuple[str, ...] = T1_ONLY) -> Prepared:
+def torch_device_of(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` (``model.bundle.pick_device`` for strings;
+    None is "auto"), so the API takes what a user types as well as what torch makes."""
+    return device if isinstance(device, torch.device) else pick_device("auto" if device is None else str(device))
+
+
+def as_volume(scan) -> Volume:
+    """``scan`` as a ``Volume``: a Volume as it is, a file path read (``io.load_volume``),
+    a nibabel image taken with its affine and header. Raises ``InputError`` for
+    anything else (a bare array has no geometry: wrap it as ``Volume(data, affine)``)."""
+    if isinstance(scan, Volume):
+        return scan
+    if isinstance(scan, (str, os.PathLike)):
+        return load_volume(scan)
+    if hasattr(scan, "dataobj") and hasattr(scan, "affine") and scan.affine is not None:  # nibabel
+        return Volume(np.asanyarray(scan.dataobj), np.asarray(scan.affine, dtype=float), scan.header)
+    raise InputError(f"a scan must be a napari_brainage.io.Volume, a file path or a nibabel image, not "
+                     f"{type(scan).__module__}.{type(scan).__name__}; wrap an array as Volume(data, affine)")
+
+
+def prepare_input(volume: Volume | str | Path, preprocessing: str = "auto",
+                  reads: tuple[str, ...] = T1_ONLY) -> Prepared:
     """The scan on the model's MNI grid (registered unless already in MNI space; see
     ``preprocess.prepare``), with its quality report and the way back to its grid;
-    ``reads``: the contrasts the model reads (``ModelCard.contrasts``), others fail QC."""
-    return prepare(volume, preprocessing, reads=reads)
+    ``reads``: the contrasts the model reads (``ModelCard.contrasts``), others fail QC.
+    ``volume``: anything ``as_volume`` takes."""
+    return prepare(as_volume(volume), preprocessing, reads=reads)
 
 
 def _same_scan(a: Volume, b: Volume) -> bool:
@@ -214,9 +246,10 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
     age that is not a finite number of years in ``AGE_RANGE`` or a ``prepared``
     made from another scan.
     """
+    volume, device = as_volume(volume), torch_device_of(device or "cpu")
     age = check_age(age, strip_suffix(volume.path) if volume.path else "the scan")
     prepared = _prepared_for(volume, prepared, preprocessing, model)
-    _, x = _input_tensor(prepared, model, device or torch.device("cpu"))
+    _, x = _input_tensor(prepared, model, device)
     predicted = float(model.predictor(x).item() * model.card.age_sd + model.card.age_mean)
     outside = age_range(predicted, model.card.age_mean, model.card.age_sd)
     age_outside = [] if age is None else age_range(age, model.card.age_mean, model.card.age_sd, chronological=True)
@@ -253,18 +286,37 @@ def importance_in_model_space(volume: Volume, model: BrainAgeModel, device: torc
     """
     from .explain import attribution
 
+    volume = as_volume(volume)
     prepared = _prepared_for(volume, prepared, preprocessing, model)
-    _, tensor = _input_tensor(prepared, model, device or torch.device("cpu"))
+    _, tensor = _input_tensor(prepared, model, torch_device_of(device or "cpu"))
     return attribution(tensor, model, method)
 
 
 def importance_map(volume: Volume, model: BrainAgeModel, device: torch.device | None = None,
                    preprocessing: str = "auto", prepared: Prepared | None = None, method: str = "noise") -> Volume:
-    """Voxel importance (default: 1 - noise mask) on the scan's own grid, with its affine and header."""
+    """Voxel importance (default: 1 - noise mask) on the scan's own grid: float32 in
+    [0, 1], the scan's shape and affine, and its header's geometry (codes, units;
+    not its description or display range, which were the scan's: a map saved with
+    the scan's cal_max of 3000 opened black in viewers that honour it)."""
+    volume = as_volume(volume)
     prepared = _prepared_for(volume, prepared, preprocessing, model)
     model_map = importance_in_model_space(volume, model, device, prepared=prepared, method=method)
     data = prepared.to_scan_grid(uncrop(model_map, model.card.input))
-    return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=volume.header)
+    return Volume(data=np.clip(data, 0, 1).astype(np.float32), affine=volume.affine, header=_map_header(volume.header))
+
+
+def _map_header(header):
+    """The scan's header for a map of values in [0, 1]: geometry kept, its display
+    range and description not (nibabel headers that have them; others as they are)."""
+    if header is None or not hasattr(header, "copy"):
+        return header
+    header = header.copy()
+    for key, value in (("cal_min", 0.0), ("cal_max", 1.0), ("descrip", b"")):
+        try:
+            header[key] = value
+        except (KeyError, ValueError, TypeError):  # an MGH or other header without the field
+            pass
+    return header
 
 
 # ------------------------------------------------------------------ inputs
@@ -286,6 +338,8 @@ def collect_inputs(inputs: Iterable[str | Path], group_by: str | None = None) ->
     from .io import READABLE_FORMATS, pair_partner
 
     found: list[ScanInput] = []
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not a list: not read one character at a time
+        inputs = [inputs]
     for item in inputs:
         path = Path(item)
         if path.is_dir():

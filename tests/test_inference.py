@@ -74,6 +74,37 @@ def test_the_api_refuses_another_scans_preparation_and_impossible_ages(tiny_mode
     assert predict_age(first, model, device, age="63", prepared=prepared).age == 63.0
 
 
+def test_the_api_takes_what_a_researcher_passes_or_says_what_it_needs(tiny_model, tiny_cohort):
+    """A path or a nibabel image where a Volume is expected, a device typed as a
+    string, one path where a list is expected: each failed deep inside
+    ("'str' object has no attribute 'path'", torch's "not compiled with CUDA",
+    "/: no NIfTI files": a new user's API test). They are taken, or refused in words."""
+    import nibabel as nib
+    import torch
+
+    from napari_brainage.errors import InputError
+    from napari_brainage.model.card import ModelError
+
+    model, device = load_model(tiny_model, None, need_noise_model=True)  # None: "auto", as elsewhere
+    assert device == torch.device("cpu")
+    path = tiny_cohort.parent / "sub-0001.nii.gz"
+    reference = predict_age(load_volume(path), model, device).predicted_age
+    for scan in (str(path), path, nib.load(path)):
+        assert predict_age(scan, model, "cpu").predicted_age == pytest.approx(reference, abs=1e-4), type(scan)
+    with pytest.raises(InputError, match=r"not numpy.ndarray; wrap an array as Volume\(data, affine\)"):
+        predict_age(np.zeros((10, 10, 10)), model, device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="torch sees no CUDA device"):
+            predict_age(path, model, "cuda:0")
+    assert collect_inputs(str(tiny_cohort)) == collect_inputs([tiny_cohort])
+    # A map's header keeps the scan's geometry, not its description or display range.
+    image = nib.load(path)
+    image.header["descrip"], image.header["cal_max"] = b"MPRAGE T1", 3000.0
+    header = importance_map(image, model, device).header
+    assert header["cal_min"] == 0 and header["cal_max"] == 1 and header["descrip"].item() == b""
+    assert header.get_sform(coded=True)[1] == image.header.get_sform(coded=True)[1]
+
+
 def test_importance_map_lands_on_the_input_grid(tiny_model, tiny_cohort, tmp_path):
     model, device = load_model(tiny_model, "cpu", need_noise_model=True)
     volume = load_volume(tiny_cohort.parent / "sub-0001.nii.gz")

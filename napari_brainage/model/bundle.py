@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +65,16 @@ def bundled_model_dir() -> Path:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """"auto": CUDA when present, else CPU; "cpu"/"cuda"/"gpu" as asked (checked)."""
-    requested = requested.lower()
+    """"auto": CUDA when present, else CPU; "cpu"/"cuda"/"gpu"/"cuda:N" as asked (checked)."""
+    requested = requested.strip().lower()
     if requested in ("auto", ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested in ("gpu", "cuda"):
+    if requested in ("gpu", "cuda") or re.fullmatch(r"cuda:\d+", requested):
         if not torch.cuda.is_available():
             raise ModelError("a GPU was requested but torch sees no CUDA device")
-        return torch.device("cuda")
+        if ":" in requested and int(requested.split(":")[1]) >= torch.cuda.device_count():
+            raise ModelError(f"{requested} was requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda" if requested == "gpu" else requested)
     if requested == "cpu":
         return torch.device("cpu")
     raise ModelError(f"unknown device {requested!r}; use auto, cpu or gpu")
