@@ -259,6 +259,21 @@ def _worker_model(options: RunOptions, need_noise_model: bool):
 
 
 @lru_cache(maxsize=2)
+def check_run_model(options: RunOptions, need_noise_model: bool = False) -> None:
+    """What every scan of a run would fail on, said once before any output: the
+    device (a GPU torch does not see), a folder that is no model, a noise model
+    the method needs and the folder lacks. Raises ``ModelError`` (an ``InputError``)."""
+    from .model.bundle import bundled_model_dir, pick_device
+    from .model.card import NOISE_MODEL_FILE, ModelError, read_card
+
+    pick_device(options.device.value)
+    folder = options.model_dir or bundled_model_dir()
+    card = read_card(folder)
+    if need_noise_model and NOISE_MODEL_FILE not in card.weights:
+        raise ModelError(f"{folder} has no noise model ({NOISE_MODEL_FILE}), which the noise method's maps need: "
+                         "train one (napari-brainage train noise-model) or choose a Captum method")
+
+
 def _cached_model(model_dir: str | None, device: str, need_noise_model: bool, card_stamp: int = 0):
     """The model, loaded once per process (each Dask worker keeps its own)."""
     from .inference import load_model
@@ -407,8 +422,15 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
     scan's row has no age and its reason in ``error``). ``resume``: subjects
     already in ``out`` without an error are not redone; ``on_resume(kept, redone)``
     is then told how many rows are kept and how many finished ones are redone (their
-    scan, path or age changed since). ``progress(done, total)`` counts this run's scans."""
+    scan, path or age changed since). ``progress(done, total)`` counts this run's scans.
+    Without ``resume`` an existing table is replaced (the CLI refuses that unless
+    --overwrite). Results come back in the order of ``inputs``, whatever order
+    parallel workers finish in (the table's rows are in finishing order).
+
+    Raises ``ModelError`` before the table is started when the model or device
+    cannot be used (``check_run_model``)."""
     options = options or RunOptions()
+    check_run_model(options)
     log = ResultsLog(out)
     record = run_record(options)
     with output_lock(log.path):  # before anything reads or rewrites the table
@@ -436,7 +458,8 @@ def predict_cohort(inputs: list[ScanInput], out: str | Path, options: RunOptions
                     if progress:
                         progress(n, len(todo))
         keep_last_row_per_subject(log.path)
-    return results
+    order = {item.subject: i for i, item in enumerate(todo)}
+    return sorted(results, key=lambda result: order.get(result.subject, len(order)))
 
 
 #: The results table of a ``report`` run, beside its pages.
@@ -578,16 +601,20 @@ def iter_population(inputs: list[ScanInput], options: RunOptions | None = None,
     ``resume`` continues (it must have used the same method, preprocessing and
     model: ``run_record``; and each subject it holds must be in the same group as
     now: another --group-by would mix groups); ``on_resume(n)`` is then told how
-    many of the inputs it holds. A scan that fails,
+    many of the inputs it holds. Without ``resume`` an existing checkpoint is
+    started again (the CLI refuses that unless --overwrite). A scan that fails,
     whatever the error, is listed in ``failed`` and the others go on.
 
     Raises
     ------
     InputError
-        when a resumed checkpoint used other options; ``NothingMapped`` (an
-        ``InputError``) when no scan could be mapped.
+        when a resumed checkpoint used other options; ``ModelError`` (an
+        ``InputError``) before any scan when the model or device cannot be used,
+        or the noise method's model has no noise model (``check_run_model``);
+        ``NothingMapped`` (an ``InputError``) when no scan could be mapped.
     """
     options = options or RunOptions()
+    check_run_model(options, need_noise_model=options.method is Method.NOISE)
     method = options.method.value
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     # What the checkpoint keeps of the options, so that a resumed mean is one run's.

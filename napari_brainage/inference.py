@@ -217,13 +217,15 @@ def check_age(age, subject: str = "scan") -> float | None:
     tables, the CLI, the widgets and the Python API)."""
     if age is None:
         return None
+    if isinstance(age, bool):  # float(True) is 1.0: a flag passed by mistake read as a 1-year-old
+        raise InputError(f"{subject} has age {age!r}, not a number of years")
     try:
         years = float(age)
     except (TypeError, ValueError):
         raise InputError(f"{subject} has age {age!r}, not a number of years") from None
     if not AGE_RANGE[0] < years < AGE_RANGE[1]:  # also false for nan
         raise InputError(f"{subject} has age {age!r}; ages must lie between {AGE_RANGE[0]:g} and "
-                         f"{AGE_RANGE[1]:g} years")
+                         f"{AGE_RANGE[1]:g} years, both excluded")
     return years
 
 

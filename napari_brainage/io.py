@@ -108,6 +108,13 @@ class Volume:
         """Anatomical direction each array axis points to, e.g. ('L', 'A', 'S')."""
         return tuple(nib.aff2axcodes(self.affine))  # type: ignore[return-value]
 
+    def __repr__(self) -> str:
+        # The dataclass's repr printed every voxel (a notebook cell of numbers).
+        sizes = " x ".join(f"{s:.3g}" for s in self.voxel_sizes)
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        return (f"Volume(shape={self.shape}, dtype={np.asarray(self.data).dtype}, voxels {sizes} mm, "
+                f"{''.join(self.axcodes)}{where})")
+
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     """Voxel edge lengths (mm) of an affine: the norms of its first 3 columns."""

@@ -559,3 +559,45 @@ def test_a_population_resumed_after_a_failure_still_names_the_failed_scan(tiny_c
     assert last.result is not None and last.result.total.count == 3
     [(subject, reason)] = last.failed
     assert subject == "a_statmap" and "statistical map" in reason, reason
+
+
+def test_a_run_that_cannot_use_its_model_says_so_before_any_output(tiny_cohort, tiny_model, tmp_path):
+    """A GPU torch does not see left a header-only table behind; a model with no
+    noise model failed every scan of a population run, then "no scan could be
+    mapped" (a new user's API test). Said once, before anything is written."""
+    import torch
+
+    from napari_brainage.cohort import predict_cohort
+    from napari_brainage.model.card import ModelError, read_card, write_card
+
+    inputs = collect_inputs([tiny_cohort])[:2]
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="torch sees no CUDA device"):
+            predict_cohort(inputs, tmp_path / "ages.csv", RunOptions(model_dir=tiny_model, device="gpu"))
+        assert not (tmp_path / "ages.csv").exists()
+    predictor_only = tmp_path / "predictor_only"
+    predictor_only.mkdir()
+    card = read_card(tiny_model)
+    (predictor_only / "predictor.pt").write_bytes((tiny_model / "predictor.pt").read_bytes())
+    card.weights.pop("noise_model.pt")
+    write_card(card, predictor_only)
+    checkpoint = tmp_path / "pop.checkpoint.npz"
+    with pytest.raises(ModelError, match="has no noise model .* or choose a Captum method"):
+        population_stats(inputs, RunOptions(model_dir=predictor_only, device="cpu"), checkpoint=checkpoint)
+    assert not checkpoint.exists()
+
+
+def test_cohort_results_come_back_in_the_order_of_the_inputs(tiny_cohort, tiny_model, tmp_path, monkeypatch):
+    """Parallel workers finish in any order; the returned results follow the inputs."""
+    from contextlib import contextmanager
+
+    from napari_brainage import cohort
+
+    @contextmanager
+    def finishing_backwards(workers, scheduler):
+        yield lambda function, jobs: (function(*job) for job in reversed(list(jobs)))
+
+    monkeypatch.setattr(cohort, "executor", finishing_backwards)
+    inputs = collect_inputs([tiny_cohort])[:3]
+    results = cohort.predict_cohort(inputs, tmp_path / "ages.csv", RunOptions(model_dir=tiny_model, device="cpu"))
+    assert [r.subject for r in results] == [item.subject for item in inputs]

@@ -72,6 +72,8 @@ def test_the_api_refuses_another_scans_preparation_and_impossible_ages(tiny_mode
         with pytest.raises(InputError, match=words):
             predict_age(first, model, device, age=age, prepared=prepared)
     assert predict_age(first, model, device, age="63", prepared=prepared).age == 63.0
+    with pytest.raises(InputError, match="has age True, not a number of years"):
+        predict_age(first, model, device, age=True, prepared=prepared)
 
 
 def test_the_api_takes_what_a_researcher_passes_or_says_what_it_needs(tiny_model, tiny_cohort):

@@ -498,3 +498,12 @@ def test_a_big_endian_scan_reads_in_native_byte_order_and_info_says_int16(tmp_pa
         result = cli_in_process("info", path)
         assert result.returncode == 0, result.stderr
         assert f"voxels ({np.dtype(dtype).name})" in result.stdout
+
+
+def test_a_volume_prints_what_it_is_not_its_voxels():
+    """The dataclass repr printed every voxel into a notebook (a new user's API test)."""
+    from napari_brainage.samples import load_sample
+
+    text = repr(load_sample("synthetic_age50"))
+    assert text.startswith("Volume(shape=(91, 109, 91), dtype=int16, voxels 2 x 2 x 2 mm, LAS, path=")
+    assert len(text) < 200

@@ -224,7 +224,8 @@ def test_training_refuses_ages_predict_refuses_before_loading_any_scan(age, tiny
     table.write_text("\n".join([lines[0], ",".join(cells)]) + "\n")
     result = cli_in_process("train", "predictor", "--data", table, "--out", tmp_path / "m", "--epochs", "1")
     assert result.returncode == 2
-    assert f"subject {cells[header.index('subject')]!r} has age {age!r}; ages must lie between 0 and 120 years" \
+    assert (f"subject {cells[header.index('subject')]!r} has age {age!r}; ages must lie between 0 and 120 years, "
+            "both excluded") \
         in result.stderr
     assert "prepared" not in result.stdout and not (tmp_path / "m").exists()
 

@@ -130,7 +130,7 @@ def test_brain_age_widget_cancel_and_errors(make_napari_viewer, qtbot, tiny_mode
     assert errors[-1] == "Brain age: the age box has age 'two hundred', not a number of years"
     widget.age.value = "130"  # the same rule as tables and the CLI
     assert widget.start() is None
-    assert errors[-1] == "Brain age: the age box has age '130'; ages must lie between 0 and 120 years"
+    assert errors[-1] == "Brain age: the age box has age '130'; ages must lie between 0 and 120 years, both excluded"
 
     widget.age.value = "80"
     widget.model.value = str(tmp_path)  # not a model folder

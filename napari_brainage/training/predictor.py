@@ -51,8 +51,9 @@ def train_predictor(cohort: Cohort, out: str | Path, config: TrainConfig = PREDI
     Loss: L1 on standardised age; left-right flips always, patchy noise and blur
     when ``config`` asks; AdamW with cosine annealing. The weights of the epoch
     with the lowest validation MAE are kept (``predictor.pt``), then the age-bias
-    correction of Smith et al. (2019) is fitted on the validation subjects
-    (predicted = slope x age + intercept) and written to the card.
+    correction (predicted = slope x age + intercept, fitted on the validation
+    subjects; applied as de Lange & Cole 2020 write it, ``inference.corrected_gap``)
+    is written to the card.
 
     Parameters
     ----------
