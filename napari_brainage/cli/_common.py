@@ -42,10 +42,11 @@ def progress(name: str):
     return report
 
 
-def resuming(command: str, kept: int, total: int, redone: int) -> str:
+def resuming(command: str, kept: int, total: int, redone: int,
+             why: str = "their scan, path or age changed since") -> str:
     """The line a resumed run starts with: what it keeps, and what it redoes although
-    finished (its progress then counts only this run's scans)."""
-    again = f"; {redone} redone (their scan, path or age changed since)" if redone else ""
+    finished, and ``why`` (its progress then counts only this run's scans)."""
+    again = f"; {redone} redone ({why})" if redone else ""
     return f"{command}: resuming, {kept} of {total} scans already done{again}"
 
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.resume:  # maps are written atomically: one that exists is complete
         replace = {target for item, target in zip(inputs, targets) if modified_after(item.path, target)}
         kept = [(item, target) for item, target in zip(inputs, targets) if not target.exists() or target in replace]
-        say(resuming("explain", len(inputs) - len(kept), len(inputs), len(replace)))
+        say(resuming("explain", len(inputs) - len(kept), len(inputs), len(replace), "their scan changed since"))
         inputs, targets = [item for item, _ in kept], [target for _, target in kept]
     for target in targets:
         if target not in replace:
