@@ -142,8 +142,8 @@ def _remove_ringing(check: IntensityCheck, faint: float) -> None:
         return
     data[ringing] = 0.0
     check.notes.append(f"{np.count_nonzero(ringing)} faint values around the zero background (under "
-                       f"{100 * FAINT_SHARE:.0f} % of the brightest tissue, of both signs: interpolation ringing) "
-                       "set to 0")
+                       f"{100 * FAINT_SHARE:.0f} % of the brightest tissue, of both signs: interpolation ringing or "
+                       "rounding) set to 0")
 
 
 def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray, sample: np.ndarray) -> None:
@@ -156,7 +156,10 @@ def _fill_nonfinite(check: IntensityCheck, finite: np.ndarray, sample: np.ndarra
     data = check.data
     level = float(np.percentile(sample, 90))
     tissue = finite & (data > check.background + 0.1 * (level - check.background))
-    # The head: its tissue, with gaps of a few voxels (NaN slices, a NaN block) closed and holes filled.
+    # The head: its tissue, with gaps of a few voxels (NaN slices, a NaN block) closed and holes
+    # filled. A NaN slab of 3 or more slices across the whole image stays outside it (background):
+    # a wider closing, or "tissue on both sides along an axis", also took a NaN background's
+    # sulci and fissures for damage and refused such files (docs/benchmarks.md).
     head = ndimage.binary_fill_holes(ndimage.binary_closing(tissue, iterations=HEAD_CLOSING))
     damage = ~finite & head
     damaged = int(np.count_nonzero(damage))
@@ -205,7 +208,9 @@ def _looks_like_labels(data: np.ndarray, values: np.ndarray, background: float) 
     if len(values) > MAX_LABEL_VALUES or not np.all(values == np.round(values)):
         return False
     a, b = data[1:], data[:-1]
-    tissue = (a != background) | (b != background)
+    # Finite pairs only: an Inf background equals its neighbours (inf == inf), and a scan
+    # with an Inf background was refused as a label image (a new user's test).
+    tissue = ((a != background) | (b != background)) & np.isfinite(a) & np.isfinite(b)
     return bool(tissue.any() and (a[tissue] == b[tissue]).mean() > FLAT_LABEL_SHARE)
 
 

@@ -260,7 +260,7 @@ def sharp_content(detail: float) -> list[str]:
     return [f"the image is sharper on the model's 2 mm grid than its training scans (anatomical fine detail "
             f"{detail:.2f}, trained up to about 1.0): 2 mm scans resampled without anti-aliasing (FSL, ANTs or SPM "
             "trilinear into MNI 2 mm) or acquired at 2 mm read 3-10 y old in docs/benchmarks.md; give the scan at "
-            "the resolution it was acquired (1 mm), which is anti-aliased here"]
+            "the resolution it was acquired if that is finer (1 mm: it is anti-aliased here)"]
 
 
 def axis_sharpness(data: np.ndarray, detail: np.ndarray | None = None) -> np.ndarray:
