@@ -258,7 +258,6 @@ def _worker_model(options: RunOptions, need_noise_model: bool):
                          need_noise_model, stamp)
 
 
-@lru_cache(maxsize=2)
 def check_run_model(options: RunOptions, need_noise_model: bool = False) -> None:
     """What every scan of a run would fail on, said once before any output: the
     device (a GPU torch does not see), a folder that is no model, a noise model
@@ -274,6 +273,7 @@ def check_run_model(options: RunOptions, need_noise_model: bool = False) -> None
                          "train one (napari-brainage train noise-model) or choose a Captum method")
 
 
+@lru_cache(maxsize=2)
 def _cached_model(model_dir: str | None, device: str, need_noise_model: bool, card_stamp: int = 0):
     """The model, loaded once per process (each Dask worker keeps its own)."""
     from .inference import load_model

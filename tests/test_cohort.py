@@ -601,3 +601,17 @@ def test_cohort_results_come_back_in_the_order_of_the_inputs(tiny_cohort, tiny_m
     inputs = collect_inputs([tiny_cohort])[:3]
     results = cohort.predict_cohort(inputs, tmp_path / "ages.csv", RunOptions(model_dir=tiny_model, device="cpu"))
     assert [r.subject for r in results] == [item.subject for item in inputs]
+
+
+def test_a_cohort_run_loads_its_model_once(tiny_cohort, tiny_model, tmp_path, monkeypatch):
+    """Each process keeps the model it loaded (``_cached_model``): a decorator moved to
+    another function by an edit once made every scan load the model again."""
+    from napari_brainage import cohort, inference
+
+    loads = []
+    real = inference.load_model
+    monkeypatch.setattr(inference, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    cohort._cached_model.cache_clear()
+    inputs = collect_inputs([tiny_cohort])[:3]
+    cohort.predict_cohort(inputs, tmp_path / "ages.csv", RunOptions(model_dir=tiny_model, device="cpu"))
+    assert len(loads) == 1
