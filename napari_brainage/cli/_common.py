@@ -180,27 +180,14 @@ def check_method(card, folder, method: Method) -> None:
 
 def check_weights(card, folder) -> None:
     """``ModelError`` when a weight file of the model ``card`` (of ``folder``) is missing or
-    does not match its checksum, as loading the model says it (``model.weights``), but
-    before any output is started: a tampered model left predict's table header-only
+    does not match its checksum, as loading the model says it (``model.card.verified_weights``),
+    but before any output is started: a tampered model left predict's table header-only
     (the next run: "already exists") and population's checkpoint, whose one line said
     "no scan could be mapped". Torch-free; the files are a few MB."""
-    import hashlib
+    from ..model.card import PREDICTOR_FILE, verified_weights
 
-    from ..model.card import PREDICTOR_FILE, ModelError
-
-    if PREDICTOR_FILE not in card.weights:
-        raise ModelError(f"{folder}: the model card lists no checksum for {PREDICTOR_FILE}")
-    for name, expected in card.weights.items():
-        path = Path(folder) / name
-        if not path.is_file():
-            raise ModelError(f"{path}: weight file missing")
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            raise ModelError(f"{path}: checksum mismatch (sha256 {digest.hexdigest()[:12]}..., card says "
-                             f"{expected[:12]}...); the file is corrupt or was modified: refusing to load it")
+    for name in dict.fromkeys([PREDICTOR_FILE, *card.weights]):  # the predictor first; it must be listed
+        verified_weights(folder, name, card)
 
 
 def check_device(device: str) -> None:

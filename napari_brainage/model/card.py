@@ -6,6 +6,7 @@ Torch-free: the CLI and readers of model folders need it without the networks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,6 +187,35 @@ def write_card(card: ModelCard, folder: str | Path) -> Path:
     path = Path(folder) / CARD_FILE
     with atomic_path(path) as tmp:
         tmp.write_text(card.to_json() + "\n")
+    return path
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256, hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_weights(folder: str | Path, filename: str, card: ModelCard) -> Path:
+    """The path of the weight file ``filename`` in ``folder`` once its SHA-256 matches
+    ``card``'s; ``ModelError`` when the card lists none, the file is missing or it does
+    not match. Torch-free: loading (``weights.load_weights``) and the CLI's check
+    before any output (``cli._common.check_weights``) share it."""
+    path = Path(folder) / filename
+    expected = card.weights.get(filename)
+    if expected is None:
+        raise ModelError(f"{folder}: the model card lists no checksum for {filename}")
+    if not path.is_file():
+        raise ModelError(f"{path}: weight file missing")
+    actual = sha256(path)
+    if actual != expected:
+        raise ModelError(
+            f"{path}: checksum mismatch (sha256 {actual[:12]}..., card says {expected[:12]}...); "
+            "the file is corrupt or was modified: refusing to load it"
+        )
     return path
 
 
