@@ -267,14 +267,25 @@ def predict_age(volume: Volume, model: BrainAgeModel, device: torch.device | Non
         result.gap = predicted - age
         result.corrected_gap = corrected_gap(predicted, age, model.card)
         result.corrected_age = age + result.corrected_gap
-    calibration = model.card.calibration
-    if calibration is not None:
-        low, high = calibration.interval(predicted, interval_level)
-        if np.isfinite(high):  # too few calibration subjects for this level: no interval
-            result.interval_low, result.interval_high, result.interval_level = low, high, interval_level
-        if age is not None and not age_outside:  # no normative centile outside the ages it was made on
-            result.gap_centile = calibration.centile(result.corrected_gap, model.card.bias_slope,
-                                                     model.card.bias_intercept)
+    return apply_calibration(result, model.card, interval_level)
+
+
+def apply_calibration(result: AgeResult, card: ModelCard, level: float = DEFAULT_LEVEL) -> AgeResult:
+    """``result``'s ``level`` prediction interval and gap centile from ``card``'s
+    calibration, the rules in one place (``predict_age``, and ``calibrate --out``,
+    whose rows were predicted before the calibration they must show): no interval
+    where the level asks for more subjects than were calibrated, no centile for an
+    age outside the model's ages; both empty without a calibration or an age."""
+    result.interval_low = result.interval_high = result.interval_level = result.gap_centile = None
+    calibration = card.calibration
+    if calibration is None or result.predicted_age is None:
+        return result
+    low, high = calibration.interval(result.predicted_age, level)
+    if np.isfinite(high):  # too few calibration subjects for this level: no interval
+        result.interval_low, result.interval_high, result.interval_level = low, high, level
+    if result.age is not None and not age_range(result.age, card.age_mean, card.age_sd, chronological=True):
+        # No normative centile outside the ages it was made on.
+        result.gap_centile = calibration.centile(result.corrected_gap, card.bias_slope, card.bias_intercept)
     return result
 
 

@@ -98,29 +98,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _rewrite_with_calibration(table: Path, results: list, card, level: float) -> None:
     """``table`` (``--out``) rewritten with each subject's interval and gap centile from
-    ``card``'s calibration, the one just made: they were predicted with the card as it
-    was, so a recalibration's table showed the old calibration's intervals and
-    centiles (+-4.81 y among 300 subjects where the new one gave +-5.0 among 52).
-    The same rules as ``inference.predict_age``: no interval where the level asks for
-    more subjects than there are, no centile for an age outside the model's ages."""
+    ``card``'s calibration, the one just made (``inference.apply_calibration``): they
+    were predicted with the card as it was, so a recalibration's table showed the old
+    calibration's intervals and centiles (+-4.81 y among 300 subjects where the new
+    one gave +-5.0 among 52)."""
     import csv
-    import math
 
-    from ..inference import AgeResult
+    from ..inference import AgeResult, apply_calibration
     from ..io import atomic_path
-    from ..quality import age_range
 
-    calibration = card.calibration
     for result in results:
-        if result.predicted_age is None:
-            continue
-        low, high = calibration.interval(result.predicted_age, level)
-        finite = math.isfinite(high)
-        result.interval_low, result.interval_high = (low, high) if finite else (None, None)
-        result.interval_level = level if finite else None
-        outside = result.age is None or age_range(result.age, card.age_mean, card.age_sd, chronological=True)
-        result.gap_centile = None if outside else calibration.centile(result.corrected_gap, card.bias_slope,
-                                                                      card.bias_intercept)
+        apply_calibration(result, card, level)
     with atomic_path(table) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(AgeResult.FIELDS)
